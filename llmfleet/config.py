@@ -1,0 +1,85 @@
+"""Engine configuration: one slotted dataclass, validated on construction.
+
+Derived runtime values (the KV block count once memory is measured, the model's shape) live in the runner and the
+model, never here: an EngineConfig is immutable once built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    """`auto` means bfloat16 on CUDA and float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype: unknown value {dtype!r}; use one of auto, {', '.join(sorted(_DTYPES))}")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} was asked for but no CUDA device is available")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"device: unknown value {device!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    # KV cache
+    block_size: int = 16
+    num_kv_blocks: int | None = None          # None: size from free device memory after a profiling pass
+    gpu_memory_utilization: float = 0.85      # fraction of total device memory the engine may take
+    cpu_kv_cache_bytes: int = 1 << 30         # KV budget on CPU, where there is no free-memory probe
+    enable_prefix_caching: bool = True
+    # Scheduling
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192        # token budget per step; smaller = lower ITL, larger = throughput
+    max_model_len: int | None = None          # None: the model's max_position_embeddings
+    # Execution
+    attention_backend: str = "auto"           # auto | torch | triton
+    enforce_eager: bool = False               # True disables CUDA graphs
+    cuda_graph_max_batch: int = 256
+    load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
+    seed: int = 0
+    tokenizer: str | None = None              # None: the model folder
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError(f"num_kv_blocks: must be >= 1 or None, got {self.num_kv_blocks}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len: must be >= 1, got {self.max_model_len}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.attention_backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"attention_backend: unknown value {self.attention_backend!r}")
+        if self.load_format not in ("auto", "dummy"):
+            raise ValueError(f"load_format: unknown value {self.load_format!r}")
+
+    def with_(self, **changes) -> "EngineConfig":
+        return replace(self, **changes)
+
+
+def _positive(cfg, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
