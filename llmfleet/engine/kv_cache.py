@@ -1,0 +1,133 @@
+"""KV-cache manager: which blocks each sequence owns, and prefix caching by chain-hashed full blocks.
+
+The manager speaks only of sequences, token ids and block ids; the scheduler never touches a Block's fields.
+Block tables are append-only while a sequence runs; `free` returns every block it holds.
+
+A full block's hash covers (parent block's hash, the block's token ids, an optional salt such as a tenant or
+adapter id), so equal hashes mean equal whole prefixes. Blocks are published in the cache when they are allocated
+for tokens whose ids are known; within one step the runner writes every token's KV before any attention reads it,
+so a sequence admitted later in the same step may already share them. Blocks of a sequence that are freed before
+their tokens were computed (preemption in the step that allocated them) are unpublished.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmfleet.engine.block_pool import Block, BlockPool
+from llmfleet.engine.request import Request
+
+
+def hash_block(parent: bytes | None, token_ids: list[int], salt: str = "") -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(parent or b"\0")
+    digest.update(np.asarray(token_ids, dtype=np.int64).tobytes())
+    if salt:
+        digest.update(salt.encode())
+    return digest.digest()
+
+
+def hash_prefix(token_ids: list[int], block_size: int, salt: str = "") -> list[bytes]:
+    """Chain hashes of every full block of `token_ids` (what replicas publish for prefix-aware routing)."""
+    hashes: list[bytes] = []
+    for start in range(0, len(token_ids) - block_size + 1, block_size):
+        hashes.append(hash_block(hashes[-1] if hashes else None, token_ids[start:start + block_size], salt))
+    return hashes
+
+
+@dataclass(slots=True)
+class PrefixCacheStats:
+    queries: int = 0   # prompt tokens looked up
+    hits: int = 0      # of those, tokens found cached
+
+
+class KVCacheManager:
+    def __init__(self, num_blocks: int, block_size: int, enable_caching: bool = True):
+        self.block_size = block_size
+        self.enable_caching = enable_caching
+        self.pool = BlockPool(num_blocks)
+        self.stats = PrefixCacheStats()
+        self._blocks: dict[int, list[Block]] = {}        # seq_id -> its block table
+        self._hashes: dict[int, list[bytes]] = {}        # seq_id -> hashes of its full blocks so far
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.pool.num_free_blocks
+
+    @property
+    def usage(self) -> float:
+        return 1.0 - self.pool.num_free_blocks / self.pool.num_blocks
+
+    def block_ids(self, seq: Request) -> list[int]:
+        return [b.block_id for b in self._blocks.get(seq.seq_id, ())]
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def get_computed_blocks(self, seq: Request) -> tuple[list[Block], int]:
+        """Longest cached prefix of a sequence being admitted: (blocks, tokens). Leaves >= 1 token to compute,
+        since the last prompt token must run to produce logits."""
+        if not self.enable_caching:
+            return [], 0
+        hashes = self._full_block_hashes(seq)
+        max_blocks = (seq.num_tokens - 1) // self.block_size
+        hit: list[Block] = []
+        for block_hash in hashes[:max_blocks]:
+            block = self.pool.lookup(block_hash)
+            if block is None:
+                break
+            hit.append(block)
+        return hit, len(hit) * self.block_size
+
+    def allocate_slots(self, seq: Request, num_new_tokens: int, computed: list[Block] | None = None) -> bool:
+        """Makes the sequence own blocks for num_computed_tokens (+ prefix hit) + num_new_tokens tokens.
+
+        `computed` are prefix-hit blocks for a sequence being admitted (its num_computed_tokens is 0 then).
+        Returns False, changing nothing, when the free blocks do not suffice.
+        """
+        computed = computed or []
+        owned = self._blocks.get(seq.seq_id, [])
+        num_computed = seq.num_computed_tokens + len(computed) * self.block_size
+        needed = self.blocks_needed(num_computed + num_new_tokens) - len(owned) - len(computed)
+        revived = sum(1 for b in computed if b.ref_count == 0)  # cached free blocks a hit takes out of the pool
+        if needed + revived > self.pool.num_free_blocks:
+            return False
+        if seq.seq_id not in self._blocks and self.enable_caching:  # admission: count the prefix-cache query
+            self.stats.queries += seq.num_tokens
+            self.stats.hits += len(computed) * self.block_size
+        self.pool.touch(computed)
+        table = self._blocks.setdefault(seq.seq_id, owned)
+        table.extend(computed)
+        if needed > 0:
+            table.extend(self.pool.allocate(needed))
+        if self.enable_caching:
+            self._publish(seq, table, num_computed + num_new_tokens)
+        return True
+
+    def free(self, seq: Request) -> None:
+        """Returns all the sequence's blocks, tail first so that shared prefix blocks are evicted last."""
+        table = self._blocks.pop(seq.seq_id, [])
+        self._hashes.pop(seq.seq_id, None)
+        first_uncomputed = seq.num_computed_tokens // self.block_size
+        for block in table[first_uncomputed:]:
+            if block.ref_count == 1:
+                self.pool.uncache(block)  # published but never written: must not serve a later hit
+        self.pool.release(table[::-1])
+
+    def reset_prefix_cache(self) -> int:
+        return self.pool.reset_cache()
+
+    def _publish(self, seq: Request, table: list[Block], num_tokens: int) -> None:
+        hashes = self._full_block_hashes(seq)
+        for i in range(min(num_tokens // self.block_size, len(hashes))):
+            self.pool.cache(table[i], hashes[i])
+
+    def _full_block_hashes(self, seq: Request) -> list[bytes]:
+        """Chain hashes of the sequence's full blocks, extended incrementally as its tokens grow."""
+        hashes = self._hashes.setdefault(seq.seq_id, [])
+        tokens, size = seq.all_token_ids, self.block_size
+        for i in range(len(hashes), len(tokens) // size):
+            hashes.append(hash_block(hashes[-1] if hashes else None, tokens[i * size:(i + 1) * size]))
+        return hashes

@@ -1,0 +1,187 @@
+"""LLMEngine: the synchronous engine core. `step()` = schedule -> run -> sample -> update.
+
+Not thread-safe by design: every call happens on one thread (AsyncEngine runs it in its own). A user request with
+n samples becomes n sequences sharing the prompt's full KV blocks through the prefix cache.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from llmfleet.config import EngineConfig, resolve_device, resolve_dtype
+from llmfleet.engine.detokenizer import Detokenizer
+from llmfleet.engine.kv_cache import KVCacheManager
+from llmfleet.engine.model_source import resolve_model
+from llmfleet.engine.request import Request, Status
+from llmfleet.engine.runner import ModelRunner
+from llmfleet.engine.scheduler import Scheduler
+from llmfleet.outputs import CompletionOutput, Logprob, RequestOutput
+from llmfleet.sampling_params import SamplingParams
+
+
+@dataclass(slots=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    num_free_blocks: int
+    num_total_blocks: int
+    kv_cache_usage: float
+    prefix_cache_queries: int
+    prefix_cache_hits: int
+    num_preemptions: int
+    prompt_tokens: int
+    generation_tokens: int
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    request_id: str
+    prompt: str | None
+    seqs: list[Request]
+    detoks: list[Detokenizer | None]
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return all(s.status.finished for s in self.seqs)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        device = resolve_device(config.device)
+        source = resolve_model(config.model, config.tokenizer, config.load_format)
+        self.model_name = source.name
+        self.tokenizer = source.tokenizer
+        self.runner = ModelRunner(config, device, resolve_dtype(config.dtype, device), source.path, source.hf_config)
+        self.max_model_len = self.runner.max_model_len
+        self.vocab_size = self.runner.info.vocab_size
+        self.kv = KVCacheManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
+        eos = set(self.runner.info.eos_token_ids)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self._groups: dict[str, _Group] = {}
+        self._prompt_tokens = self._generation_tokens = 0
+
+    # ---- requests -------------------------------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
+                    priority: int = 0, arrival_time: float | None = None) -> None:
+        """Queues a request; raises ValueError naming the field for bad input (nothing is queued then)."""
+        if request_id in self._groups:
+            raise ValueError(f"request_id: {request_id!r} is already in use")
+        if not isinstance(params, SamplingParams):
+            raise ValueError("sampling_params: must be a SamplingParams")
+        text, ids = self._tokenize(prompt)
+        max_total = self._check_lengths(len(ids), params)
+        arrival = time.monotonic() if arrival_time is None else arrival_time
+        group = _Group(request_id, text, [], [], {"arrival_time": arrival})
+        for i in range(params.n):
+            child = params.child(i) if params.n > 1 else params
+            seq = Request(ids, child, arrival, max_total, self.eos_token_ids, priority, request_id, i)
+            group.seqs.append(seq)
+            group.detoks.append(Detokenizer(self.tokenizer, ids, child.skip_special_tokens, child.stop_strings)
+                                if child.detokenize else None)
+        self._groups[request_id] = group
+        for seq in group.seqs:
+            self.scheduler.add(seq)
+
+    def _tokenize(self, prompt) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt: must not be empty")
+            return prompt, self.tokenizer.encode(prompt)
+        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) for t in prompt):
+            raise ValueError("prompt: must be a string or a list of token ids")
+        if not prompt:
+            raise ValueError("prompt: must not be empty")
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt: token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
+        return None, list(prompt)
+
+    def _check_lengths(self, num_prompt: int, params: SamplingParams) -> int:
+        if num_prompt >= self.max_model_len:
+            raise ValueError(f"prompt: has {num_prompt} tokens; the limit is {self.max_model_len - 1} "
+                             f"(max_model_len {self.max_model_len} includes at least one generated token)")
+        wanted = num_prompt + (params.max_tokens or self.max_model_len)
+        max_total = min(wanted, self.max_model_len)
+        blocks = self.kv.blocks_needed(max_total)
+        if blocks > self.kv.pool.num_blocks:
+            raise ValueError(f"max_tokens: the request may reach {max_total} tokens ({blocks} KV blocks) but the KV "
+                             f"cache has {self.kv.pool.num_blocks} blocks; lower max_tokens or enlarge the cache")
+        return max_total
+
+    def abort_request(self, request_ids: str | list[str]) -> None:
+        for request_id in [request_ids] if isinstance(request_ids, str) else request_ids:
+            group = self._groups.pop(request_id, None)
+            for seq in group.seqs if group else ():
+                self.scheduler.finish(seq, Status.FINISHED_ABORTED)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._groups)
+
+    # ---- the step -------------------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        out = self.scheduler.schedule()
+        if not out.seqs:
+            return []
+        result = self.runner.execute(out)
+        self.scheduler.update(out, result.sampled)
+        now = time.monotonic()
+        touched: dict[str, _Group] = {}
+        for seq, token, logprobs in zip(out.seqs, result.sampled, result.logprobs):
+            group = self._groups.get(seq.group_id)
+            if token is None or group is None:
+                continue
+            self._generation_tokens += 1
+            if "first_token_time" not in group.metrics:
+                group.metrics["first_token_time"] = now
+                self._prompt_tokens += seq.num_prompt_tokens
+            self._postprocess(group, seq, token, logprobs)
+            touched[group.request_id] = group
+        outputs = [self._output(g) for g in touched.values()]
+        for group in touched.values():
+            if group.finished:
+                group.metrics["finished_time"] = now
+                del self._groups[group.request_id]
+        return outputs
+
+    def _postprocess(self, group: _Group, seq: Request, token: int, logprobs) -> None:
+        detok = group.detoks[seq.index]
+        if logprobs is not None:
+            seq.logprobs.append(self._logprob_entry(*logprobs))
+        if detok is None:
+            return
+        stop = detok.append(token)
+        if stop is not None:
+            self.scheduler.finish(seq, Status.FINISHED_STOPPED)
+            seq.status, seq.stop_reason = Status.FINISHED_STOPPED, stop
+
+    def _logprob_entry(self, ids: list[int], values: list[float], sampled_rank: int) -> dict[int, Logprob]:
+        """The sampled token first, then the top-N by rank."""
+        entry = {ids[0]: Logprob(values[0], sampled_rank, self.tokenizer.decode([ids[0]]))}
+        for rank, (token, value) in enumerate(zip(ids[1:], values[1:]), start=1):
+            entry.setdefault(token, Logprob(value, rank, self.tokenizer.decode([token])))
+        return entry
+
+    def _output(self, group: _Group) -> RequestOutput:
+        completions = []
+        for seq, detok in zip(group.seqs, group.detoks):
+            finished = seq.status.finished
+            completions.append(CompletionOutput(
+                index=seq.index, text=detok.visible_text(finished) if detok else "",
+                token_ids=seq.output_token_ids, finish_reason=seq.status.value if finished else None,
+                stop_reason=seq.stop_reason, logprobs=list(seq.logprobs) if seq.params.logprobs is not None else None))
+        first = group.seqs[0]
+        return RequestOutput(group.request_id, group.prompt, first.prompt_token_ids, completions, group.finished,
+                             max(first.num_cached_tokens, 0), dict(group.metrics))
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            num_free_blocks=self.kv.num_free_blocks, num_total_blocks=self.kv.pool.num_blocks,
+            kv_cache_usage=self.kv.usage, prefix_cache_queries=self.kv.stats.queries,
+            prefix_cache_hits=self.kv.stats.hits, num_preemptions=self.scheduler.num_preemptions,
+            prompt_tokens=self._prompt_tokens, generation_tokens=self._generation_tokens)

@@ -1,0 +1,51 @@
+"""KV-cache sizing on CUDA: a profiling forward pass at the largest step, then the rest of the budget is KV blocks.
+
+budget = gpu_memory_utilization x total memory - peak torch memory (weights + activations + sampling)
+         - memory held outside torch's allocator (CUDA context, other processes)
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from llmfleet.layers.sampler import SamplingBatch, sample
+from llmfleet.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def profile_kv_blocks(runner) -> int:
+    cfg = runner.config
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    inputs = runner.dummy_inputs(cfg.max_num_batched_tokens, cfg.max_num_seqs)
+    scratch_blocks = inputs.block_tables.size + 1
+    runner._bind([runner._new_cache(scratch_blocks) for _ in runner.layers])
+    hidden = runner._forward(inputs)
+    logits = runner.model.compute_logits(hidden[torch.as_tensor(inputs.logits_indices, device=runner.device)])
+    rows = len(inputs.sample_rows)
+    params = SamplingParams(temperature=0.7, top_p=0.9, top_k=50, logprobs=5)  # the most memory-hungry path
+    sample(logits, SamplingBatch(params=[params] * rows, generators=[None] * rows))
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - scratch_blocks * runner.bytes_per_block
+    del hidden, logits
+    runner._bind([None] * len(runner.layers))
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info()
+    outside_torch = total - free - torch.cuda.memory_reserved()
+    budget = int(total * cfg.gpu_memory_utilization) - peak - outside_torch
+    blocks = max(0, budget // runner.bytes_per_block)
+    gib = 2 ** 30
+    logger.info("memory: total %.1f GiB, torch peak %.2f GiB (weights + activations), outside torch %.2f GiB, "
+                "KV budget %.2f GiB = %d blocks", total / gib, peak / gib, outside_torch / gib, budget / gib, blocks)
+    blocks_per_request = -(-runner.max_model_len // runner.block_size)
+    if blocks < blocks_per_request:
+        raise ValueError(
+            f"KV cache too small: {blocks} blocks ({blocks * runner.block_size} tokens, {max(budget, 0) / gib:.2f} "
+            f"GiB) cannot hold one request of max_model_len={runner.max_model_len} tokens "
+            f"({blocks_per_request} blocks). Raise gpu_memory_utilization (now {cfg.gpu_memory_utilization}), "
+            f"lower max_model_len or max_num_batched_tokens (now {cfg.max_num_batched_tokens}), or use more GPUs.")
+    return blocks

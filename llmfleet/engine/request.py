@@ -1,0 +1,89 @@
+"""One sequence's state inside the engine. A user request with n > 1 samples becomes n of these."""
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+
+from llmfleet.sampling_params import SamplingParams
+
+_seq_ids = itertools.count()
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED_STOPPED = "stop"
+    FINISHED_LENGTH = "length"
+    FINISHED_ABORTED = "abort"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.FINISHED_STOPPED, Status.FINISHED_LENGTH, Status.FINISHED_ABORTED)
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """Token-budget scheduling state: `num_computed_tokens` catches up with `num_tokens` (prompt + output so far).
+
+    Prefill chunks, prefix-cache hits and decodes are all the same thing: the scheduler gives a request some of the
+    tokens it has not computed yet. The token at position num_tokens - 1 produces the next token when computed.
+    """
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    arrival_time: float
+    max_total_tokens: int                     # min(prompt + max_tokens, max_model_len)
+    eos_token_ids: frozenset[int]
+    priority: int = 0                         # lower value runs first; FCFS among equals
+    group_id: str = ""                        # the user's request id
+    index: int = 0                            # which of the group's n samples
+    seq_id: int = field(default_factory=lambda: next(_seq_ids))
+    all_token_ids: list[int] = field(init=False)
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = -1               # prefix-cache hit at first admission (-1: not admitted yet)
+    num_preemptions: int = 0
+    status: Status = Status.WAITING
+    stop_reason: int | str | None = None
+    generator: torch.Generator | None = None  # per-request RNG when a seed is set
+    logprobs: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.all_token_ids = list(self.prompt_token_ids)
+        if self.params.seed is not None:
+            self.generator = torch.Generator()
+            self.generator.manual_seed(self.params.seed)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.all_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.all_token_ids) - len(self.prompt_token_ids)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.all_token_ids[len(self.prompt_token_ids):]
+
+    def append_token(self, token_id: int) -> None:
+        self.all_token_ids.append(token_id)
+        if self.status is Status.RUNNING:
+            self._check_stop(token_id)
+
+    def _check_stop(self, token_id: int) -> None:
+        if not self.params.ignore_eos and token_id in self.eos_token_ids:
+            self.status, self.stop_reason = Status.FINISHED_STOPPED, None
+        elif self.params.stop_token_ids and token_id in self.params.stop_token_ids:
+            self.status, self.stop_reason = Status.FINISHED_STOPPED, token_id
+        elif self.num_tokens >= self.max_total_tokens:
+            self.status = Status.FINISHED_LENGTH
+
+    def sort_key(self) -> tuple[int, float, int]:
+        return (self.priority, self.arrival_time, self.seq_id)

@@ -1,0 +1,139 @@
+"""The model runner owns everything on the device: weights, the KV cache, input buffers and sampling.
+
+`execute(scheduler_output)` runs one step and returns, for each scheduled sequence, the token it sampled (or None
+for a prefill chunk that has not reached the sequence's end) and its logprobs when asked.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from llmfleet.config import EngineConfig
+from llmfleet.engine.inputs import StepInputs, prepare_inputs
+from llmfleet.engine.scheduler import SchedulerOutput
+from llmfleet.layers.attention import AttentionMetadata, get_attention_backend
+from llmfleet.layers.sampler import SamplingBatch, sample
+from llmfleet.models.loader import load_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StepResult:
+    sampled: list[int | None]                      # per scheduled sequence
+    logprobs: list[tuple[list[int], list[float], int] | None]  # (token ids, logprobs, sampled rank) per sequence
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, device: str, dtype: torch.dtype, model_path: str, hf_config=None):
+        self.config, self.device, self.dtype = config, device, dtype
+        self.block_size = config.block_size
+        self.model, self.hf_config, self.info = load_model(
+            model_path, dtype, device, load_format=config.load_format, hf_config=hf_config)
+        self.backend = get_attention_backend(config.attention_backend, device)
+        self.layers = self.model.attention_layers()
+        for layer in self.layers:
+            layer.backend = self.backend
+        self.max_model_len = min(config.max_model_len or self.info.max_position_embeddings,
+                                 self.info.max_position_embeddings)
+        self.num_blocks = config.num_kv_blocks or self._blocks_from_memory()
+        self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
+        self._bind(self.kv_caches)
+        logger.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB)", self.num_blocks, self.block_size,
+                    self.num_blocks * self.block_size, self.num_blocks * self.bytes_per_block / 2**30)
+
+    @property
+    def bytes_per_block(self) -> int:
+        info = self.info
+        return 2 * len(self.layers) * self.block_size * info.num_kv_heads * info.head_dim * self.dtype.itemsize
+
+    def _new_cache(self, num_blocks: int) -> torch.Tensor:
+        shape = (2, num_blocks, self.block_size, self.info.num_kv_heads, self.info.head_dim)
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def _bind(self, caches: list[torch.Tensor]) -> None:
+        for layer, cache in zip(self.layers, caches):
+            layer.kv_cache = cache
+
+    def _blocks_from_memory(self) -> int:
+        if not self.device.startswith("cuda"):
+            seqs_worth = self.config.max_num_seqs * -(-self.max_model_len // self.block_size)
+            return max(1, min(self.config.cpu_kv_cache_bytes // self.bytes_per_block, seqs_worth))
+        from llmfleet.engine.memory import profile_kv_blocks
+        return profile_kv_blocks(self)
+
+    # ---- one step -------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput) -> StepResult:
+        inputs = prepare_inputs(out, self.block_size)
+        hidden = self._forward(inputs)
+        sampled: list[int | None] = [None] * len(out.seqs)
+        logprobs: list = [None] * len(out.seqs)
+        if not inputs.sample_rows:
+            return StepResult(sampled, logprobs)
+        logits = self.model.compute_logits(hidden[torch.as_tensor(inputs.logits_indices, device=self.device)])
+        seqs = [out.seqs[i] for i in inputs.sample_rows]
+        result = sample(logits, self._sampling_batch(seqs))
+        tokens = result.token_ids.tolist()  # the step's one host synchronisation
+        for row, token in zip(inputs.sample_rows, tokens):
+            sampled[row] = token
+        if result.logprobs is not None:
+            self._collect_logprobs(result, inputs.sample_rows, seqs, logprobs)
+        return StepResult(sampled, logprobs)
+
+    def _forward(self, inputs: StepInputs) -> torch.Tensor:
+        meta = self._metadata(inputs)
+        ids = torch.from_numpy(inputs.input_ids).to(self.device, non_blocking=True)
+        positions = torch.from_numpy(inputs.positions).to(self.device, non_blocking=True)
+        return self.model.forward(ids, positions, meta)
+
+    def _metadata(self, inputs: StepInputs) -> AttentionMetadata:
+        to_device = lambda a: torch.from_numpy(a).to(self.device, non_blocking=True)  # noqa: E731
+        on_cpu = not self.device.startswith("cuda")
+        return AttentionMetadata(
+            num_seqs=len(inputs.seq_lens), num_decodes=inputs.num_decodes, max_query_len=inputs.max_query_len,
+            max_seq_len=inputs.max_seq_len, query_start_loc=to_device(inputs.query_start_loc),
+            seq_lens=to_device(inputs.seq_lens), block_tables=to_device(inputs.block_tables),
+            slot_mapping=to_device(inputs.slot_mapping),
+            query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
+            seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
+
+    def _sampling_batch(self, seqs) -> SamplingBatch:
+        params = [s.params for s in seqs]
+        batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
+        if any(p.has_penalties for p in params):
+            batch.output_token_ids = [s.output_token_ids for s in seqs]
+            batch.prompt_token_ids = [s.prompt_token_ids for s in seqs]
+        return batch
+
+    @staticmethod
+    def _collect_logprobs(result, rows: list[int], seqs, logprobs: list) -> None:
+        values = result.logprobs.tolist()
+        ids = result.logprob_token_ids.tolist()
+        ranks = result.ranks.tolist()
+        for j, (row, seq) in enumerate(zip(rows, seqs)):
+            if seq.params.logprobs is not None:
+                n = 1 + seq.params.logprobs
+                logprobs[row] = (ids[j][:n], values[j][:n], ranks[j])
+
+    # ---- profiling support ------------------------------------------------------------------------------------
+    def dummy_inputs(self, num_tokens: int, num_seqs: int) -> StepInputs:
+        """A synthetic prefill step of `num_tokens` tokens over `num_seqs` sequences, for memory profiling."""
+        num_seqs = max(1, min(num_seqs, num_tokens))
+        lens = np.full(num_seqs, num_tokens // num_seqs, dtype=np.int64)
+        lens[: num_tokens % num_seqs] += 1
+        cu = np.concatenate([[0], np.cumsum(lens)])
+        blocks_per_seq = int(-(-lens.max() // self.block_size))
+        table = np.arange(num_seqs * blocks_per_seq, dtype=np.int32).reshape(num_seqs, blocks_per_seq)
+        positions = np.concatenate([np.arange(n) for n in lens])
+        seq_of_token = np.repeat(np.arange(num_seqs), lens)
+        slots = table[seq_of_token, positions // self.block_size].astype(np.int64) * self.block_size \
+            + positions % self.block_size
+        return StepInputs(
+            input_ids=np.zeros(num_tokens, dtype=np.int64), positions=positions, slot_mapping=slots,
+            query_start_loc=cu.astype(np.int32), seq_lens=lens.astype(np.int32), block_tables=table,
+            logits_indices=cu[1:] - 1, sample_rows=list(range(num_seqs)), num_decodes=int((lens == 1).sum()),
+            max_query_len=int(lens.max()), max_seq_len=int(lens.max()))

@@ -1,0 +1,127 @@
+"""Batched sampling: penalties, temperature, top-k / top-p / min-p, and per-request seeded randomness.
+
+Sampling draws through the exponential race (argmax of p / E with E ~ Exp(1)), which needs no cumulative sums
+and no host synchronisation. A request with a seed draws its E from its own generator, so its samples do not
+depend on which other requests share the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from llmfleet.sampling_params import SamplingParams
+
+
+@dataclass(slots=True)
+class SamplingBatch:
+    params: list[SamplingParams]
+    generators: list[torch.Generator | None]
+    output_token_ids: list[list[int]] | None = None   # only when some row uses penalties
+    prompt_token_ids: list[list[int]] | None = None    # for repetition penalty (prompt + output)
+
+    @property
+    def all_greedy(self) -> bool:
+        return all(p.greedy for p in self.params)
+
+    @property
+    def max_logprobs(self) -> int | None:
+        asked = [p.logprobs for p in self.params if p.logprobs is not None]
+        return max(asked) if asked else None
+
+
+@dataclass(slots=True)
+class SamplerOutput:
+    token_ids: torch.Tensor                        # [B] long
+    logprobs: torch.Tensor | None = None           # [B, 1 + N]: sampled token's logprob, then top-N
+    logprob_token_ids: torch.Tensor | None = None  # [B, 1 + N]
+    ranks: torch.Tensor | None = None              # [B]: rank of the sampled token (1 = most likely)
+
+
+def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
+    """logits: [B, V] float32."""
+    raw_logprobs = logits.log_softmax(dim=-1) if batch.max_logprobs is not None else None
+    if batch.output_token_ids is not None:
+        logits = apply_penalties(logits, batch)
+    if batch.all_greedy:
+        tokens = logits.argmax(dim=-1)
+    else:
+        tokens = _sample_random(logits, batch)
+    out = SamplerOutput(tokens)
+    if raw_logprobs is not None:
+        _gather_logprobs(out, raw_logprobs, batch.max_logprobs)
+    return out
+
+
+def _sample_random(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    device = logits.device
+    greedy = torch.tensor([p.greedy for p in batch.params], device=device)
+    temperature = torch.tensor([p.temperature if not p.greedy else 1.0 for p in batch.params], device=device)
+    scaled = logits / temperature[:, None]
+    if any(p.top_k > 0 for p in batch.params):
+        scaled = _top_k(scaled, [p.top_k if p.top_k > 0 else scaled.shape[-1] for p in batch.params])
+    if any(p.top_p < 1 for p in batch.params):
+        scaled = _top_p(scaled, torch.tensor([p.top_p for p in batch.params], device=device))
+    probs = scaled.softmax(dim=-1)
+    if any(p.min_p > 0 for p in batch.params):
+        min_p = torch.tensor([p.min_p for p in batch.params], device=device)
+        probs = probs.masked_fill(probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, 0.0)
+    noise = _exponential_noise(probs, batch.generators)
+    sampled = (probs / noise).argmax(dim=-1)
+    return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def _exponential_noise(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    noise = torch.empty_like(probs).exponential_()
+    for row, gen in enumerate(generators):
+        if gen is not None:
+            draw = torch.empty(probs.shape[-1], dtype=probs.dtype, device=gen.device).exponential_(generator=gen)
+            noise[row] = draw.to(probs.device)
+    return noise.clamp_(min=1e-20)
+
+
+def _top_k(logits: torch.Tensor, ks: list[int]) -> torch.Tensor:
+    k = torch.tensor(ks, device=logits.device)
+    kth = logits.sort(dim=-1, descending=True).values.gather(-1, (k - 1).clamp(max=logits.shape[-1] - 1)[:, None])
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def _top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    # Keep the smallest prefix whose mass reaches top_p: drop a token when the mass before it already does.
+    drop = (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
+    drop[:, 0] = False
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def apply_penalties(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    """Repetition penalty (over prompt and output, HF semantics), then presence/frequency (over output, OpenAI's)."""
+    logits = logits.clone()
+    vocab = logits.shape[-1]
+    for row, params in enumerate(batch.params):
+        if not params.has_penalties:
+            continue
+        output = torch.tensor(batch.output_token_ids[row], dtype=torch.long, device=logits.device)
+        if params.repetition_penalty != 1.0:
+            seen = torch.cat([torch.tensor(batch.prompt_token_ids[row], dtype=torch.long, device=logits.device),
+                              output]).unique()
+            values = logits[row, seen]
+            logits[row, seen] = torch.where(values > 0, values / params.repetition_penalty,
+                                            values * params.repetition_penalty)
+        if output.numel() and (params.frequency_penalty or params.presence_penalty):
+            counts = torch.bincount(output, minlength=vocab)[:vocab].to(logits.dtype)
+            logits[row] -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
+
+
+def _gather_logprobs(out: SamplerOutput, logprobs: torch.Tensor, top_n: int) -> None:
+    sampled = logprobs.gather(-1, out.token_ids[:, None])                     # [B, 1]
+    out.ranks = (logprobs > sampled).sum(dim=-1) + 1
+    if top_n > 0:
+        top_values, top_ids = logprobs.topk(top_n, dim=-1)
+        out.logprobs = torch.cat([sampled, top_values], dim=-1)
+        out.logprob_token_ids = torch.cat([out.token_ids[:, None], top_ids], dim=-1)
+    else:
+        out.logprobs, out.logprob_token_ids = sampled, out.token_ids[:, None]

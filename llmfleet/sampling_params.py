@@ -1,0 +1,84 @@
+"""Per-request sampling parameters, validated on construction (every error names its field)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    n: int = 1
+    max_tokens: int | None = 16               # None: up to the context limit
+    temperature: float = 1.0                  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0                            # 0 or -1: disabled
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: list[str] | str | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    logprobs: int | None = None               # top-N log-probabilities per generated token (plus the sampled one)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    skip_special_tokens: bool = True
+    detokenize: bool = True                   # False: token ids only (benchmarks); stop strings need text
+    _stop_strings: tuple[str, ...] = field(default=(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.n, int) and self.n >= 1, "n", f"must be an integer >= 1, got {self.n!r}")
+        if self.max_tokens is not None:
+            _require(isinstance(self.max_tokens, int) and self.max_tokens >= 1, "max_tokens",
+                     f"must be an integer >= 1, got {self.max_tokens!r}")
+        _require(_is_number(self.temperature) and self.temperature >= 0, "temperature",
+                 f"must be >= 0, got {self.temperature!r}")
+        _require(_is_number(self.top_p) and 0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p!r}")
+        _require(isinstance(self.top_k, int) and self.top_k >= -1, "top_k",
+                 f"must be -1, 0 (disabled) or a positive integer, got {self.top_k!r}")
+        _require(_is_number(self.min_p) and 0 <= self.min_p <= 1, "min_p", f"must be in [0, 1], got {self.min_p!r}")
+        _require(self.seed is None or isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _require(_is_number(value) and -2 <= value <= 2, name, f"must be in [-2, 2], got {value!r}")
+        _require(_is_number(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty",
+                 f"must be > 0, got {self.repetition_penalty!r}")
+        if self.logprobs is not None:
+            _require(isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20, "logprobs",
+                     f"must be an integer in [0, 20], got {self.logprobs!r}")
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        _require(all(isinstance(s, str) and s for s in stops), "stop", "must be non-empty strings")
+        self._stop_strings = tuple(stops)
+        _require(self.detokenize or not stops, "stop", "stop strings need detokenize=True")
+        ids = self.stop_token_ids or []
+        _require(all(isinstance(t, int) and t >= 0 for t in ids), "stop_token_ids",
+                 "must be non-negative integers")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return self._stop_strings
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
+
+    def child(self, index: int) -> "SamplingParams":
+        """Parameters of the index-th of n samples: n=1, and a distinct seed derived from the parent's."""
+        seed = None if self.seed is None else self.seed + index * 1_000_003
+        return SamplingParams(
+            n=1, max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+            min_p=self.min_p, seed=seed, stop=list(self._stop_strings), stop_token_ids=self.stop_token_ids,
+            ignore_eos=self.ignore_eos, logprobs=self.logprobs, presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
+            skip_special_tokens=self.skip_special_tokens, detokenize=self.detokenize)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: {message}")
