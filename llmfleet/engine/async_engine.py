@@ -1,12 +1,10 @@
 """AsyncEngine: the synchronous LLMEngine driven by a thread of its own, with an asyncio face.
 
-Threads. The engine thread builds the LLMEngine, steps it, and is the only thread that ever touches it. Others talk
-to it through the inbox (adds, aborts, calls), applied between steps; with nothing to do it sleeps on an event.
-Outputs go back to each request's RequestStream on the event loop that submitted it: one `call_soon_threadsafe` per
-loop per step carries all of that step's outputs.
-
-Failure. If a step raises, the engine is dead: every in-flight request fails with EngineDeadError (nobody hangs),
-and later submissions fail at once with the same error.
+The engine thread builds the LLMEngine, steps it, and is the only thread that ever touches it. Others talk to it
+through the inbox (adds, aborts, calls), applied between steps; with nothing to do it sleeps on an event. Outputs go
+back to each request's RequestStream on the loop that submitted it: one `call_soon_threadsafe` per loop per step.
+If a step raises, the engine is dead: every in-flight request fails with EngineDeadError (nobody hangs), and later
+submissions fail at once with the same error.
 """
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmfleet.outputs import RequestOutput
@@ -40,9 +37,7 @@ class RequestObserver(Protocol):
     """Sees every request's life on the engine thread, with the engine's times (time.monotonic). Must not block."""
 
     def on_added(self, request_id: str, arrival_time: float) -> None: ...
-
     def on_output(self, output: RequestOutput, step_start: float, now: float) -> None: ...
-
     def on_aborted(self, request_id: str, now: float) -> None: ...
 
 
@@ -56,9 +51,7 @@ class RequestStream:
     __slots__ = ("request_id", "loop", "_abort", "_item", "_event", "_done")
 
     def __init__(self, request_id: str, loop: asyncio.AbstractEventLoop, abort: Callable[[str], None]):
-        self.request_id = request_id
-        self.loop = loop
-        self._abort = abort
+        self.request_id, self.loop, self._abort = request_id, loop, abort
         self._item: RequestOutput | BaseException | None = None
         self._event = asyncio.Event()
         self._done = False  # the consumer has seen the last item, or closed the stream
@@ -73,7 +66,6 @@ class RequestStream:
 
     def __aiter__(self) -> "RequestStream":
         return self
-
     async def __anext__(self) -> RequestOutput:
         if self._done:
             raise StopAsyncIteration
@@ -98,73 +90,43 @@ class RequestStream:
             self._abort(self.request_id)
 
 
-@dataclass(slots=True)
-class _Add:
-    request_id: str
-    prompt: str | list[int]
-    params: SamplingParams
-    priority: int
-    arrival_time: float
-    stream: RequestStream
-    ack: Future  # resolved once engine.add_request ran: None, or the exception it raised
-
-
-@dataclass(slots=True)
-class _Abort:
-    request_ids: list[str] | None  # None: every in-flight request
-
-
-@dataclass(slots=True)
-class _Call:
-    fn: Callable[[Any], Any]
-    ack: Future
-
-
 class AsyncEngine:
     """An LLMEngine stepped by its own thread. Build with `AsyncEngine.start(factory)`."""
-
     def __init__(self, factory: Callable[[], Any], observer: RequestObserver | None, name: str):
-        self._factory, self._observer = factory, observer
+        self._factory = factory
+        self.observer = observer        # may be attached after start(); read by the engine thread on each event
         self._inbox: collections.deque = collections.deque()
         self._lock = threading.Lock()   # orders the `closed` check against inbox appends
         self._wake = threading.Event()
-        self._closed = self._stop = False
-        self._error: EngineDeadError | None = None
+        self._closed = self._stop = False            # _closed: no more submissions; _stop: asked to shut down
+        self.error: EngineDeadError | None = None    # why the engine is dead; None while it runs
         self._streams: dict[str, RequestStream] = {}  # engine thread writes; other threads only read len()
         self._unstarted: set[str] = set()             # engine thread writes: admitted, no output token yet
         self._pending_adds = 0                        # submitted, not applied yet (under _lock)
-        self._ready = threading.Event()
+        self._built: Future = Future()              # the factory's outcome, for start()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.engine: Any = None
+        self.engine: Any = None      # below: set on the engine thread before start() returns
         self.tokenizer: Any = None
-        self.max_model_len = 0
-        self.model_name = ""
+        self.max_model_len, self.model_name = 0, ""
 
     @classmethod
     def start(cls, factory: Callable[[], Any], observer: RequestObserver | None = None,
               name: str = "llmfleet-engine") -> "AsyncEngine":
-        """Start the engine thread, run `factory()` there to build the LLMEngine, and return once it is built.
-
-        The factory's exception, if any, is raised here. `observer` (e.g. metrics) runs on the engine thread.
-        """
+        """Start the engine thread, build the LLMEngine there with `factory()` (its exception is raised here), and
+        return once it is built. `observer` (e.g. metrics) is called on the engine thread."""
         self = cls(factory, observer, name)
         self._thread.start()
-        self._ready.wait()
-        if self.engine is None:
-            raise self._error.__cause__ or self._error
+        self._built.result()
         return self
 
-    # ------------------------------------------------------------------------------------------- caller side
     async def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None,
                           priority: int = 0) -> RequestStream:
-        """Submit a request and return its stream once the engine accepted it.
-
-        Raises what engine.add_request raised (ValueError naming the field), or EngineDeadError.
-        """
+        """Submit a request; return its stream once the engine accepted it. Raises what engine.add_request raised
+        (ValueError naming the field), or EngineDeadError."""
         request_id = request_id or uuid.uuid4().hex
         stream = RequestStream(request_id, asyncio.get_running_loop(), self.abort)
-        ack = Future()
-        self._submit(_Add(request_id, prompt, params, priority, time.monotonic(), stream, ack), is_add=True)
+        ack, arrival = Future(), time.monotonic()
+        self._submit(lambda: self._admit(request_id, prompt, params, priority, arrival, stream), ack, is_add=True)
         try:
             await asyncio.wrap_future(ack)
         except asyncio.CancelledError:
@@ -184,16 +146,17 @@ class AsyncEngine:
 
     def abort(self, request_ids: str | list[str]) -> None:
         """Abort requests; unknown or finished ids are ignored. Any thread; returns at once."""
-        self._submit(_Abort([request_ids] if isinstance(request_ids, str) else list(request_ids)))
+        ids = [request_ids] if isinstance(request_ids, str) else list(request_ids)
+        self._submit(lambda: self._abort(ids), None)
 
     def abort_all(self) -> None:
         """Abort every in-flight request; consumers still reading get RequestAbortedError."""
-        self._submit(_Abort(None))
+        self._submit(lambda: self._abort(list(self._streams)), None)
 
     def call(self, fn: Callable[[Any], Any]) -> Future:
         """Run `fn(engine)` on the engine thread between steps; the future gets its result or exception."""
         ack = Future()
-        self._submit(_Call(fn, ack))
+        self._submit(lambda: fn(self.engine), ack)
         return ack
 
     async def stats(self) -> Any:
@@ -201,26 +164,12 @@ class AsyncEngine:
         return await asyncio.wrap_future(self.call(lambda engine: engine.stats()))
 
     @property
-    def num_in_flight(self) -> int:
-        """Requests submitted and not finished."""
+    def num_in_flight(self) -> int:  # requests submitted and not finished
         return self._pending_adds + len(self._streams)
 
     @property
-    def num_waiting(self) -> int:
-        """Requests submitted without an output token yet. Never undercounts (may count one twice, briefly)."""
+    def num_waiting(self) -> int:  # submitted, no output token yet; never undercounts (may count one twice, briefly)
         return self._pending_adds + len(self._unstarted)
-
-    @property
-    def error(self) -> EngineDeadError | None:
-        """Why the engine is dead, or None while it runs."""
-        return self._error
-
-    async def wait_idle(self, timeout: float, poll_s: float = 0.02) -> bool:
-        """Wait until nothing is in flight; False if `timeout` seconds passed first."""
-        deadline = time.monotonic() + timeout
-        while self.num_in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(poll_s)
-        return self.num_in_flight == 0
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop after the current step; in-flight requests fail with EngineDeadError. Idempotent."""
@@ -229,36 +178,33 @@ class AsyncEngine:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def _submit(self, command, is_add: bool = False) -> None:
+    def _submit(self, fn: Callable[[], Any], ack: Future | None, is_add: bool = False) -> None:
+        # Queue fn for the engine thread; ack (None: fire and forget) gets its result or exception.
         with self._lock:
             if self._closed:
-                if isinstance(command, _Abort):
+                if ack is None:
                     return
-                raise self._error or EngineDeadError("the engine is shut down")
+                raise self.error or EngineDeadError("the engine is shut down")
             self._pending_adds += is_add
-            self._inbox.append(command)
+            self._inbox.append((fn, ack, is_add))
         self._wake.set()
 
-    # ------------------------------------------------------------------------------------------- engine thread
-    def _run(self) -> None:
+    def _run(self) -> None:  # this and everything below run on the engine thread
         try:
             self.engine = self._factory()
             self.tokenizer, self.model_name = self.engine.tokenizer, self.engine.model_name
             self.max_model_len = self.engine.max_model_len
         except BaseException as exc:  # noqa: BLE001 - start() re-raises it in the caller's thread
-            self.engine = None
-            self._error = EngineDeadError(f"the engine failed to start: {type(exc).__name__}: {exc}")
-            self._error.__cause__ = exc
-            self._close(self._error)
-            return
-        finally:
-            self._ready.set()
+            self.error = EngineDeadError(f"the engine failed to start: {exc!r}")
+            self._close(self.error)
+            return self._built.set_exception(exc)
+        self._built.set_result(None)
         try:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - the engine is dead; every waiter must learn it
             logger.exception("engine loop crashed; failing every in-flight request")
-            self._error = EngineDeadError(f"the engine failed: {type(exc).__name__}: {exc}")
-        self._close(self._error or EngineDeadError("the engine is shut down"))
+            self.error = EngineDeadError(f"the engine failed: {type(exc).__name__}: {exc}")
+        self._close(self.error or EngineDeadError("the engine is shut down"))
 
     def _loop(self) -> None:
         while not self._stop:
@@ -275,37 +221,31 @@ class AsyncEngine:
 
     def _apply_inbox(self) -> None:
         while self._inbox:
-            command = self._inbox.popleft()
-            if isinstance(command, _Abort):
-                self._apply_abort(command.request_ids)
-                continue
+            fn, ack, is_add = self._inbox.popleft()
             try:
-                if command.ack.set_running_or_notify_cancel():  # False: the caller cancelled first
-                    self._apply(command)
+                if ack is None:
+                    fn()
+                elif ack.set_running_or_notify_cancel():  # False: the caller cancelled first
+                    try:
+                        ack.set_result(fn())
+                    except Exception as exc:  # noqa: BLE001 - a rejected request or failed call; the engine goes on
+                        ack.set_exception(exc)
             finally:
-                if isinstance(command, _Add):
+                if is_add:
                     with self._lock:
                         self._pending_adds -= 1
 
-    def _apply(self, command: _Add | _Call) -> None:
-        try:
-            if isinstance(command, _Call):
-                command.ack.set_result(command.fn(self.engine))
-                return
-            self.engine.add_request(command.request_id, command.prompt, command.params, priority=command.priority)
-        except Exception as exc:  # noqa: BLE001 - a rejected request or failed call; the engine goes on
-            command.ack.set_exception(exc)
-            return
-        self._streams[command.request_id] = command.stream
-        self._unstarted.add(command.request_id)
-        self._notify("on_added", command.request_id, command.arrival_time)
-        command.ack.set_result(None)
+    def _admit(self, request_id: str, prompt, params: SamplingParams, priority: int, arrival: float,
+               stream: RequestStream) -> None:
+        self.engine.add_request(request_id, prompt, params, priority=priority)  # raises ValueError when invalid
+        self._streams[request_id] = stream
+        self._unstarted.add(request_id)
+        self._notify("on_added", request_id, arrival)
 
-    def _apply_abort(self, request_ids: list[str] | None) -> None:
-        ids = [r for r in (list(self._streams) if request_ids is None else request_ids) if r in self._streams]
-        if not ids:
-            return
-        self.engine.abort_request(ids)
+    def _abort(self, request_ids: list[str]) -> None:
+        ids = [r for r in request_ids if r in self._streams]
+        if ids:
+            self.engine.abort_request(ids)
         now, items = time.monotonic(), []
         for request_id in ids:
             self._unstarted.discard(request_id)
@@ -336,14 +276,14 @@ class AsyncEngine:
                 loop.call_soon_threadsafe(RequestStream.deliver, batch)
             except RuntimeError:  # the consumer's loop is closed: nobody will read these
                 if not self._closed:
-                    self._apply_abort([stream.request_id for stream, _ in batch])
+                    self._abort([stream.request_id for stream, _ in batch])
 
     def _notify(self, method: str, *args) -> None:
-        if self._observer is not None:
-            try:
-                getattr(self._observer, method)(*args)
-            except Exception:  # noqa: BLE001 - metrics must never take the engine down
-                logger.exception("request observer %s failed", method)
+        try:
+            if self.observer is not None:
+                getattr(self.observer, method)(*args)
+        except Exception:  # noqa: BLE001 - metrics must never take the engine down
+            logger.exception("request observer %s failed", method)
 
     def _close(self, error: EngineDeadError) -> None:
         """Refuse new work, then fail everything still waiting: inbox commands and in-flight streams."""
@@ -351,9 +291,9 @@ class AsyncEngine:
             self._closed = True
             pending, self._pending_adds = list(self._inbox), 0
             self._inbox.clear()
-        for command in pending:
-            if not isinstance(command, _Abort) and command.ack.set_running_or_notify_cancel():
-                command.ack.set_exception(error)
+        for _, ack, _ in pending:
+            if ack is not None and ack.set_running_or_notify_cancel():
+                ack.set_exception(error)
         items = [(stream, error) for stream in self._streams.values()]
         self._streams.clear()
         self._unstarted.clear()
