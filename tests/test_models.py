@@ -10,7 +10,7 @@ import transformers
 from transformers import AutoModelForCausalLM, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from checkpoints import ARCHS, checkpoint
+from tests.checkpoints import ARCHS, checkpoint
 from llmfleet.distributed.parallel_state import reset_tensor_parallel, set_tensor_parallel
 from llmfleet.layers.activation import SiluAndMul
 from llmfleet.layers.attention import AttentionMetadata

@@ -77,6 +77,8 @@ def load_hf_config(model_path: str):
     """config.json of a local folder through transformers.AutoConfig (never the hub)."""
     from transformers import AutoConfig
     _require_folder(model_path)
+    if not (Path(model_path) / "config.json").is_file():
+        raise ValueError(f"model_path: no config.json in {model_path}")
     return AutoConfig.from_pretrained(model_path, local_files_only=True)
 
 
