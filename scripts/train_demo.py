@@ -97,39 +97,48 @@ def window_losses(model: LlamaForCausalLM, windows: torch.Tensor, autocast: bool
     return out
 
 
+def train_step(model, opt, batch: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on batch [B, L+1]; returns the loss as a device tensor (no host sync)."""
+    with torch.autocast(batch.device.type, torch.bfloat16):
+        logits = model(input_ids=batch[:, :-1]).logits  # [B, L, V]
+    loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.detach()
+
+
 def train(args, model, train_stream, val_windows, device) -> dict:
-    gen = torch.Generator().manual_seed(args.seed)
-    sampler = EpochSampler(train_stream, args.batch_size, gen)
+    """Run the schedule; keep the weights with the lowest loss on the selection windows (val windows 64 and up)."""
+    sampler = EpochSampler(train_stream, args.batch_size, torch.Generator().manual_seed(args.seed))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay,
                             fused=device.type == "cuda")
     select = val_windows[REPORT_WINDOWS:]
-    curve, best = [], {"loss": float("inf"), "step": -1, "state": None}
+    curve, best, steps_done = [], {"loss": float("inf"), "step": -1, "state": None}, 0
     start = time.perf_counter()
-    for step in range(args.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.warmup, args.lr, args.lr * args.min_lr_ratio)
-        batch = sampler.next_batch().to(device, non_blocking=True)  # [B, L+1]
-        with torch.autocast(device.type, torch.bfloat16):
-            logits = model(input_ids=batch[:, :-1]).logits  # [B, L, V]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            sel = float(np.mean(window_losses(model, select, autocast=True)))
-            point = {"step": step + 1, "tokens": (step + 1) * args.batch_size * SEQ_LEN, "epochs": sampler.epochs,
-                     "train_loss": round(loss.item(), 4), "select_loss": round(sel, 4),
-                     "seconds": round(time.perf_counter() - start, 1)}
-            curve.append(point)
-            print(json.dumps(point), flush=True)
+    while steps_done < args.steps:
+        out_of_time = args.max_seconds and time.perf_counter() - start > args.max_seconds
+        if not out_of_time:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(steps_done, args.steps, args.warmup, args.lr, args.lr * args.min_lr_ratio)
+            loss = train_step(model, opt, sampler.next_batch().to(device, non_blocking=True))
+            steps_done += 1
+        if out_of_time or steps_done % args.eval_every == 0 or steps_done == args.steps:
+            sel = float(np.mean(window_losses(model, select, autocast=True)))  # the only host syncs
+            curve.append({"step": steps_done, "tokens": steps_done * args.batch_size * SEQ_LEN,
+                          "epochs": sampler.epochs, "train_loss": round(loss.item(), 4),
+                          "select_loss": round(sel, 4), "seconds": round(time.perf_counter() - start, 1)})
+            print(json.dumps(curve[-1]), flush=True)
             if sel < best["loss"]:
-                best = {"loss": sel, "step": step + 1,
+                best = {"loss": sel, "step": steps_done,
                         "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    wall = time.perf_counter() - start
+        if out_of_time:
+            break
     model.load_state_dict(best["state"])
-    return {"curve": curve, "best_step": best["step"], "train_seconds": round(wall, 1),
-            "epochs": sampler.epochs}
+    return {"curve": curve, "steps_done": steps_done, "best_step": best["step"],
+            "best_select_loss": round(best["loss"], 5), "train_seconds": round(time.perf_counter() - start, 1),
+            "epochs": sampler.epochs, "stopped_early": steps_done < args.steps}
 
 
 def save_folder(model: LlamaForCausalLM, out: Path, tokenizer_dir: Path) -> None:
@@ -161,6 +170,7 @@ def main() -> int:
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, default=0.0, help="stop training after this long (0: never)")
     parser.add_argument("--git-commit", default="unknown")
     args = parser.parse_args()
     for field in ("steps", "batch_size", "warmup", "eval_every"):
@@ -196,10 +206,12 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "python": platform.python_version(), "parameters": params,
         "config": PRESETS[args.name], "seq_len": SEQ_LEN, "batch_size": args.batch_size, "steps": args.steps,
-        "tokens_seen": args.steps * args.batch_size * SEQ_LEN, "train_tokens": int(train_stream.numel()),
+        "steps_done": result["steps_done"], "tokens_seen": result["steps_done"] * args.batch_size * SEQ_LEN,
+        "train_tokens": int(train_stream.numel()),
         "hyperparameters": {k: getattr(args, k) for k in ("lr", "min_lr_ratio", "warmup", "weight_decay",
                                                            "dropout", "seed")},
         "wall_seconds": result["train_seconds"], "epochs": result["epochs"], "best_step": result["best_step"],
+        "best_select_loss": result["best_select_loss"], "stopped_early": result["stopped_early"],
         "val_windows": REPORT_WINDOWS, "val_loss": float(np.mean(losses)), "val_ppl": math.exp(np.mean(losses)),
         "val_window_losses": [round(x, 6) for x in losses], "curve": result["curve"],
         "corpus": json.loads((args.data / "corpus.json").read_text()),
