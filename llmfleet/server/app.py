@@ -1,0 +1,65 @@
+"""The FastAPI app of one replica: routers per feature, one error envelope, pure-ASGI middleware, and a lifespan
+that owns the engine (started before the first request is served, shut down after the last one)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from llmfleet.engine.async_engine import AsyncEngine
+from llmfleet.server.chat.router import router as chat_router
+from llmfleet.server.completions.router import router as completions_router
+from llmfleet.server.config import ServerConfig
+from llmfleet.server.context import ServingContext
+from llmfleet.server.errors import install_error_handlers
+from llmfleet.server.lifecycle import Lifecycle
+from llmfleet.server.metrics import ServerMetrics
+from llmfleet.server.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from llmfleet.server.system.router import router as system_router
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: ServerConfig, engine_factory: Callable[[], Any], lifecycle: Lifecycle | None = None,
+               on_ready: Callable[[ServingContext], None] | None = None) -> FastAPI:
+    """The server app. `engine_factory()` builds the LLMEngine (on the engine thread, at startup).
+
+    `lifecycle` carries the draining state (the process runner shares it with its signal handler); `on_ready` is
+    called with the serving context once the engine is up (tests use it to reach the engine).
+    """
+    lifecycle = lifecycle or Lifecycle(config.drain_timeout)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = await asyncio.to_thread(AsyncEngine.start, engine_factory)
+        names = config.served_model_names or (engine.model_name,)
+        metrics = ServerMetrics(names[0])
+        engine.observer = metrics  # no request can arrive before the app starts serving
+        ctx = ServingContext(config, engine, copy.deepcopy(engine.tokenizer), metrics, lifecycle, names,
+                             int(time.time()))
+        watcher = asyncio.create_task(lifecycle.watch(engine))
+        logger.info("serving %s (max_model_len %d) as %s", engine.model_name, engine.max_model_len, ", ".join(names))
+        if on_ready is not None:
+            on_ready(ctx)
+        try:
+            yield {"ctx": ctx}
+        finally:
+            watcher.cancel()
+            await asyncio.to_thread(engine.shutdown)
+
+    app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    for router in (completions_router, chat_router, system_router):
+        app.include_router(router)
+    # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
+    if config.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

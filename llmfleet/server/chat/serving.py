@@ -1,0 +1,141 @@
+"""The logic of /v1/chat/completions: render the messages with the chat template, run, answer whole or as SSE.
+
+A stream opens each choice with a `{"role": "assistant", "content": ""}` delta, then sends content deltas; the
+chunk that finishes a choice carries its finish_reason.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+
+from llmfleet.engine.async_engine import EngineDeadError
+from llmfleet.outputs import CompletionOutput, RequestOutput
+from llmfleet.server.chat.protocol import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk,
+                                           ChatCompletionRequest, ChatCompletionResponse, ChoiceLogprobs,
+                                           DeltaMessage)
+from llmfleet.server.common.deltas import DeltaTracker
+from llmfleet.server.common.generation import collect, merge, submit, until_disconnected
+from llmfleet.server.common.logprobs import chat_logprobs
+from llmfleet.server.common.prompts import chat_prompt
+from llmfleet.server.common.protocol import UsageInfo
+from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
+from llmfleet.server.common.sse import DONE, error_event, event, sse_response
+from llmfleet.server.context import ServingContext
+from llmfleet.server.errors import APIError
+
+
+async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext, raw: Request) -> Response:
+    model = ctx.resolve_model(req.model)
+    _check_fields(req)
+    prompt = chat_prompt(_template_messages(req), ctx.tokenizer, req.add_generation_prompt)
+    requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    max_tokens = resolve_max_tokens(requested, None, len(prompt), ctx.max_model_len, "messages")
+    params = build_params(req, max_tokens, _top_n(req))
+    ctx.admit()
+    request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    streams = await submit(ctx, [prompt], [params], request_id, req.priority, "messages")
+    if req.stream:
+        return sse_response(_stream(req, ctx, streams, len(prompt), request_id, created, model))
+    try:
+        outputs = await until_disconnected(raw, collect(streams))
+    except EngineDeadError as exc:
+        raise APIError(503, str(exc), None, "engine_dead") from None
+    if outputs is None:
+        return Response(status_code=499)  # the client is gone; nobody reads this
+    return JSONResponse(_response(req, ctx, outputs[0], len(prompt), request_id, created, model).model_dump(
+        mode="json"))
+
+
+def _check_fields(req: ChatCompletionRequest) -> None:
+    check_unsupported(req)
+    if req.tools:
+        raise APIError(400, "tools: tool calling is not supported by this server", "tools", "unsupported")
+    if req.response_format and req.response_format.get("type", "text") != "text":
+        raise APIError(400, "response_format: only {\"type\": \"text\"} is supported", "response_format",
+                       "unsupported")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise APIError(400, "top_logprobs: requires logprobs to be true", "top_logprobs", "invalid_value")
+
+
+def _top_n(req: ChatCompletionRequest) -> int | None:
+    return (req.top_logprobs or 0) if req.logprobs else None
+
+
+def _template_messages(req: ChatCompletionRequest) -> list[dict]:
+    """Messages as chat templates expect them: content as one string (text parts joined by newlines)."""
+    messages = []
+    for i, message in enumerate(req.messages):
+        content = message.content
+        if isinstance(content, list):
+            if any(part.type != "text" or part.text is None for part in content):
+                raise APIError(400, f"messages.{i}.content: only text parts are supported",
+                               f"messages.{i}.content", "unsupported")
+            content = "\n".join(part.text for part in content)
+        entry = {"role": message.role, "content": content or ""}
+        if message.name is not None:
+            entry["name"] = message.name
+        messages.append(entry)
+    return messages
+
+
+def _logprobs(req: ChatCompletionRequest, ctx: ServingContext, out: CompletionOutput,
+              start: int) -> ChoiceLogprobs | None:
+    if not req.logprobs:
+        return None
+    raw = chat_logprobs(out, start, len(out.token_ids), req.top_logprobs or 0, ctx.tokenizer)
+    return ChoiceLogprobs(**raw) if raw is not None else None
+
+
+def _usage(prompt_len: int, out: RequestOutput) -> UsageInfo:
+    return UsageInfo.of(prompt_len, sum(len(c.token_ids) for c in out.outputs), out.num_cached_tokens)
+
+
+def _response(req: ChatCompletionRequest, ctx: ServingContext, out: RequestOutput, prompt_len: int,
+              request_id: str, created: int, model: str) -> ChatCompletionResponse:
+    by_index = {c.index: c for c in out.outputs}
+    choices = []
+    for i in range(req.n):
+        c = by_index.get(i) or CompletionOutput(i, "", [], "abort")  # aborted before its first token
+        choices.append(ChatChoice(index=i, message=AssistantMessage(content=c.text), logprobs=_logprobs(req, ctx, c, 0),
+                                  finish_reason=c.finish_reason, stop_reason=c.stop_reason))
+    return ChatCompletionResponse(id=request_id, created=created, model=model, choices=choices,
+                                  usage=_usage(prompt_len, out))
+
+
+async def _stream(req: ChatCompletionRequest, ctx: ServingContext, streams, prompt_len: int, request_id: str,
+                  created: int, model: str) -> AsyncIterator[bytes]:
+    exclude = None if req.include_usage else {"usage"}
+
+    def chunk(choice: ChatChunkChoice) -> bytes:
+        body = ChatCompletionChunk(id=request_id, created=created, model=model, choices=[choice])
+        return event(body.model_dump_json(exclude=exclude))
+
+    for i in range(req.n):
+        yield chunk(ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
+    deltas, last = DeltaTracker(), RequestOutput(request_id, None, [], [], False)
+    try:
+        async for _, out in merge(streams):
+            last = out
+            for c in out.outputs:
+                step = deltas.advance(c.index, c)
+                if step is not None and (step[0] or req.logprobs or c.finish_reason is not None):
+                    text, start = step
+                    yield chunk(ChatChunkChoice(index=c.index, delta=DeltaMessage(content=text or None),
+                                                logprobs=_logprobs(req, ctx, c, start),
+                                                finish_reason=c.finish_reason, stop_reason=c.stop_reason))
+    except EngineDeadError as exc:
+        yield error_event(503, str(exc), "engine_dead")
+        yield DONE
+        return
+    for i in range(req.n):
+        if not deltas.finished(i):  # aborted before its first token
+            yield chunk(ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason="abort"))
+    if req.include_usage:
+        usage = _usage(prompt_len, last)
+        body = ChatCompletionChunk(id=request_id, created=created, model=model, choices=[], usage=usage)
+        yield event(body.model_dump_json())
+    yield DONE

@@ -1,0 +1,93 @@
+"""`llmfleet serve`: flags to an EngineConfig and a ServerConfig, then run the server.
+
+Import-light on purpose (the top-level CLI imports every command's module to build its parser): torch, FastAPI and
+the engine are imported only in `run`. Engine flags default to None, meaning "EngineConfig's own default".
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# flag -> EngineConfig field; only flags the user set are passed on
+ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
+                "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
+                "load_format", "enforce_eager", "attention_backend", "seed")
+
+
+def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help="OpenAI-compatible HTTP server",
+                                   description="Serve a model over an OpenAI-compatible HTTP API.")
+    parser.add_argument("--model", default=None,
+                        help="model folder, demo model name or benchmark shape (default: the built-in demo model)")
+    add_server_arguments(parser)
+    add_engine_arguments(parser)
+    return parser
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
+    group.add_argument("--port", type=int, default=8000)
+    group.add_argument("--served-model-name", nargs="+", default=None,
+                       help="names clients use for the model (default: the model's own name)")
+    group.add_argument("--max-waiting-requests", type=int, default=1024,
+                       help="requests waiting for their first token beyond which new ones get 429")
+    group.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger request bodies get 413")
+    group.add_argument("--drain-timeout", type=float, default=30.0,
+                       help="seconds in-flight requests get to finish after SIGTERM")
+    group.add_argument("--api-key", default=None,
+                       help="require this bearer token on /v1/* (default: $LLMFLEET_API_KEY, else none)")
+    group.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug", "trace"])
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (defaults: EngineConfig's)")
+    group.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
+    group.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16")
+    group.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
+    group.add_argument("--block-size", type=int, default=None)
+    group.add_argument("--num-kv-blocks", type=int, default=None, help="default: sized from free memory")
+    group.add_argument("--max-num-seqs", type=int, default=None)
+    group.add_argument("--max-num-batched-tokens", type=int, default=None)
+    group.add_argument("--max-model-len", type=int, default=None)
+    group.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--gpu-memory-utilization", type=float, default=None)
+    group.add_argument("--load-format", default=None, choices=["auto", "dummy"])
+    group.add_argument("--enforce-eager", action="store_true", default=None, help="disable CUDA graphs")
+    group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
+    group.add_argument("--seed", type=int, default=None)
+
+
+def build_configs(args: argparse.Namespace):
+    """(ServerConfig, EngineConfig) from parsed flags; ValueError names the bad field."""
+    from llmfleet.config import EngineConfig
+    from llmfleet.server.config import ServerConfig
+    from llmfleet.server.model_source import resolve_served_model
+
+    model, served_name = resolve_served_model(args.model)
+    engine = EngineConfig(model=model, **{f: getattr(args, f) for f in ENGINE_FLAGS if getattr(args, f) is not None})
+    names = tuple(args.served_model_name or ([served_name] if served_name else []))
+    server = ServerConfig(host=args.host, port=args.port, served_model_names=names,
+                          max_waiting_requests=args.max_waiting_requests, max_body_bytes=args.max_body_bytes,
+                          drain_timeout=args.drain_timeout,
+                          api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
+                          log_level=args.log_level)
+    return server, engine
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper() if args.log_level != "trace" else "DEBUG",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server_config, engine_config = build_configs(args)
+    except ValueError as exc:
+        print(f"llmfleet serve: error: {exc}", file=sys.stderr)
+        return 2
+    from llmfleet.engine.llm_engine import LLMEngine
+    from llmfleet.server.runner import serve
+
+    return serve(server_config, lambda: LLMEngine(engine_config))

@@ -1,0 +1,1 @@
+"""What the completion and chat endpoints share: schemas, sampling, prompts, logprobs, streaming, generation."""

@@ -1,0 +1,129 @@
+"""The logic of /v1/completions: validate, submit one engine request per prompt, answer whole or as SSE.
+
+Choice i of prompt p has index p * n + i, as OpenAI numbers them. Outputs are cumulative; each stream chunk carries
+the text and logprobs added since the previous one for that choice.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+
+from llmfleet.engine.async_engine import EngineDeadError
+from llmfleet.outputs import CompletionOutput, RequestOutput
+from llmfleet.server.common.deltas import DeltaTracker
+from llmfleet.server.common.generation import collect, merge, submit, until_disconnected
+from llmfleet.server.common.logprobs import completion_logprobs
+from llmfleet.server.common.prompts import completion_prompts
+from llmfleet.server.common.protocol import UsageInfo
+from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
+from llmfleet.server.common.sse import DONE, error_event, event, sse_response
+from llmfleet.server.completions.protocol import (CompletionChoice, CompletionLogprobs, CompletionRequest,
+                                                  CompletionResponse, CompletionStreamResponse)
+from llmfleet.server.context import ServingContext
+from llmfleet.server.errors import APIError
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
+
+
+async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Request) -> Response:
+    model = ctx.resolve_model(req.model)
+    _check_fields(req)
+    prompts = completion_prompts(req.prompt, ctx.tokenizer, ctx.config.max_waiting_requests)
+    requested, default = _max_tokens_asked(req)
+    params = [build_params(req, resolve_max_tokens(requested, default, len(p), ctx.max_model_len, "prompt"),
+                           req.logprobs) for p in prompts]
+    ctx.admit(len(prompts))
+    request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    streams = await submit(ctx, prompts, params, request_id, req.priority, "prompt")
+    if req.stream:
+        return sse_response(_stream(req, ctx, streams, prompts, request_id, created, model))
+    try:
+        outputs = await until_disconnected(raw, collect(streams))
+    except EngineDeadError as exc:
+        raise APIError(503, str(exc), None, "engine_dead") from None
+    if outputs is None:
+        return Response(status_code=499)  # the client is gone; nobody reads this
+    body = _response(req, ctx, outputs, prompts, request_id, created, model)
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+def _check_fields(req: CompletionRequest) -> None:
+    check_unsupported(req)
+    if req.echo:
+        raise APIError(400, "echo: not supported by this server", "echo", "unsupported")
+    if req.suffix:
+        raise APIError(400, "suffix: not supported by this server", "suffix", "unsupported")
+    if req.best_of is not None and req.best_of != req.n:
+        raise APIError(400, "best_of: only best_of == n is supported", "best_of", "unsupported")
+
+
+def _max_tokens_asked(req: CompletionRequest) -> tuple[int | None, int | None]:
+    """(requested, default): unset means OpenAI's default of 16 (clipped to fit); an explicit null, no limit."""
+    if "max_tokens" not in req.model_fields_set:
+        return None, DEFAULT_MAX_TOKENS
+    return req.max_tokens, None
+
+
+def _choice(req: CompletionRequest, ctx: ServingContext, index: int, out: CompletionOutput, text: str,
+            start: int, text_offset: int) -> CompletionChoice:
+    logprobs = None
+    if req.logprobs is not None:
+        raw = completion_logprobs(out, start, len(out.token_ids), text_offset, ctx.tokenizer)
+        logprobs = CompletionLogprobs(**raw) if raw is not None else None
+    return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=out.finish_reason,
+                            stop_reason=out.stop_reason)
+
+
+def _usage(prompts: list[list[int]], outputs: list[RequestOutput]) -> UsageInfo:
+    generated = sum(len(c.token_ids) for out in outputs for c in out.outputs)
+    return UsageInfo.of(sum(map(len, prompts)), generated, sum(out.num_cached_tokens for out in outputs))
+
+
+def _response(req: CompletionRequest, ctx: ServingContext, outputs: list[RequestOutput], prompts: list[list[int]],
+              request_id: str, created: int, model: str) -> CompletionResponse:
+    choices = []
+    for p, out in enumerate(outputs):
+        by_index = {c.index: c for c in out.outputs}
+        for i in range(req.n):
+            c = by_index.get(i) or CompletionOutput(i, "", [], "abort")  # aborted before its first token
+            choices.append(_choice(req, ctx, p * req.n + i, c, c.text, 0, 0))
+    return CompletionResponse(id=request_id, created=created, model=model, choices=choices,
+                              usage=_usage(prompts, outputs))
+
+
+async def _stream(req: CompletionRequest, ctx: ServingContext, streams, prompts: list[list[int]], request_id: str,
+                  created: int, model: str) -> AsyncIterator[bytes]:
+    exclude = None if req.include_usage else {"usage"}
+    deltas, offsets, last = DeltaTracker(), {}, {}
+    try:
+        async for p, out in merge(streams):
+            last[p] = out
+            for c in out.outputs:
+                step = deltas.advance((p, c.index), c)
+                if step is None:
+                    continue
+                text, start = step
+                choice = _choice(req, ctx, p * req.n + c.index, c, text, start, offsets.get((p, c.index), 0))
+                if choice.logprobs is not None:
+                    offsets[(p, c.index)] = offsets.get((p, c.index), 0) + sum(map(len, choice.logprobs.tokens))
+                chunk = CompletionStreamResponse(id=request_id, created=created, model=model, choices=[choice])
+                yield event(chunk.model_dump_json(exclude=exclude))
+    except EngineDeadError as exc:
+        yield error_event(503, str(exc), "engine_dead")
+        yield DONE
+        return
+    for p in range(len(prompts)):
+        for i in range(req.n):
+            if not deltas.finished((p, i)):  # aborted before its first token
+                choice = CompletionChoice(index=p * req.n + i, text="", finish_reason="abort")
+                yield event(CompletionStreamResponse(id=request_id, created=created, model=model,
+                                                     choices=[choice]).model_dump_json(exclude=exclude))
+    if req.include_usage:
+        usage = _usage(prompts, list(last.values()))
+        chunk = CompletionStreamResponse(id=request_id, created=created, model=model, choices=[], usage=usage)
+        yield event(chunk.model_dump_json())
+    yield DONE

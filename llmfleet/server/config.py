@@ -1,0 +1,36 @@
+"""Server settings: one slotted dataclass, validated on construction, filled from `llmfleet serve` flags.
+
+The engine's own settings stay in EngineConfig; this object holds only what the HTTP layer decides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    served_model_names: tuple[str, ...] = ()  # (): the engine's model name; the first is the primary name
+    max_waiting_requests: int = 1024          # admitted requests still waiting for their first token; above: 429
+    max_body_bytes: int = 8 << 20             # request bodies above this get 413 (a 32k-token id prompt is ~200 KB)
+    drain_timeout: float = 30.0               # seconds in-flight requests get after SIGTERM before being aborted
+    api_key: str | None = None                # when set, /v1/* requires `Authorization: Bearer <key>`
+    retry_after_s: int = 1                    # Retry-After header of 429 and 503 answers
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: must be in [0, 65535], got {self.port}")
+        for name in ("max_waiting_requests", "max_body_bytes", "retry_after_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if not self.drain_timeout >= 0:
+            raise ValueError(f"drain_timeout: must be >= 0 seconds, got {self.drain_timeout!r}")
+        if any(not name for name in self.served_model_names):
+            raise ValueError("served_model_names: names must be non-empty strings")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("api_key: must be a non-empty string or None")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+            raise ValueError(f"log_level: unknown value {self.log_level!r}")

@@ -1,0 +1,55 @@
+"""Running the app under uvicorn, with a graceful drain on SIGTERM.
+
+SIGTERM (what Kubernetes and process managers send): /ready turns false and new requests get 503 while in-flight
+ones finish (up to drain_timeout, then they are aborted); then uvicorn stops and the process exits 0. A second
+SIGTERM, or SIGINT (Ctrl-C), stops at once the way uvicorn always does.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from llmfleet.server.app import create_app
+from llmfleet.server.config import ServerConfig
+from llmfleet.server.lifecycle import Lifecycle
+
+logger = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM drains instead of stopping."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle):
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        lifecycle.on_drained = self._stop_serving
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # Not recorded in uvicorn's captured signals: it would re-raise them after shutdown, and the default
+        # SIGTERM action would then kill the process with 143 instead of letting it exit 0.
+        if sig == signal.SIGTERM and not self.lifecycle.draining:
+            logger.info("SIGTERM: draining")
+            self.lifecycle.request_drain()
+        elif self.should_exit:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+    def _stop_serving(self) -> None:
+        self.should_exit = True
+
+
+def serve(config: ServerConfig, engine_factory: Callable[[], Any], sock: socket.socket | None = None) -> int:
+    """Serve until drained or interrupted; the process's exit status (0 after a clean drain)."""
+    lifecycle = Lifecycle(config.drain_timeout)
+    app = create_app(config, engine_factory, lifecycle)
+    uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+                               timeout_graceful_shutdown=int(config.drain_timeout) + 5, lifespan="on")
+    server = DrainingServer(uv_config, lifecycle)
+    server.run(sockets=[sock] if sock is not None else None)
+    return 0 if server.started else 1

@@ -1,0 +1,43 @@
+"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from llmfleet.engine.async_engine import EngineDeadError
+from llmfleet.server.common.protocol import ModelCard, ModelList
+from llmfleet.server.context import ServingContext, serving_context
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
+    if ctx.engine.error is not None:
+        return JSONResponse({"status": "engine_dead", "error": str(ctx.engine.error)}, 503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/ready")
+async def ready(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
+    if ctx.lifecycle.draining:
+        return JSONResponse({"status": "draining"}, 503)
+    if ctx.engine.error is not None:
+        return JSONResponse({"status": "engine_dead"}, 503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/v1/models")
+async def models(ctx: ServingContext = Depends(serving_context)) -> ModelList:
+    return ModelList(data=[ModelCard(id=name, created=ctx.created, root=ctx.model_names[0],
+                                     max_model_len=ctx.max_model_len) for name in ctx.model_names])
+
+
+@router.get("/metrics")
+async def metrics(ctx: ServingContext = Depends(serving_context)) -> Response:
+    try:
+        stats = await ctx.engine.stats()
+    except EngineDeadError:
+        stats = None  # latencies and success counts are still worth scraping
+    return Response(ctx.metrics.render(stats), media_type=CONTENT_TYPE_LATEST)
