@@ -1,0 +1,127 @@
+"""Sampling through the engine: seeds reproducible per request whatever the batch, top_k=1 is greedy, stop strings
+and stop tokens, n > 1, logprobs, penalties; and bad input rejected with a clear ValueError without harming the engine."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llmfleet import LLM, SamplingParams
+from tests.checkpoints import checkpoint
+
+PROMPT = [5, 77, 123, 9, 300, 41, 8]
+OTHERS = [[11, 12, 13], [200] * 40, [7, 8, 9, 10, 11, 12]]
+
+
+@pytest.fixture(scope="module")
+def llm() -> LLM:
+    return LLM(str(checkpoint("qwen2")), device="cpu", dtype="float32", max_num_seqs=8)
+
+
+def tokens(output, i: int = 0) -> list[int]:
+    return output.outputs[i].token_ids
+
+
+def test_seeded_sampling_is_reproducible_whatever_the_batch(llm):
+    seeded = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=24, seed=42, ignore_eos=True)
+    alone = tokens(llm.generate(PROMPT, seeded)[0])
+    unseeded = SamplingParams(temperature=1.0, max_tokens=30, ignore_eos=True)
+    batch = llm.generate([OTHERS[0], PROMPT, OTHERS[1], OTHERS[2]], [unseeded, seeded, unseeded, unseeded])
+    assert tokens(batch[1]) == alone
+    other_seed = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=24, seed=43, ignore_eos=True)
+    assert tokens(llm.generate(PROMPT, other_seed)[0]) != alone
+
+
+def test_top_k_1_equals_greedy(llm):
+    greedy = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))[0]
+    top1 = llm.generate(PROMPT, SamplingParams(temperature=0.8, top_k=1, max_tokens=20, ignore_eos=True))[0]
+    assert tokens(top1) == tokens(greedy)
+
+
+def test_stop_string_cuts_text_exactly_before_it(llm):
+    full = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))[0].outputs[0].text
+    stop = full[10:13]
+    cut = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, stop=[stop]))[0]
+    out = cut.outputs[0]
+    assert out.text == full[:full.index(stop)]
+    assert out.finish_reason == "stop" and out.stop_reason == stop
+    assert llm.engine.stats().num_free_blocks == llm.engine.stats().num_total_blocks
+
+
+def test_stop_token_ids_and_length(llm):
+    free_run = tokens(llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0])
+    stopped = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True,
+                                                  stop_token_ids=[free_run[4]]))[0].outputs[0]
+    assert stopped.token_ids == free_run[:free_run.index(free_run[4]) + 1]
+    assert stopped.finish_reason == "stop" and stopped.stop_reason == free_run[4]
+    length = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))[0].outputs[0]
+    assert len(length.token_ids) == 3 and length.finish_reason == "length"
+
+
+def test_n2_with_seed_gives_two_distinct_reproducible_samples(llm):
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=7, ignore_eos=True)
+    first = llm.generate(PROMPT, params)[0]
+    second = llm.generate(PROMPT, params)[0]
+    assert [o.index for o in first.outputs] == [0, 1]
+    assert tokens(first, 0) != tokens(first, 1)
+    assert (tokens(first, 0), tokens(first, 1)) == (tokens(second, 0), tokens(second, 1))
+
+
+def test_n_siblings_share_the_prompt_blocks(llm):
+    prompt = list(range(3, 3 + 64))        # four full 16-token blocks
+    before = llm.engine.stats().prefix_cache_hits
+    llm.generate(prompt, SamplingParams(n=3, temperature=1.0, max_tokens=4, seed=1, ignore_eos=True))
+    assert llm.engine.stats().prefix_cache_hits - before >= 2 * 48   # siblings reuse the first's full blocks
+
+
+def test_logprobs_are_normalised_and_rank_the_sampled_token(llm):
+    out = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=5, logprobs=3, ignore_eos=True))[0]
+    completion = out.outputs[0]
+    assert len(completion.logprobs) == 5
+    for token, entry in zip(completion.token_ids, completion.logprobs):
+        assert token in entry and entry[token].rank == 1     # greedy: the sampled token is the most likely
+        assert len(entry) == 3
+        assert all(lp.logprob <= 0 for lp in entry.values())
+        assert sum(math.exp(lp.logprob) for lp in entry.values()) <= 1.0 + 1e-5
+
+
+def test_penalties_change_the_output_and_stay_deterministic(llm):
+    base = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    plain = tokens(llm.generate(PROMPT, base)[0])
+    penal = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, repetition_penalty=1.8,
+                           frequency_penalty=1.5, presence_penalty=1.0)
+    first, second = (tokens(llm.generate(PROMPT, penal)[0]) for _ in range(2))
+    assert first == second and first != plain
+    assert len(set(first)) >= len(set(plain))
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda llm: llm.generate("", SamplingParams()), "prompt"),
+    (lambda llm: llm.generate([[]], SamplingParams()), "prompt"),
+    (lambda llm: llm.generate([1] * 1024, SamplingParams()), "prompt"),
+    (lambda llm: llm.generate([3, 999_999], SamplingParams()), "prompt"),
+    (lambda llm: llm.generate([3, -1], SamplingParams()), "prompt"),
+    (lambda llm: SamplingParams(max_tokens=0), "max_tokens"),
+    (lambda llm: SamplingParams(max_tokens=-5), "max_tokens"),
+    (lambda llm: SamplingParams(top_p=0.0), "top_p"),
+    (lambda llm: SamplingParams(top_p=1.5), "top_p"),
+    (lambda llm: SamplingParams(temperature=-1), "temperature"),
+    (lambda llm: SamplingParams(n=0), "n"),
+    (lambda llm: SamplingParams(logprobs=-1), "logprobs"),
+    (lambda llm: SamplingParams(stop=[""]), "stop"),
+])
+def test_bad_input_raises_a_clear_error_and_the_engine_serves_on(llm, make, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        make(llm)
+    stats = llm.engine.stats()
+    assert stats.num_waiting == stats.num_running == 0
+    assert stats.num_free_blocks == stats.num_total_blocks
+    out = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))[0]
+    assert len(out.outputs[0].token_ids) == 4
+
+
+def test_a_bad_prompt_in_a_batch_queues_nothing(llm):
+    with pytest.raises(ValueError, match="prompt: has 1024 tokens"):
+        llm.generate([PROMPT, [1] * 1024], SamplingParams(max_tokens=4))
+    assert not llm.engine.has_unfinished_requests()
+    assert llm.engine.stats().num_waiting == 0
