@@ -1,5 +1,11 @@
-"""RMSNorm, computed in float32 like Hugging Face's, with an optional fused residual add."""
+"""RMSNorm, computed in float32 like Hugging Face's, with an optional fused residual add.
+
+On CUDA the math runs as one torch.compile'd (fused) kernel per call instead of ~8 elementwise launches; the first
+call per shape family compiles (warm up before capturing CUDA graphs). `TORCHDYNAMO_DISABLE=1` turns it off.
+"""
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -7,12 +13,28 @@ from torch import nn
 from llmfleet.layers.linear import default_weight_loader
 
 
-class RMSNorm(nn.Module):
-    """y = weight * x / sqrt(mean(x^2) + eps) over the last dim; statistics in float32, output in x's dtype.
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x: [..., H] -> weight * x / sqrt(mean(x^2) + eps); the order of casts follows HF (normalise in float32,
+    cast back to x's dtype, then scale)."""
+    x32 = x.float()
+    variance = x32.pow(2).mean(-1, keepdim=True)
+    return weight * (x32 * torch.rsqrt(variance + eps)).to(x.dtype)
 
-    `forward(x)` returns y. `forward(x, residual)` first adds the residual stream, `x = x + residual`, and returns
-    `(norm(x), x)`: the pre-norm decoder layer's "add, then normalise" in one call, with the new residual stream.
-    """
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
+    """(rms_norm(x + residual), x + residual); the add is in the model dtype, as HF adds the residual stream."""
+    x = x + residual
+    return rms_norm(x, weight, eps), x
+
+
+@functools.cache
+def _compiled(fn):
+    return torch.compile(fn, dynamic=True)
+
+
+class RMSNorm(nn.Module):
+    """`forward(x)` returns the normalised x. `forward(x, residual)` first adds the residual stream and returns
+    `(norm(x + residual), x + residual)`: the pre-norm decoder's "add, then normalise" with the new residual."""
 
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
@@ -22,12 +44,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         if residual is None:
-            return self._norm(x)
-        x = x + residual  # in the model dtype, as Hugging Face adds the residual
-        return self._norm(x), x
-
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., H]; the order of casts follows HF (normalise in float32, cast back, then scale by weight)
-        x32 = x.float()
-        variance = x32.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x32 * torch.rsqrt(variance + self.eps)).to(x.dtype)
+            fn = _compiled(rms_norm) if x.is_cuda else rms_norm
+            return fn(x, self.weight, self.eps)
+        fn = _compiled(add_rms_norm) if x.is_cuda else add_rms_norm
+        return fn(x, residual, self.weight, self.eps)

@@ -2,9 +2,11 @@
 
 The cache holds [cos | sin] of every position up to max_positions in float32; a forward looks its rows up by the
 tokens' positions (one index_select, no host sync) and rotates q and k in float32, returning them in their dtype.
+On CUDA the rotation is one torch.compile'd function (see layers/norm.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -79,7 +81,17 @@ class RotaryEmbedding(nn.Module):
 
 def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos_sin: torch.Tensor, head_dim: int):
     """Rotate q [T, Hq*D] and k [T, Hkv*D] with cos_sin [T, R] from `RotaryEmbedding.lookup` (R <= D)."""
+    fn = _compiled() if q.is_cuda else _rotate_qk
+    return fn(q, k, cos_sin, head_dim)
+
+
+def _rotate_qk(q, k, cos_sin, head_dim: int):
     return _rotate(q, cos_sin, head_dim), _rotate(k, cos_sin, head_dim)
+
+
+@functools.cache
+def _compiled():
+    return torch.compile(_rotate_qk, dynamic=True)
 
 
 def _rotate(x: torch.Tensor, cos_sin: torch.Tensor, head_dim: int) -> torch.Tensor:
