@@ -6,12 +6,14 @@ for a prefill chunk that has not reached the sequence's end) and its logprobs wh
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from llmfleet.config import EngineConfig
+from llmfleet.engine.cuda_graphs import DecodeGraphs
 from llmfleet.engine.inputs import StepInputs, prepare_inputs
 from llmfleet.engine.scheduler import SchedulerOutput
 from llmfleet.layers.attention import AttentionMetadata, get_attention_backend
@@ -30,6 +32,7 @@ class StepResult:
 class ModelRunner:
     def __init__(self, config: EngineConfig, device: str, dtype: torch.dtype, model_path: str, hf_config=None):
         self.config, self.device, self.dtype = config, device, dtype
+        self.step_timings: list | None = None
         self.block_size = config.block_size
         self.model, self.hf_config, self.info = load_model(
             model_path, dtype, device, load_format=config.load_format, hf_config=hf_config)
@@ -42,21 +45,35 @@ class ModelRunner:
         self.num_blocks = config.num_kv_blocks or self._blocks_from_memory()
         self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
         self._bind(self.kv_caches)
+        self.graphs = self._capture_graphs()
         logger.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB)", self.num_blocks, self.block_size,
                     self.num_blocks * self.block_size, self.num_blocks * self.bytes_per_block / 2**30)
 
     @property
+    def kv_heads(self) -> int:
+        """KV heads held by this rank (under tensor parallelism, its shard)."""
+        return self.layers[0].num_kv_heads
+
+    @property
     def bytes_per_block(self) -> int:
-        info = self.info
-        return 2 * len(self.layers) * self.block_size * info.num_kv_heads * info.head_dim * self.dtype.itemsize
+        return 2 * len(self.layers) * self.block_size * self.kv_heads * self.info.head_dim * self.dtype.itemsize
 
     def _new_cache(self, num_blocks: int) -> torch.Tensor:
-        shape = (2, num_blocks, self.block_size, self.info.num_kv_heads, self.info.head_dim)
+        shape = (2, num_blocks, self.block_size, self.kv_heads, self.info.head_dim)
         return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def _bind(self, caches: list[torch.Tensor]) -> None:
         for layer, cache in zip(self.layers, caches):
             layer.kv_cache = cache
+
+    def _capture_graphs(self) -> DecodeGraphs | None:
+        if self.config.enforce_eager or not self.device.startswith("cuda"):
+            return None
+        max_batch = min(self.config.cuda_graph_max_batch, self.config.max_num_seqs)
+        graphs = DecodeGraphs(self.model, self.device, max_batch, -(-self.max_model_len // self.block_size),
+                              self.max_model_len)
+        graphs.capture()
+        return graphs
 
     def _blocks_from_memory(self) -> int:
         if not self.device.startswith("cuda"):
@@ -68,21 +85,50 @@ class ModelRunner:
     # ---- one step -------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput) -> StepResult:
+        began = time.perf_counter()
         inputs = prepare_inputs(out, self.block_size)
-        hidden = self._forward(inputs)
         sampled: list[int | None] = [None] * len(out.seqs)
         logprobs: list = [None] * len(out.seqs)
-        if not inputs.sample_rows:
+        events = self._events_begin(time.perf_counter() - began)
+        logits = self._logits(inputs)
+        if logits is None:
+            self._events_end(events)
             return StepResult(sampled, logprobs)
-        logits = self.model.compute_logits(hidden[torch.as_tensor(inputs.logits_indices, device=self.device)])
         seqs = [out.seqs[i] for i in inputs.sample_rows]
         result = sample(logits, self._sampling_batch(seqs))
+        self._events_end(events)
         tokens = result.token_ids.tolist()  # the step's one host synchronisation
         for row, token in zip(inputs.sample_rows, tokens):
             sampled[row] = token
         if result.logprobs is not None:
             self._collect_logprobs(result, inputs.sample_rows, seqs, logprobs)
         return StepResult(sampled, logprobs)
+
+    def _events_begin(self, prepare_s: float):
+        """With `step_timings` set to a list, records (input preparation seconds, device start/end events)."""
+        if self.step_timings is None or not self.device.startswith("cuda"):
+            return None
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        self.step_timings.append((prepare_s, start, end))
+        return end
+
+    @staticmethod
+    def _events_end(end) -> None:
+        if end is not None:
+            end.record()
+
+    def _logits(self, inputs: StepInputs) -> torch.Tensor | None:
+        """Logits [S, V] of the sequences that sample this step (None when none does)."""
+        if self.graphs is not None and self.graphs.can_run(inputs):
+            logits = self.graphs.run(inputs)
+            if len(inputs.sample_rows) == len(inputs.seq_lens):
+                return logits
+            return logits[torch.as_tensor(inputs.sample_rows, device=self.device)] if inputs.sample_rows else None
+        hidden = self._forward(inputs)
+        if not inputs.sample_rows:
+            return None
+        return self.model.compute_logits(hidden[torch.as_tensor(inputs.logits_indices, device=self.device)])
 
     def _forward(self, inputs: StepInputs) -> torch.Tensor:
         meta = self._metadata(inputs)

@@ -1,0 +1,164 @@
+"""`llmfleet bench offline`: offline throughput of one workload on one model shape (random weights by default).
+
+Every request is submitted at once (EOS ignored, so each produces exactly its output length), the engine steps
+until all finish, and one JSON record goes to benchmarks/results/<device>/ with throughput, the fraction of the
+bandwidth/compute bound where BENCHMARKS.md gives it, the peers' figures, and where the time went per step
+(host: scheduling, input preparation, bookkeeping; device: the model and sampling, timed with CUDA events).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from llmfleet.bench.workloads import VOCAB_LIMIT, workload
+
+# Output tokens/s on nvidia-h100-x1 (BENCHMARKS.md, 2026-11-21): bounds and peers, per shape and workload.
+BOUNDS = {"qwen3-0.6b": {"W0": 2530, "W1": 26100, "W2": 34500}, "llama3-8b": {"W0": 188, "W1": 10400, "W2": 11400}}
+PEERS = {
+    "qwen3-0.6b": {"vllm-0.26.0": {"W0": 536, "W1": 18611, "W2": 23572, "W4": 15737, "W6": 415},
+                   "sglang-0.5.17": {"W0": 636, "W1": 18817, "W2": 24436, "W4": 16735}},
+    "llama3-8b": {"vllm-0.26.0": {"W0": 156, "W1": 8430, "W2": 9078, "W4": 8595},
+                  "sglang-0.5.17": {"W0": 155, "W1": 8440, "W2": 9112, "W4": 8605}},
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shape", required=True, help="qwen3-0.6b | llama3-8b | a model folder")
+    p.add_argument("--workload", required=True, choices=["W0", "W1", "W2", "W4", "W6"])
+    p.add_argument("--num-requests", type=int, default=None, help="only the first N requests of the workload")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--load-format", default=None, help="dummy (random weights; default for shapes) or auto")
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--results-dir", default="benchmarks/results")
+    p.add_argument("--no-save", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmfleet.bench.results import write_result
+
+    record = run_benchmark(args)
+    _print_summary(record)
+    if not args.no_save:
+        print("wrote", write_result(record, "offline", args.results_dir))
+    return 0
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    from llmfleet.bench.shapes import SHAPES
+    from llmfleet.config import EngineConfig
+    from llmfleet.engine.llm_engine import LLMEngine
+
+    requests = workload(args.workload, args.num_requests)
+    longest = max(len(r.prompt_token_ids) + r.max_tokens for r in requests)
+    load_format = args.load_format or ("dummy" if args.shape in SHAPES else "auto")
+    started = time.perf_counter()
+    engine = LLMEngine(EngineConfig(
+        model=args.shape, device=args.device, dtype=args.dtype, load_format=load_format,
+        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+        max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
+        enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager))
+    ready_s = time.perf_counter() - started
+    _warm_up(engine)
+    timing = _drive(engine, requests, args.temperature)
+    out_tokens = sum(r.max_tokens for r in requests)
+    in_tokens = sum(len(r.prompt_token_ids) for r in requests)
+    record = dict(
+        shape=args.shape, workload=args.workload, num_requests=len(requests), input_tokens=in_tokens,
+        output_tokens=out_tokens, elapsed_s=timing["elapsed_s"], output_tokens_per_s=out_tokens / timing["elapsed_s"],
+        total_tokens_per_s=(in_tokens + out_tokens) / timing["elapsed_s"], ready_s=ready_s,
+        num_kv_blocks=engine.runner.num_blocks, block_size=engine.config.block_size,
+        cuda_graphs=engine.runner.graphs is not None, temperature=args.temperature,
+        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+        prefix_caching=not args.no_prefix_caching, **{k: v for k, v in timing.items() if k != "elapsed_s"})
+    bound = BOUNDS.get(args.shape, {}).get(args.workload)
+    if bound:
+        record["bound_output_tokens_per_s"] = bound
+        record["fraction_of_bound"] = record["output_tokens_per_s"] / bound
+    record["peers_output_tokens_per_s"] = {name: figures.get(args.workload)
+                                           for name, figures in PEERS.get(args.shape, {}).items()}
+    return record
+
+
+def _warm_up(engine) -> None:
+    """Compiles kernels for prefill and decode paths before timing."""
+    from llmfleet.sampling_params import SamplingParams
+
+    params = SamplingParams(max_tokens=8, ignore_eos=True, detokenize=False)
+    for i in range(4):
+        engine.add_request(f"warmup-{i}", [1 + i] * (64 * (i + 1)), params)
+    while engine.has_unfinished_requests():
+        engine.step()
+
+
+def _drive(engine, requests, temperature: float) -> dict:
+    import torch
+
+    from llmfleet.sampling_params import SamplingParams
+
+    cuda = torch.cuda.is_available() and engine.runner.device.startswith("cuda")
+    engine.runner.step_timings = []
+    step_s: list[float] = []
+    stats0 = engine.stats()
+    start = time.perf_counter()
+    for i, r in enumerate(requests):
+        params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=r.max_tokens, ignore_eos=True,
+                                detokenize=False)
+        ids = r.prompt_token_ids
+        if engine.vocab_size < VOCAB_LIMIT:  # a small test model: fold the workload's ids into its vocabulary
+            ids = [t % engine.vocab_size for t in ids]
+        engine.add_request(f"bench-{i}", ids, params)
+    first_token: dict[str, float] = {}
+    while engine.has_unfinished_requests():
+        t0 = time.perf_counter()
+        outputs = engine.step()
+        now = time.perf_counter()
+        step_s.append(now - t0)
+        for o in outputs:
+            first_token.setdefault(o.request_id, now - start)
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    device_ms = [s.elapsed_time(e) for _, s, e in engine.runner.step_timings] if cuda else []
+    prepare_ms = [p * 1e3 for p, _, _ in engine.runner.step_timings]
+    step_ms = [x * 1e3 for x in step_s]
+    engine.runner.step_timings = None
+    stats1 = engine.stats()
+    ttft = sorted(first_token.values())
+    result = dict(elapsed_s=elapsed, steps=len(step_ms),
+                  step_wall_ms_mean=_mean(step_ms), device_ms_per_step_mean=_mean(device_ms),
+                  host_ms_per_step_mean=_mean(step_ms) - _mean(device_ms) if device_ms else None,
+                  prepare_inputs_ms_per_step_mean=_mean(prepare_ms),
+                  device_busy_fraction=(sum(device_ms) / 1e3 / elapsed) if device_ms else None,
+                  ttft_s_p50=_pct(ttft, 50), ttft_s_p90=_pct(ttft, 90),
+                  num_preemptions=stats1.num_preemptions - stats0.num_preemptions,
+                  prefix_cache_hit_tokens=stats1.prefix_cache_hits - stats0.prefix_cache_hits)
+    return result
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _pct(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+def _print_summary(r: dict) -> None:
+    frac = f" ({r['fraction_of_bound']:.0%} of bound)" if r.get("fraction_of_bound") else ""
+    print(f"{r['shape']} {r['workload']}: {r['output_tokens_per_s']:.0f} output tok/s{frac}, "
+          f"{r['total_tokens_per_s']:.0f} total tok/s, {r['elapsed_s']:.2f} s, {r['steps']} steps, "
+          f"ready in {r['ready_s']:.1f} s; peers {r['peers_output_tokens_per_s']}")
+    if r.get("device_ms_per_step_mean") is not None:
+        print(f"  per step: wall {r['step_wall_ms_mean']:.2f} ms, device {r['device_ms_per_step_mean']:.2f} ms, "
+              f"input prep {r['prepare_inputs_ms_per_step_mean']:.2f} ms, "
+              f"device busy {r['device_busy_fraction']:.0%}")
