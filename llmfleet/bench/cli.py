@@ -1,0 +1,32 @@
+"""`llmfleet bench offline | serve`: the project's own benchmarks (workloads in BENCHMARKS.md).
+
+Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
+simply has no subcommand.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUBCOMMANDS = {
+    "offline": ("llmfleet.bench.offline", "offline throughput of the engine (W0, W1, W2, W4, W6)"),
+    "serve": ("llmfleet.bench.serve", "streaming HTTP load against a running server (W3, W4, W5)"),
+}
+
+
+def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help="benchmarks: offline throughput, or an HTTP load against a server")
+    sub = parser.add_subparsers(dest="bench_command", required=True)
+    for sub_name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise  # a broken import inside the module must not hide the subcommand silently
+            continue
+        module.add_arguments(sub.add_parser(sub_name, help=help_text))
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    return importlib.import_module(SUBCOMMANDS[args.bench_command][0]).run(args)
