@@ -51,6 +51,7 @@ class KVCacheManager:
         self.stats = PrefixCacheStats()
         self._blocks: dict[int, list[Block]] = {}        # seq_id -> its block table
         self._hashes: dict[int, list[bytes]] = {}        # seq_id -> hashes of its full blocks so far
+        self._published: dict[int, int] = {}             # seq_id -> how many of its blocks are published
 
     @property
     def num_free_blocks(self) -> int:
@@ -110,6 +111,7 @@ class KVCacheManager:
         """Returns all the sequence's blocks, tail first so that shared prefix blocks are evicted last."""
         table = self._blocks.pop(seq.seq_id, [])
         self._hashes.pop(seq.seq_id, None)
+        self._published.pop(seq.seq_id, None)
         first_uncomputed = seq.num_computed_tokens // self.block_size
         for block in table[first_uncomputed:]:
             if block.ref_count == 1:
@@ -120,9 +122,15 @@ class KVCacheManager:
         return self.pool.reset_cache()
 
     def _publish(self, seq: Request, table: list[Block], num_tokens: int) -> None:
+        """Publishes the sequence's newly full blocks (those before are published already)."""
+        full = num_tokens // self.block_size
+        done = self._published.get(seq.seq_id, 0)
+        if full <= done:
+            return
         hashes = self._full_block_hashes(seq)
-        for i in range(min(num_tokens // self.block_size, len(hashes))):
+        for i in range(done, min(full, len(hashes))):
             self.pool.cache(table[i], hashes[i])
+        self._published[seq.seq_id] = full
 
     def _full_block_hashes(self, seq: Request) -> list[bytes]:
         """Chain hashes of the sequence's full blocks, extended incrementally as its tokens grow."""
