@@ -43,7 +43,8 @@ def hf_rotary(positions, q, k, cache, head_dim):
     rot = cache.shape[1]
     cos, sin = cache[positions].chunk(2, dim=-1)
     cos, sin = torch.cat([cos, cos], -1)[None].to(q.dtype), torch.cat([sin, sin], -1)[None].to(q.dtype)
-    q4, k4 = q.view(q.shape[0], -1, head_dim).transpose(0, 1)[None], k.view(k.shape[0], -1, head_dim).transpose(0, 1)[None]
+    q4 = q.view(q.shape[0], -1, head_dim).transpose(0, 1)[None]                                   # [1, H, T, D]
+    k4 = k.view(k.shape[0], -1, head_dim).transpose(0, 1)[None]
     qr, kr = apply_rotary_pos_emb(q4[..., :rot], k4[..., :rot], cos, sin)
     q_out, k_out = q4.clone(), k4.clone()
     q_out[..., :rot], k_out[..., :rot] = qr, kr

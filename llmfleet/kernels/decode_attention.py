@@ -16,13 +16,13 @@ _LOG2E = 1.4426950408889634
 MAX_SPLITS = 64
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _decode_split_kernel(
     q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr, qsl_ptr, out_ptr, part_out_ptr, part_lse_ptr,
-    scale_log2,
+    scale_log2, num_splits,
     stride_q_tok, stride_q_head, stride_c_kv, stride_c_block, stride_c_off, stride_c_head,
     stride_bt, stride_o_tok, stride_o_head,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     EVEN_D: tl.constexpr, DIRECT: tl.constexpr, FP32_DOT: tl.constexpr,
 ):
@@ -34,7 +34,7 @@ def _decode_split_kernel(
     # A sequence with no query row writes nothing: it has no heads (a mask, not a branch on data).
     num_q_heads = tl.where(tl.load(qsl_ptr + seq + 1) > tok, GROUP, 0)
     # Partition length: a whole number of tiles, so that only the context's last tile needs a mask.
-    per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    per_split = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
     start = split * per_split
     end = tl.minimum(start + per_split, seq_len)
 
@@ -84,29 +84,29 @@ def _decode_split_kernel(
         o_ptrs = out_ptr + tok * stride_o_tok + heads[:, None] * stride_o_head + d[None, :]
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
     else:
-        row = (seq * tl.num_programs(1) * GROUP + heads) * NUM_SPLITS + split                # [BLOCK_G]
+        row = (seq * tl.num_programs(1) * GROUP + heads) * num_splits + split                # [BLOCK_G]
         tl.store(part_out_ptr + row[:, None] * BLOCK_D + d[None, :], out, mask=g_mask[:, None])
         tl.store(part_lse_ptr + row, tl.where(nonempty, m + tl.log2(tl.where(nonempty, l, 1.0)), float("-inf")),
                  mask=g_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _decode_reduce_kernel(
-    part_out_ptr, part_lse_ptr, qsl_ptr, out_ptr, stride_o_tok, stride_o_head,
-    HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    part_out_ptr, part_lse_ptr, qsl_ptr, out_ptr, stride_o_tok, stride_o_head, num_splits,
+    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     # One program per (sequence, query head): a softmax-weighted sum of the partitions' outputs.
     seq = tl.program_id(0)
     head = tl.program_id(1)
     tok = tl.load(qsl_ptr + seq)
     head_dim = tl.where(tl.load(qsl_ptr + seq + 1) > tok, HEAD_DIM, 0)  # 0: no query row, nothing to write
-    row = (seq * tl.num_programs(1) + head) * NUM_SPLITS
+    row = (seq * tl.num_programs(1) + head) * num_splits
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
-    lse = tl.load(part_lse_ptr + row + s, mask=s < NUM_SPLITS, other=float("-inf"))      # [BLOCK_S]
+    lse = tl.load(part_lse_ptr + row + s, mask=s < num_splits, other=float("-inf"))      # [BLOCK_S]
     top = tl.max(lse, 0)
     w = tl.where(lse > float("-inf"), tl.exp2(lse - tl.where(top > float("-inf"), top, 0.0)), 0.0)
-    parts = tl.load(part_out_ptr + (row + s[:, None]) * BLOCK_D + d[None, :], mask=(s < NUM_SPLITS)[:, None],
+    parts = tl.load(part_out_ptr + (row + s[:, None]) * BLOCK_D + d[None, :], mask=(s < num_splits)[:, None],
                     other=0.0)                                                           # [BLOCK_S, BLOCK_D]
     total = tl.sum(w, 0)
     out = tl.sum(parts * w[:, None], 0) / tl.where(total > 0, total, 1.0)
@@ -143,17 +143,17 @@ def decode_attention(q, kv_cache, block_tables, seq_lens, query_start_loc, out, 
         part_lse = torch.empty((num_decodes, num_heads, num_splits), dtype=torch.float32, device=q.device)
     _decode_split_kernel[(num_decodes, num_kv_heads, num_splits)](
         q, kv_cache, block_tables, seq_lens, query_start_loc, out, part_out, part_lse,
-        scale * _LOG2E,
+        scale * _LOG2E, num_splits,
         q.stride(0), q.stride(1), kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3),
         block_tables.stride(0), out.stride(0), out.stride(1),
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, NUM_SPLITS=num_splits,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
         BLOCK_G=next_pow2(group, 16), BLOCK_D=block_d, BLOCK_N=block_n,
         EVEN_D=block_d == head_dim, DIRECT=direct, FP32_DOT=q.dtype == torch.float32,
         num_warps=num_warps, num_stages=num_stages,
     )
     if not direct:
         _decode_reduce_kernel[(num_decodes, num_heads)](
-            part_out, part_lse, query_start_loc, out, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, NUM_SPLITS=num_splits, BLOCK_S=next_pow2(num_splits), BLOCK_D=block_d,
+            part_out, part_lse, query_start_loc, out, out.stride(0), out.stride(1), num_splits,
+            HEAD_DIM=head_dim, BLOCK_S=next_pow2(num_splits), BLOCK_D=block_d,
             num_warps=4,
         )
