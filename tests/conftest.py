@@ -1,7 +1,15 @@
 """Shared pytest fixtures."""
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# Triton kernels run under Triton's interpreter where there is no GPU. The variable must be set before anything
+# imports triton (transformers may), since triton's own jit helpers (e.g. tl.rand) are defined at its import.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 try:
     from checkpoints import checkpoint

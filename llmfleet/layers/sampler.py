@@ -54,6 +54,11 @@ def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
 
 
 def _sample_random(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    if logits.is_cuda and all(_plain(p) for p in batch.params) and not any(batch.generators):
+        from llmfleet.kernels.sampling import gumbel_sample
+
+        inv_t = torch.tensor([1.0 / p.temperature for p in batch.params], device=logits.device)
+        return gumbel_sample(logits, inv_t, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
     device = logits.device
     greedy = torch.tensor([p.greedy for p in batch.params], device=device)
     temperature = torch.tensor([p.temperature if not p.greedy else 1.0 for p in batch.params], device=device)
@@ -69,6 +74,11 @@ def _sample_random(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     noise = _exponential_noise(probs, batch.generators)
     sampled = (probs / noise).argmax(dim=-1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def _plain(p: SamplingParams) -> bool:
+    """Temperature sampling alone: one pass of Gumbel-max over the logits suffices."""
+    return not p.greedy and p.top_k <= 0 and p.top_p >= 1 and p.min_p <= 0
 
 
 def _exponential_noise(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
