@@ -21,8 +21,8 @@ python3 -c "import torch, triton, transformers; print('torch', torch.__version__
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.mem --format=csv
 status=0
 if [ "$mode" = all ] || [ "$mode" = tests ]; then
-  python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu_engine.py tests/test_triton_attention.py \
-    tests/test_fused_kernels.py 2>&1 | tee "$out/pytest_gpu.log" || status=1
+  files=$(ls tests/test_gpu_*.py tests/test_triton_*.py tests/test_fused_*.py 2>/dev/null)
+  python3 -m pytest -m gpu -q -p no:cacheprovider $files 2>&1 | tee "$out/pytest_gpu.log" || status=1
 fi
 if [ "$mode" = all ] || [ "$mode" = bench ]; then
   for pair in $pairs; do
