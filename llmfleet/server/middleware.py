@@ -61,27 +61,34 @@ class BodySizeLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await send_error(send, 413, self._message(f"{int(length)} bytes"), "request_too_large")
-        received, started = 0, False
+        received, started, answered = 0, False, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            # Answer 413 the moment the limit is crossed: the app turns any error raised while it reads the body
+            # into its own 400, which tracking_send then drops.
+            nonlocal received, answered
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > self.max_bytes and not answered:
+                    if not started:
+                        answered = True
+                        await send_error(send, 413, self._message(f"over {self.max_bytes} bytes"),
+                                         "request_too_large")
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
-            if not started:  # bodies are read before any answer starts, so this is the normal case
-                await send_error(send, 413, self._message(f"over {self.max_bytes} bytes"), "request_too_large")
+            pass  # already answered (or the answer had started: nothing more can be said)
 
     def _message(self, size: str) -> str:
         return f"the request body has {size}; the limit is {self.max_bytes} bytes"

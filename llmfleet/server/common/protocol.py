@@ -1,7 +1,8 @@
 """Schemas shared by the completion and chat endpoints: sampling fields, stream options, usage, model list.
 
 Ranges that SamplingParams already checks are left to it (its ValueError names the field and becomes a 400). Here
-only what must never reach the engine is bounded: n (memory), seed (torch's generator range), non-finite floats.
+only what must never reach the engine is bounded: n (memory), seed (torch's generator range), top_k (tensor range),
+non-finite floats.
 Unknown fields are ignored, as OpenAI-compatible servers do, so newer clients keep working.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_N = 128
 SEED_MIN, SEED_MAX = -(1 << 63), (1 << 64) - 1
+INT32_MAX = (1 << 31) - 1
 
 
 class StreamOptions(BaseModel):
@@ -27,7 +29,7 @@ class SamplingFields(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N)
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: int | None = Field(None, le=INT32_MAX)  # bounded: the sampler packs it into an int64 tensor
     min_p: float | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
@@ -40,7 +42,7 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    priority: int = Field(0, ge=-(1 << 31), le=(1 << 31) - 1)
+    priority: int = Field(0, ge=-INT32_MAX - 1, le=INT32_MAX)
     logit_bias: dict[str, float] | None = None
 
     @property

@@ -1,0 +1,216 @@
+"""Every failure answers in OpenAI's error envelope with the right status, and never disturbs the server:
+validation (400), context length (400), unknown model (404), body size (413), queue bound (429 + Retry-After),
+API key (401), unknown route / method; plus fuzzed request bodies that must never produce a 5xx."""
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmfleet.config import EngineConfig
+from llmfleet.engine.llm_engine import LLMEngine
+from llmfleet.server.app import create_app
+from llmfleet.server.background import BackgroundServer
+from llmfleet.server.config import ServerConfig
+
+KEY = "test-secret"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_WAITING = 2
+MAX_BODY = 8192
+MAX_LEN = 256
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint):
+    config = EngineConfig(model=str(tiny_checkpoint("llama")), device="cpu", dtype="float32", num_kv_blocks=512,
+                          max_model_len=MAX_LEN, max_num_seqs=256)
+    holder = {}
+    settings_ = ServerConfig(served_model_names=("tiny",), api_key=KEY, max_waiting_requests=MAX_WAITING,
+                             max_body_bytes=MAX_BODY)
+    app = create_app(settings_, lambda: LLMEngine(config), on_ready=lambda ctx: holder.update(ctx=ctx))
+    with BackgroundServer(app) as url:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
+            yield SimpleNamespace(url=url, http=http, ctx=holder["ctx"])
+
+
+def _assert_envelope(response: httpx.Response, status: int, param=None, code=None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param, error
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+def _still_serving(server) -> None:
+    assert server.http.get("/health").json() == {"status": "ok"}
+    r = server.http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+
+
+COMPLETION_400 = [
+    ({}, "prompt"),
+    ({"prompt": "x", "temperature": -1}, "temperature"),
+    ({"prompt": "x", "top_p": 0}, "top_p"),
+    ({"prompt": "x", "top_k": -5}, "top_k"),
+    ({"prompt": "x", "top_k": 1 << 70}, "top_k"),
+    ({"prompt": "x", "n": 0}, "n"),
+    ({"prompt": "x", "n": 1000}, "n"),
+    ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
+    ({"prompt": "x", "max_tokens": "many"}, "max_tokens"),
+    ({"prompt": "x", "logprobs": 21}, "logprobs"),
+    ({"prompt": []}, "prompt"),
+    ({"prompt": [[]]}, "prompt"),
+    ({"prompt": [-1, 5]}, "prompt"),
+    ({"prompt": [5, 100000]}, "prompt"),
+    ({"prompt": "x", "stop": [""]}, "stop"),
+    ({"prompt": "x", "presence_penalty": 3}, "presence_penalty"),
+    ({"prompt": "x", "seed": 1 << 70}, "seed"),
+    ({"prompt": "x", "logit_bias": {"5": 1.0}}, "logit_bias"),
+    ({"prompt": "x", "echo": True}, "echo"),
+    ({"prompt": "x", "stream": "sometimes"}, "stream"),
+]
+
+CHAT_400 = [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages.0.content"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "top_logprobs"),
+    ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": -1}, "max_tokens"),
+    ({"messages": "hi"}, "messages"),
+]
+
+
+@pytest.mark.parametrize("body, param", COMPLETION_400)
+def test_completion_validation_errors(server, body, param):
+    _assert_envelope(server.http.post("/v1/completions", json={"max_tokens": 2, **body}), 400, param)
+
+
+@pytest.mark.parametrize("body, param", CHAT_400)
+def test_chat_validation_errors(server, body, param):
+    _assert_envelope(server.http.post("/v1/chat/completions", json={"max_tokens": 2, **body}), 400, param)
+
+
+def test_context_length_errors_say_how_long(server):
+    error = _assert_envelope(server.http.post("/v1/completions", json={"prompt": [5] * 300}), 400, "prompt",
+                             "context_length_exceeded")
+    assert "300" in error["message"] and str(MAX_LEN) in error["message"]
+    error = _assert_envelope(server.http.post("/v1/completions", json={"prompt": [5] * 200, "max_tokens": 100}),
+                             400, "prompt", "context_length_exceeded")
+    assert "300 tokens" in error["message"] and "200 in the prompt" in error["message"]
+    messages = [{"role": "user", "content": "hello " * 300}]
+    _assert_envelope(server.http.post("/v1/chat/completions", json={"messages": messages}), 400, "messages",
+                     "context_length_exceeded")
+    _still_serving(server)
+
+
+def test_unknown_model_route_and_method(server):
+    _assert_envelope(server.http.post("/v1/completions", json={"prompt": "x", "model": "gpt-9"}), 404, "model",
+                     "model_not_found")
+    _assert_envelope(server.http.get("/v1/nothing"), 404, code="not_found")
+    _assert_envelope(server.http.get("/v1/completions"), 405)
+    _assert_envelope(server.http.post("/v1/completions", content=b"{not json",
+                                      headers={"content-type": "application/json"}), 400)
+    _assert_envelope(server.http.post("/v1/completions", json=[1, 2]), 400)
+    _still_serving(server)
+
+
+def test_body_over_the_limit_gets_413(server):
+    big = {"prompt": "x" * (MAX_BODY + 10), "max_tokens": 2}
+    _assert_envelope(server.http.post("/v1/completions", json=big), 413, code="request_too_large")
+
+    def chunks():  # no Content-Length: the limit is enforced while the body is read
+        yield b'{"prompt": "'
+        for _ in range(MAX_BODY // 1000 + 2):
+            yield b"y" * 1000
+        yield b'"}'
+
+    _assert_envelope(server.http.post("/v1/completions", content=chunks(),
+                                      headers={"content-type": "application/json"}), 413, code="request_too_large")
+    _still_serving(server)
+
+
+def test_api_key_is_required_on_v1_only(server):
+    _assert_envelope(httpx.post(server.url + "/v1/completions", json={"prompt": "x"}), 401, code="invalid_api_key")
+    _assert_envelope(httpx.get(server.url + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
+    assert httpx.get(server.url + "/health").status_code == 200
+    assert httpx.get(server.url + "/metrics").status_code == 200
+
+
+def test_request_id_is_echoed(server):
+    r = server.http.get("/v1/models", headers={"X-Request-Id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    assert len(server.http.get("/v1/models").headers["x-request-id"]) == 32
+
+
+def test_waiting_queue_bound_gives_429_with_retry_after(server):
+    blocked = server.ctx.engine.call(lambda engine: time.sleep(1.5))  # the engine thread admits nothing meanwhile
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as http:
+            async def one(i):
+                await asyncio.sleep(0.05 * i)  # arrive in order, all while the engine is blocked
+                return await http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2})
+            return await asyncio.gather(*(one(i) for i in range(MAX_WAITING + 3)))
+
+    responses = asyncio.run(burst())
+    blocked.result(10)
+    assert [r.status_code for r in responses] == [200] * MAX_WAITING + [429] * 3
+    for r in responses[MAX_WAITING:]:
+        _assert_envelope(r, 429, code="queue_full")
+        assert r.headers["retry-after"] == "1"
+    _still_serving(server)
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70), st.floats(allow_nan=False),
+                    st.text(max_size=12), st.lists(st.integers(-5, 600), max_size=6),
+                    st.lists(st.text(max_size=4), max_size=3), st.dictionaries(st.text(max_size=5), st.integers()))
+_small_tokens = st.one_of(st.integers(-3, 6), st.text(max_size=3), st.floats(-2, 6), st.booleans())
+_fields = ["model", "prompt", "n", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids",
+           "ignore_eos", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "repetition_penalty",
+           "stream", "stream_options", "user", "priority", "echo", "best_of", "skip_special_tokens"]
+_messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "bot"]),
+                                            "content": st.one_of(st.text(max_size=20), st.none(), st.integers())}),
+                     max_size=3)
+_bodies = st.tuples(st.sampled_from(["/v1/completions", "/v1/chat/completions"]),
+                    st.dictionaries(st.sampled_from(_fields), _values, max_size=6),
+                    st.sampled_from(["max_tokens", "max_completion_tokens"]), _small_tokens,
+                    st.one_of(st.none(), _messages), st.integers(1, 3))
+
+
+@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_bodies)
+def test_fuzzed_bodies_never_get_a_5xx(server, case):
+    path, body, cap_field, cap, messages, n = case
+    body = {**body, "max_tokens": cap if isinstance(cap, int) and not isinstance(cap, bool) else 2, cap_field: cap}
+    if isinstance(body.get("n"), int) and not isinstance(body["n"], bool):
+        body["n"] = n  # keep accepted requests small: the fuzz is about parsing, not throughput
+    if messages is not None:
+        body["messages"] = messages
+    r = server.http.post(path, json=body)
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        _assert_envelope(r, r.status_code)
+
+
+def test_fuzzed_json_documents_never_get_a_5xx(server):
+    @settings(max_examples=30, deadline=None)
+    @given(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                      max_size=3), max_leaves=8))
+    def check(document):
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            r = server.http.post(path, json=document)
+            assert r.status_code == 400 or (r.status_code == 200 and isinstance(document, dict)), r.text
+
+    check()
+    _still_serving(server)
