@@ -28,6 +28,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 EOT_ID, IM_END_ID, PAD_ID = 0, 2, 3
 SEQ_LEN = 512
+SAMPLE_PROMPTS = ("def fibonacci(n):\n", "import os\n\n\ndef list_files(path):\n", "class Stack:\n")
 REPORT_WINDOWS = 64  # validation windows [0, 64) are reported; the rest pick the best checkpoint
 PRESETS = {
     "demo": dict(hidden_size=384, intermediate_size=832, num_hidden_layers=6, num_attention_heads=6,
@@ -141,12 +142,30 @@ def train(args, model, train_stream, val_windows, device) -> dict:
             "epochs": sampler.epochs, "stopped_early": steps_done < args.steps}
 
 
+def greedy_samples(model: LlamaForCausalLM, folder: Path, max_new_tokens: int = 96) -> list[dict]:
+    """Greedy continuations of SAMPLE_PROMPTS, each with whether prompt + its complete lines compile."""
+    from transformers import AutoTokenizer
+    tok, out = AutoTokenizer.from_pretrained(str(folder)), []
+    for prompt in SAMPLE_PROMPTS:
+        ids = torch.tensor([tok.encode(prompt)], device=model.device)
+        with torch.no_grad():
+            gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+        text = tok.decode(gen[0, ids.shape[1]:])
+        try:
+            compile(prompt + text[:text.rfind("\n") + 1], "<sample>", "exec")
+            compiles = True
+        except SyntaxError:
+            compiles = False
+        out.append({"prompt": prompt, "text": text, "compiles": compiles})
+    return out
+
+
 def save_folder(model: LlamaForCausalLM, out: Path, tokenizer_dir: Path) -> None:
     """config.json (+ top-level rope_theta for older readers), generation_config.json, bf16 safetensors, tokenizer."""
     out.mkdir(parents=True, exist_ok=True)
     model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True)
-    GenerationConfig(bos_token_id=EOT_ID, eos_token_id=[EOT_ID, IM_END_ID], pad_token_id=PAD_ID,
-                     max_length=SEQ_LEN).save_pretrained(str(out))
+    GenerationConfig(bos_token_id=EOT_ID, eos_token_id=[EOT_ID, IM_END_ID],
+                     pad_token_id=PAD_ID).save_pretrained(str(out))
     config = json.loads((out / "config.json").read_text())
     config["rope_theta"] = config.get("rope_parameters", {}).get("rope_theta", 10000.0)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -200,6 +219,7 @@ def main() -> int:
     save_folder(model, args.out, args.data / "tokenizer")
     reloaded = LlamaForCausalLM.from_pretrained(str(args.out), dtype=torch.float32).to(device)
     losses = window_losses(reloaded, val_windows[:REPORT_WINDOWS], autocast=False)
+    samples = greedy_samples(reloaded, args.out)
     log = {
         "name": args.name, "command": " ".join(sys.argv), "git_commit": args.git_commit,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
@@ -214,6 +234,7 @@ def main() -> int:
         "best_select_loss": result["best_select_loss"], "stopped_early": result["stopped_early"],
         "val_windows": REPORT_WINDOWS, "val_loss": float(np.mean(losses)), "val_ppl": math.exp(np.mean(losses)),
         "val_window_losses": [round(x, 6) for x in losses], "curve": result["curve"],
+        "samples": samples,
         "corpus": json.loads((args.data / "corpus.json").read_text()),
     }
     args.log.parent.mkdir(parents=True, exist_ok=True)

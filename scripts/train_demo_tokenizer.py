@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,9 +30,17 @@ CHAT_TEMPLATE = (
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
-    """Byte-level BPE (GPT-2 pre-tokenization, no prefix space) with SPECIAL_TOKENS at ids 0..3."""
+    """Byte-level BPE (GPT-2 pre-tokenization, no prefix space) with SPECIAL_TOKENS at ids 0..3.
+
+    Every newline is a token of its own, never merged with the indentation after it. A prompt that ends at a line
+    break ("def f(n):\n") then tokenises exactly as the same text does inside a longer file, so the model has seen
+    what follows it; with "\n" + spaces merged, a bare "\n" token would only ever precede column 0.
+    """
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex("\n"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
