@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -32,7 +33,10 @@ def device_name() -> str:
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    """HEAD's hash, with "-dirty" when tracked files differ from it; "unknown" outside a git checkout."""
+    """HEAD's hash, with "-dirty" when tracked files differ from it; "unknown" outside a git checkout.
+    LLMFLEET_COMMIT names the commit where the tree was copied without .git (the GPU machines)."""
+    if os.environ.get("LLMFLEET_COMMIT"):
+        return os.environ["LLMFLEET_COMMIT"]
     cwd = cwd or Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10,

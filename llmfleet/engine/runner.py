@@ -34,20 +34,24 @@ class ModelRunner:
         self.config, self.device, self.dtype = config, device, dtype
         self.step_timings: list | None = None
         self.block_size = config.block_size
+        began = time.perf_counter()
         self.model, self.hf_config, self.info = load_model(
             model_path, dtype, device, load_format=config.load_format, hf_config=hf_config)
+        logger.info("model loaded in %.1f s", time.perf_counter() - began)
         self.backend = get_attention_backend(config.attention_backend, device)
         self.layers = self.model.attention_layers()
         for layer in self.layers:
             layer.backend = self.backend
         self.max_model_len = min(config.max_model_len or self.info.max_position_embeddings,
                                  self.info.max_position_embeddings)
+        began = time.perf_counter()
         self.num_blocks = config.num_kv_blocks or self._blocks_from_memory()
         self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
         self._bind(self.kv_caches)
+        logger.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB), sized in %.1f s", self.num_blocks,
+                    self.block_size, self.num_blocks * self.block_size,
+                    self.num_blocks * self.bytes_per_block / 2**30, time.perf_counter() - began)
         self.graphs = self._capture_graphs()
-        logger.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB)", self.num_blocks, self.block_size,
-                    self.num_blocks * self.block_size, self.num_blocks * self.bytes_per_block / 2**30)
 
     @property
     def kv_heads(self) -> int:
