@@ -1,7 +1,8 @@
 """KV-cache sizing on CUDA: a profiling forward pass at the largest step, then the rest of the budget is KV blocks.
 
-budget = gpu_memory_utilization x total memory - peak torch memory (weights + activations + sampling)
-         - memory held outside torch's allocator (CUDA context, other processes)
+budget = gpu_memory_utilization x total memory - this engine's peak torch memory (weights + activations +
+         sampling) - memory held outside torch's allocator (CUDA context, other processes),
+         and never more than what is free once activations are set aside.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from llmfleet.layers.sampler import SamplingBatch, sample
 from llmfleet.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
+_MARGIN = 512 * 2**20  # left free for CUDA graphs' pool and allocator slack
 
 
 @torch.inference_mode()
@@ -30,13 +32,15 @@ def profile_kv_blocks(runner) -> int:
     params = SamplingParams(temperature=0.7, top_p=0.9, top_k=50, logprobs=5)  # the most memory-hungry path
     sample(logits, SamplingBatch(params=[params] * rows, generators=[None] * rows))
     torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - scratch_blocks * runner.bytes_per_block
+    # This engine's own peak: other engines of the process (allocated before its model loaded) do not count.
+    peak = torch.cuda.max_memory_allocated() - scratch_blocks * runner.bytes_per_block - runner.memory_before_load
     del hidden, logits
     runner._bind([None] * len(runner.layers))
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info()
     outside_torch = total - free - torch.cuda.memory_reserved()
-    budget = int(total * cfg.gpu_memory_utilization) - peak - outside_torch
+    activations = peak - runner.weight_bytes
+    budget = min(int(total * cfg.gpu_memory_utilization) - peak - outside_torch, free - activations - _MARGIN)
     blocks = max(0, budget // runner.bytes_per_block)
     gib = 2 ** 30
     logger.info("memory: total %.1f GiB, torch peak %.2f GiB (weights + activations), outside torch %.2f GiB, "
