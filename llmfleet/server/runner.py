@@ -1,8 +1,8 @@
 """Running the app under uvicorn, with a graceful drain on SIGTERM.
 
 SIGTERM (what Kubernetes and process managers send): /ready turns false and new requests get 503 while in-flight
-ones finish (up to drain_timeout, then they are aborted); then uvicorn stops and the process exits 0. A second
-SIGTERM, or SIGINT (Ctrl-C), stops at once the way uvicorn always does.
+ones finish (up to drain_timeout, then they are aborted); then uvicorn stops and the process exits 0. SIGINT
+(Ctrl-C), or a second SIGTERM, skips the drain and stops the way uvicorn always does; one more forces the exit.
 """
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Not recorded in uvicorn's captured signals: it would re-raise them after shutdown, and the default
         # SIGTERM action would then kill the process with 143 instead of letting it exit 0.
-        if sig == signal.SIGTERM and not self.lifecycle.draining:
+        if sig == signal.SIGTERM and not self.lifecycle.draining and not self.should_exit:
             logger.info("SIGTERM: draining")
             self.lifecycle.request_drain()
-        elif self.should_exit:
-            self.force_exit = True
+        elif not self.should_exit:
+            self.should_exit = True   # skip the drain; uvicorn still lets open responses finish for a while
         else:
-            self.should_exit = True
+            self.force_exit = True
 
     def _stop_serving(self) -> None:
         self.should_exit = True
