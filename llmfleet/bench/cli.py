@@ -15,6 +15,7 @@ SUBCOMMANDS = {
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    """Register `llmfleet bench` with one subcommand per installed bench module."""
     parser = subparsers.add_parser(name, help="benchmarks: offline throughput, or an HTTP load against a server")
     sub = parser.add_subparsers(dest="bench_command", required=True)
     for sub_name, (module_name, help_text) in SUBCOMMANDS.items():
@@ -29,4 +30,5 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Hand the parsed flags to the chosen subcommand's module."""
     return importlib.import_module(SUBCOMMANDS[args.bench_command][0]).run(args)

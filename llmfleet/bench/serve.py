@@ -27,6 +27,7 @@ TPOT_SLO_S = 0.05
 
 @dataclass(slots=True)
 class RequestResult:
+    """What one streamed request measured (seconds)."""
     ok: bool
     prompt_tokens: int
     output_tokens: int = 0
@@ -145,6 +146,7 @@ def summarize(results: list[RequestResult], duration: float, rate: float) -> dic
 
 # ----------------------------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `llmfleet bench serve`."""
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
     parser.add_argument("--workload", default="W3", help="W3 (default), W4 or W5; any of W0..W6 works")
     parser.add_argument("--rate", default=[1.0], type=_rates,

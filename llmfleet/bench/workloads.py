@@ -17,6 +17,7 @@ VOCAB_LIMIT = 10_000  # ids are drawn in [0, VOCAB_LIMIT): inside every benchmar
 
 @dataclass(frozen=True, slots=True)
 class BenchRequest:
+    """One request of a workload: a token-id prompt and its output length."""
     prompt_token_ids: list[int]
     max_tokens: int                  # the output length (EOS is ignored, so every request produces exactly this)
     conversation: int | None = None  # W5: the conversation this turn belongs to (its turns run in order)

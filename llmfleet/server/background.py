@@ -36,6 +36,7 @@ class BackgroundServer:
         return self.url
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop serving (runs the app's shutdown) and release the port."""
         self.server.should_exit = True
         self._thread.join(timeout)
         self._sock.close()

@@ -16,6 +16,7 @@ ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    """Register `llmfleet serve` and its flags."""
     parser = subparsers.add_parser(name, help="OpenAI-compatible HTTP server",
                                    description="Serve a model over an OpenAI-compatible HTTP API.")
     parser.add_argument("--model", default=None,
@@ -78,6 +79,7 @@ def build_configs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve until drained; 2 for invalid flags (the message names the field)."""
     import logging
 
     logging.basicConfig(level=args.log_level.upper() if args.log_level != "trace" else "DEBUG",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """What the HTTP layer decides (the engine's settings are EngineConfig's). Invalid values raise ValueError."""
     host: str = "127.0.0.1"
     port: int = 8000
     served_model_names: tuple[str, ...] = ()  # (): the engine's model name; the first is the primary name

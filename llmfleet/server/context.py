@@ -15,6 +15,7 @@ from llmfleet.server.metrics import ServerMetrics
 
 @dataclass(slots=True)
 class ServingContext:
+    """The engine, the server's tokenizer copy, metrics and draining state: everything a route needs."""
     config: ServerConfig
     engine: AsyncEngine
     tokenizer: Any              # the server's own copy: the engine thread keeps the engine's

@@ -39,6 +39,7 @@ class APIError(Exception):
 
 
 def envelope(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    """OpenAI's error body; `type` follows from the status."""
     return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"),
                       "param": param, "code": code}}
 

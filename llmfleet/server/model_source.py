@@ -16,6 +16,7 @@ RANDOM_MODEL_NAME = "random-tiny"
 
 
 def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/llmfleet, else ~/.cache/llmfleet."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmfleet"
 
 

@@ -29,6 +29,7 @@ from llmfleet.server.errors import APIError
 
 
 async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext, raw: Request) -> Response:
+    """Answer one /v1/chat/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
     model = ctx.resolve_model(req.model)
     _check_fields(req)
     prompt = chat_prompt(_template_messages(req), ctx.tokenizer, req.add_generation_prompt)

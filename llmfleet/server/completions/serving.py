@@ -30,6 +30,7 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 
 
 async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Request) -> Response:
+    """Answer one /v1/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
     model = ctx.resolve_model(req.model)
     _check_fields(req)
     prompts = completion_prompts(req.prompt, ctx.tokenizer, ctx.config.max_waiting_requests)
