@@ -22,6 +22,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     skip_special_tokens: bool = True
     detokenize: bool = True                   # False: token ids only (benchmarks); stop strings need text
+    output_kind: str = "cumulative"           # cumulative: an output every step; final_only: when finished
     _stop_strings: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +49,8 @@ class SamplingParams:
         _require(all(isinstance(s, str) and s for s in stops), "stop", "must be non-empty strings")
         self._stop_strings = tuple(stops)
         _require(self.detokenize or not stops, "stop", "stop strings need detokenize=True")
+        _require(self.output_kind in ("cumulative", "final_only"), "output_kind",
+                 f"must be 'cumulative' or 'final_only', got {self.output_kind!r}")
         ids = self.stop_token_ids or []
         _require(all(isinstance(t, int) and t >= 0 for t in ids), "stop_token_ids",
                  "must be non-negative integers")
@@ -72,7 +75,7 @@ class SamplingParams:
             min_p=self.min_p, seed=seed, stop=list(self._stop_strings), stop_token_ids=self.stop_token_ids,
             ignore_eos=self.ignore_eos, logprobs=self.logprobs, presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
-            skip_special_tokens=self.skip_special_tokens, detokenize=self.detokenize)
+            skip_special_tokens=self.skip_special_tokens, detokenize=self.detokenize, output_kind=self.output_kind)
 
 
 def _is_number(value) -> bool:

@@ -50,6 +50,7 @@ class KVCacheManager:
         self.pool = BlockPool(num_blocks)
         self.stats = PrefixCacheStats()
         self._blocks: dict[int, list[Block]] = {}        # seq_id -> its block table
+        self._ids: dict[int, list[int]] = {}             # seq_id -> the same table as block ids
         self._hashes: dict[int, list[bytes]] = {}        # seq_id -> hashes of its full blocks so far
         self._published: dict[int, int] = {}             # seq_id -> how many of its blocks are published
 
@@ -62,7 +63,8 @@ class KVCacheManager:
         return 1.0 - self.pool.num_free_blocks / self.pool.num_blocks
 
     def block_ids(self, seq: Request) -> list[int]:
-        return [b.block_id for b in self._blocks.get(seq.seq_id, ())]
+        """The sequence's block table as ids: a live, append-only list (callers must not modify it)."""
+        return self._ids.get(seq.seq_id, [])
 
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
@@ -88,6 +90,13 @@ class KVCacheManager:
         `computed` are prefix-hit blocks for a sequence being admitted (its num_computed_tokens is 0 then).
         Returns False, changing nothing, when the free blocks do not suffice.
         """
+        if not computed:  # fast path: a running sequence whose blocks already have room (most decodes)
+            table = self._blocks.get(seq.seq_id)
+            total = seq.num_computed_tokens + num_new_tokens
+            if table is not None and total <= len(table) * self.block_size:
+                if self.enable_caching:
+                    self._publish(seq, table, total)
+                return True
         computed = computed or []
         owned = self._blocks.get(seq.seq_id, [])
         num_computed = seq.num_computed_tokens + len(computed) * self.block_size
@@ -100,9 +109,10 @@ class KVCacheManager:
             self.stats.hits += len(computed) * self.block_size
         self.pool.touch(computed)
         table = self._blocks.setdefault(seq.seq_id, owned)
-        table.extend(computed)
-        if needed > 0:
-            table.extend(self.pool.allocate(needed))
+        ids = self._ids.setdefault(seq.seq_id, [])
+        new_blocks = computed + (self.pool.allocate(needed) if needed > 0 else [])
+        table.extend(new_blocks)
+        ids.extend(b.block_id for b in new_blocks)
         if self.enable_caching:
             self._publish(seq, table, num_computed + num_new_tokens)
         return True
@@ -110,6 +120,7 @@ class KVCacheManager:
     def free(self, seq: Request) -> None:
         """Returns all the sequence's blocks, tail first so that shared prefix blocks are evicted last."""
         table = self._blocks.pop(seq.seq_id, [])
+        self._ids.pop(seq.seq_id, None)
         self._hashes.pop(seq.seq_id, None)
         self._published.pop(seq.seq_id, None)
         first_uncomputed = seq.num_computed_tokens // self.block_size

@@ -141,11 +141,14 @@ class LLMEngine:
                 self._prompt_tokens += seq.num_prompt_tokens
             self._postprocess(group, seq, token, logprobs)
             touched[group.request_id] = group
-        outputs = [self._output(g) for g in touched.values()]
+        outputs = []
         for group in touched.values():
-            if group.finished:
+            finished = group.finished
+            if finished:
                 group.metrics["finished_time"] = now
                 del self._groups[group.request_id]
+            if finished or group.seqs[0].params.output_kind == "cumulative":
+                outputs.append(self._output(group))
         return outputs
 
     def _postprocess(self, group: _Group, seq: Request, token: int, logprobs) -> None:

@@ -22,7 +22,10 @@ class Status(enum.Enum):
 
     @property
     def finished(self) -> bool:
-        return self in (Status.FINISHED_STOPPED, Status.FINISHED_LENGTH, Status.FINISHED_ABORTED)
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({Status.FINISHED_STOPPED, Status.FINISHED_LENGTH, Status.FINISHED_ABORTED})
 
 
 @dataclass(slots=True, eq=False)

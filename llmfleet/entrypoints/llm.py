@@ -1,6 +1,7 @@
 """The offline API, shaped like vLLM's: `LLM(model, ...).generate(prompts, sampling_params)`."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
@@ -34,7 +35,8 @@ class LLM:
         A bad prompt or parameter raises ValueError before anything runs; the engine stays usable.
         """
         prompts = _as_prompt_list(prompts)
-        params = _as_params_list(sampling_params, len(prompts))
+        params = [dataclasses.replace(p, output_kind="final_only")
+                  for p in _as_params_list(sampling_params, len(prompts))]
         priorities = list(priority) if priority is not None else [0] * len(prompts)
         if len(priorities) != len(prompts):
             raise ValueError(f"priority: has {len(priorities)} entries for {len(prompts)} prompts")
