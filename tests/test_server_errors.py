@@ -4,6 +4,7 @@ API key (401), unknown route / method; plus fuzzed request bodies that must neve
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from types import SimpleNamespace
 
@@ -55,6 +56,11 @@ def _still_serving(server) -> None:
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
 
 
+def _post(server, path: str, body: dict) -> httpx.Response:
+    """json.dumps escapes lone surrogates as \\udXXX, as a JSON client may send them (httpx's own encoder refuses)."""
+    return server.http.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+
+
 COMPLETION_400 = [
     ({}, "prompt"),
     ({"prompt": "x", "temperature": -1}, "temperature"),
@@ -76,6 +82,7 @@ COMPLETION_400 = [
     ({"prompt": "x", "logit_bias": {"5": 1.0}}, "logit_bias"),
     ({"prompt": "x", "echo": True}, "echo"),
     ({"prompt": "x", "stream": "sometimes"}, "stream"),
+    ({"prompt": "lone \ud800 surrogate"}, "prompt"),
 ]
 
 CHAT_400 = [
@@ -87,17 +94,18 @@ CHAT_400 = [
     ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools"),
     ({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": -1}, "max_tokens"),
     ({"messages": "hi"}, "messages"),
+    ({"messages": [{"role": "user", "content": "\udfff"}]}, "messages"),
 ]
 
 
 @pytest.mark.parametrize("body, param", COMPLETION_400)
 def test_completion_validation_errors(server, body, param):
-    _assert_envelope(server.http.post("/v1/completions", json={"max_tokens": 2, **body}), 400, param)
+    _assert_envelope(_post(server, "/v1/completions", {"max_tokens": 2, **body}), 400, param)
 
 
 @pytest.mark.parametrize("body, param", CHAT_400)
 def test_chat_validation_errors(server, body, param):
-    _assert_envelope(server.http.post("/v1/chat/completions", json={"max_tokens": 2, **body}), 400, param)
+    _assert_envelope(_post(server, "/v1/chat/completions", {"max_tokens": 2, **body}), 400, param)
 
 
 def test_context_length_errors_say_how_long(server):

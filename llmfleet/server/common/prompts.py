@@ -29,7 +29,7 @@ def completion_prompts(prompt: Any, tokenizer: Any, max_prompts: int) -> list[li
     if len(prompts) > max_prompts:
         raise APIError(400, f"prompt: at most {max_prompts} prompts per request, got {len(prompts)}", "prompt",
                        "invalid_value")
-    ids = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    ids = [tokenizer.encode(_utf8(p, "prompt")) if isinstance(p, str) else list(p) for p in prompts]
     if any(not p for p in ids):
         raise APIError(400, "prompt: must not be empty", "prompt", "invalid_value")
     return ids
@@ -45,7 +45,17 @@ def chat_prompt(messages: list[dict], tokenizer: Any, add_generation_prompt: boo
     except Exception as exc:  # noqa: BLE001 - a template that rejects these messages is the client's 400
         raise APIError(400, f"messages: the chat template could not render them: {exc}", "messages",
                        "invalid_value") from None
-    ids = tokenizer.encode(text, add_special_tokens=False)
+    ids = tokenizer.encode(_utf8(text, "messages"), add_special_tokens=False)
     if not ids:
         raise APIError(400, "messages: render to an empty prompt", "messages", "invalid_value")
     return ids
+
+
+def _utf8(text: str, param: str) -> str:
+    """JSON can carry lone surrogates (\\ud800), which are not text: refuse them before the tokenizer chokes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(400, f"{param}: not valid Unicode text ({exc.reason} at character {exc.start})", param,
+                       "invalid_value") from None
+    return text
