@@ -79,6 +79,7 @@ COMPLETION_400 = [
     ({"prompt": "x", "stop": [""]}, "stop"),
     ({"prompt": "x", "presence_penalty": 3}, "presence_penalty"),
     ({"prompt": "x", "seed": 1 << 70}, "seed"),
+    ({"prompt": "x", "seed": 1 << 63}, "seed"),
     ({"prompt": "x", "logit_bias": {"5": 1.0}}, "logit_bias"),
     ({"prompt": "x", "echo": True}, "echo"),
     ({"prompt": "x", "stream": "sometimes"}, "stream"),
@@ -106,6 +107,12 @@ def test_completion_validation_errors(server, body, param):
 @pytest.mark.parametrize("body, param", CHAT_400)
 def test_chat_validation_errors(server, body, param):
     _assert_envelope(_post(server, "/v1/chat/completions", {"max_tokens": 2, **body}), 400, param)
+
+
+@pytest.mark.parametrize("seed", [(1 << 63) - 1, -(1 << 63)])
+def test_extreme_seeds_with_many_samples_are_served(server, seed):
+    r = _post(server, "/v1/completions", {"prompt": "x", "max_tokens": 2, "seed": seed, "n": 128})
+    assert r.status_code == 200 and len(r.json()["choices"]) == 128
 
 
 def test_context_length_errors_say_how_long(server):

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_N = 128
-SEED_MIN, SEED_MAX = -(1 << 63), (1 << 64) - 1
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # int64; the n samples' derived seeds stay in torch's range
 INT32_MAX = (1 << 31) - 1
 
 
