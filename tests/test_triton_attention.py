@@ -151,7 +151,8 @@ def test_bad_inputs_name_the_field():
 
 
 def test_num_splits_depends_on_host_ints_only():
-    assert choose_num_splits(1, 8, 8192, 132, 64) == 64      # one long sequence: spread over many programs
+    assert choose_num_splits(1, 8, 8192, 132, 64) == 33      # one long sequence: spread over many programs
+    assert choose_num_splits(64, 8, 8192, 132, 64) == 1      # 512 programs already cover 132 SMs
     assert choose_num_splits(256, 8, 8192, 132, 64) == 1     # a full batch already fills the machine
     assert choose_num_splits(1, 8, 100, 132, 64) == 2        # never more partitions than tiles
     assert choose_num_splits(0, 8, 0, 132, 64) == 1
