@@ -37,7 +37,9 @@ async def submit(ctx: ServingContext, prompts: list[list[int]], params: list[Sam
         for stream in streams:
             stream.close()
         if isinstance(exc, ValueError):
-            raise APIError.from_value_error(exc, prompt_param) from None
+            error = APIError.from_value_error(exc)
+            error.param = prompt_param if error.param == "prompt" else error.param  # chat: the prompt is messages
+            raise error from None
         if isinstance(exc, EngineDeadError):
             raise engine_dead(exc) from None
         raise
