@@ -21,6 +21,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--context", type=int, default=640)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--prefill-tokens", type=int, default=8192)
+    p.add_argument("--prefill-len", type=int, default=512)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(relativeCreated)8.0f ms %(name)s: %(message)s")
 
@@ -65,10 +67,23 @@ def main() -> None:
           f"{graph_ms:.2f} ms | sampling {sample_ms:.2f} ms | eager forward {eager_ms:.2f} ms | bandwidth bound "
           f"{bound_ms:.2f} ms (KV {kv_bytes / 1e9:.1f} GB + weights {weight_bytes / 1e9:.1f} GB)")
     from torch.profiler import ProfilerActivity, profile
+    _kernel_table(lambda: runner.model.compute_logits(runner._forward(inputs)))
+
+    prefill = runner.dummy_inputs(args.prefill_tokens, args.prefill_tokens // args.prefill_len)
+    prefill_ms = _time(lambda: runner._forward(prefill), reps=3)
+    flops = 2 * sum(p.numel() for p in runner.model.parameters()) * args.prefill_tokens
+    print(f"prefill step of {args.prefill_tokens} tokens ({args.prefill_len}-token prompts): {prefill_ms:.2f} ms, "
+          f"{flops / prefill_ms / 1e9:.0f} TFLOP/s on the weights' matmuls alone")
+    _kernel_table(lambda: runner._forward(prefill))
+
+
+def _kernel_table(fn) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        runner.model.compute_logits(runner._forward(inputs))
+        fn()
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
 
 
 def _time(fn, reps: int = 10) -> float:
