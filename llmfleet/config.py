@@ -55,6 +55,7 @@ class EngineConfig:
     # Execution
     attention_backend: str = "auto"           # auto | torch | triton
     enforce_eager: bool = False               # True disables CUDA graphs
+    async_scheduling: bool = True             # schedule step N+1 while step N runs on the device
     cuda_graph_max_batch: int = 256
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
     seed: int = 0

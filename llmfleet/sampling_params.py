@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+_GREEDY_BELOW = 1e-5
+
 
 @dataclass(slots=True)
 class SamplingParams:
@@ -30,13 +32,14 @@ class SamplingParams:
         if self.max_tokens is not None:
             _require(isinstance(self.max_tokens, int) and self.max_tokens >= 1, "max_tokens",
                      f"must be an integer >= 1, got {self.max_tokens!r}")
-        _require(_is_number(self.temperature) and self.temperature >= 0, "temperature",
-                 f"must be >= 0, got {self.temperature!r}")
+        _require(_is_number(self.temperature) and 0 <= self.temperature <= 1e4, "temperature",
+                 f"must be in [0, 10000], got {self.temperature!r}")
         _require(_is_number(self.top_p) and 0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p!r}")
-        _require(isinstance(self.top_k, int) and self.top_k >= -1, "top_k",
-                 f"must be -1, 0 (disabled) or a positive integer, got {self.top_k!r}")
+        _require(isinstance(self.top_k, int) and -1 <= self.top_k < 2**31, "top_k",
+                 f"must be -1, 0 (disabled) or a positive integer below 2^31, got {self.top_k!r}")
         _require(_is_number(self.min_p) and 0 <= self.min_p <= 1, "min_p", f"must be in [0, 1], got {self.min_p!r}")
-        _require(self.seed is None or isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
+        _require(self.seed is None or (isinstance(self.seed, int) and -2**63 <= self.seed < 2**63), "seed",
+                 f"must be a 64-bit integer, got {self.seed!r}")
         for name in ("presence_penalty", "frequency_penalty"):
             value = getattr(self, name)
             _require(_is_number(value) and -2 <= value <= 2, name, f"must be in [-2, 2], got {value!r}")
@@ -57,7 +60,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        """Temperatures below 1e-5 sample like 0: dividing logits by them overflows."""
+        return self.temperature < _GREEDY_BELOW or self.top_k == 1
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -69,7 +73,7 @@ class SamplingParams:
 
     def child(self, index: int) -> "SamplingParams":
         """Parameters of the index-th of n samples: n=1, and a distinct seed derived from the parent's."""
-        seed = None if self.seed is None else self.seed + index * 1_000_003
+        seed = None if self.seed is None else (self.seed + index * 1_000_003) % 2**63
         return SamplingParams(
             n=1, max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
             min_p=self.min_p, seed=seed, stop=list(self._stop_strings), stop_token_ids=self.stop_token_ids,

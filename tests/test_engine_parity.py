@@ -51,6 +51,7 @@ def test_greedy_matches_hf_generate(arch):
 
 CONFIGS = {
     "no-prefix-cache": dict(enable_prefix_caching=False),
+    "one-step-at-a-time": dict(async_scheduling=False, max_num_batched_tokens=50),
     "budget-7": dict(max_num_batched_tokens=7),
     "one-seq": dict(max_num_seqs=1),
     "block-1": dict(block_size=1, max_num_batched_tokens=300),

@@ -125,3 +125,21 @@ def test_a_bad_prompt_in_a_batch_queues_nothing(llm):
         llm.generate([PROMPT, [1] * 1024], SamplingParams(max_tokens=4))
     assert not llm.engine.has_unfinished_requests()
     assert llm.engine.stats().num_waiting == 0
+
+
+def test_extreme_parameters_are_rejected_or_safe(llm):
+    with pytest.raises(ValueError, match="^top_k:"):
+        SamplingParams(top_k=2**70)
+    with pytest.raises(ValueError, match="^seed:"):
+        SamplingParams(seed=2**64)
+    tiny = llm.generate(PROMPT, SamplingParams(temperature=1e-300, max_tokens=6, ignore_eos=True))[0]
+    greedy = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))[0]
+    assert tokens(tiny) == tokens(greedy)
+    huge_seed = SamplingParams(n=2, seed=2**63 - 1, temperature=1.0, max_tokens=4, ignore_eos=True)
+    assert len(llm.generate(PROMPT, huge_seed)[0].outputs) == 2
+
+
+def test_unbounded_max_tokens_is_limited_by_the_kv_cache_not_rejected():
+    small = LLM(str(checkpoint("qwen2")), device="cpu", dtype="float32", num_kv_blocks=4, block_size=16)
+    out = small.generate(PROMPT, SamplingParams(temperature=0, max_tokens=None, ignore_eos=True))[0].outputs[0]
+    assert out.finish_reason == "length" and len(PROMPT) + len(out.token_ids) == 64

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmfleet.engine.kv_cache import KVCacheManager
-from llmfleet.engine.request import Request, Status
+from llmfleet.engine.request import PENDING, Request, Status
 from llmfleet.engine.scheduler import Scheduler
 from llmfleet.sampling_params import SamplingParams
 
@@ -126,3 +126,61 @@ def test_random_interleavings_keep_block_accounting_exact(ops, num_blocks, block
         check_accounting(sched, live)
     assert not sched.has_unfinished() and not live
     assert sched.kv.num_free_blocks == num_blocks   # free + cached == total
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=ops, num_blocks=st.integers(16, 40), block_size=st.sampled_from([1, 2, 4, 8]),
+       budget=st.integers(1, 64), max_seqs=st.integers(1, 6), caching=st.booleans(),
+       tokens=st.lists(st.integers(0, 6), min_size=1, max_size=50))
+def test_asynchronous_steps_keep_accounting_exact(ops, num_blocks, block_size, budget, max_seqs, caching, tokens):
+    """Step N is scheduled before step N-1's tokens are known (PENDING), then N-1 resolves; token 0 is EOS."""
+    sched = Scheduler(KVCacheManager(num_blocks, block_size, caching), max_seqs, budget)
+    live: list[Request] = []
+    everyone: list[Request] = []
+    inflight = None
+    draws = iter(tokens * 1000)
+
+    def step():
+        nonlocal inflight
+        out = sched.schedule()
+        sched.launched(out)
+        if inflight is not None:
+            prev = inflight
+            sched.resolve(prev, [next(draws) if s in prev.seqs else None for s in prev.seqs])
+        inflight = out if out.seqs else None
+        for seq in list(live):
+            if seq.status.finished and not seq.num_pending:
+                live.remove(seq)
+        assert all(s.num_pending <= 1 for s in sched.running)
+
+    for i, op in enumerate(ops):
+        if op[0] == "add":
+            _, prompt_len, max_tokens, prio = op
+            if -(-(prompt_len + max_tokens) // block_size) > num_blocks:
+                continue
+            seq = make_seq(prompt_len, max_tokens, prio, arrival=i, base=i % 3)
+            seq.eos_token_ids = frozenset({0})
+            sched.add(seq)
+            live.append(seq)
+            everyone.append(seq)
+        elif op[0] == "step":
+            step()
+        elif live:
+            seq = live.pop(op[1] % len(live))
+            sched.finish(seq, Status.FINISHED_ABORTED)
+            assert seq.num_pending == 0
+        check_accounting(sched, [s for s in live if not s.status.finished])
+    for _ in range(10_000):
+        if not sched.has_unfinished() and inflight is None:
+            break
+        step()
+        check_accounting(sched, [s for s in live if not s.status.finished])
+    assert not sched.has_unfinished() and not live
+    assert sched.kv.num_free_blocks == num_blocks
+    for seq in everyone:
+        assert PENDING not in seq.all_token_ids
+        out = seq.output_token_ids
+        if seq.status is Status.FINISHED_STOPPED:
+            assert out[-1] == 0 and 0 not in out[:-1]          # ends exactly at its first EOS
+        elif seq.status is Status.FINISHED_LENGTH:
+            assert len(out) == seq.params.max_tokens and 0 not in out

@@ -46,6 +46,7 @@ class DecodeGraphs:
                       for name, t in self._buffers().items() if name != "block_tables"}
         self._bt_host = torch.zeros(self.block_tables.numel(), dtype=torch.int32, pin_memory=True)
         self._bt_scratch = torch.zeros(self.block_tables.numel(), **i32)
+        self._copied = torch.cuda.Event()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
 
@@ -83,10 +84,12 @@ class DecodeGraphs:
         return (inputs.max_query_len == 1 and num_seqs <= self.sizes[-1]
                 and inputs.block_tables.shape[1] <= self.block_tables.shape[1])
 
-    def run(self, inputs: StepInputs) -> torch.Tensor:
-        """Replays the graph for this decode step; returns logits [n, V] of its n sequences."""
+    def run(self, inputs: StepInputs, fix=None) -> torch.Tensor:
+        """Replays the graph for this decode step; returns logits [n, V] of its n sequences. `fix` = (positions,
+        token ids on the device) overwrites input ids that were not known on the host."""
         n = len(inputs.seq_lens)
         batch = next(b for b in self.sizes if b >= n)
+        self._copied.synchronize()  # the previous step's copies have read the pinned mirrors we refill now
         host = self._host
         host["input_ids"][:n] = torch.from_numpy(inputs.input_ids)
         host["positions"][:n] = torch.from_numpy(inputs.positions)
@@ -100,6 +103,9 @@ class DecodeGraphs:
             rows = batch + 1 if name == "query_start_loc" else batch
             getattr(self, name)[:rows].copy_(host[name][:rows], non_blocking=True)
         self._copy_block_tables(inputs.block_tables)
+        self._copied.record()
+        if fix is not None:
+            self.input_ids.index_copy_(0, *fix)
         self.graphs[batch].replay()
         return self.logits[batch][:n]
 

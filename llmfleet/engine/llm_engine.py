@@ -43,7 +43,13 @@ class _Group:
 
     @property
     def finished(self) -> bool:
-        return all(s.status.finished for s in self.seqs)
+        return all(s.status.finished and not s.num_pending for s in self.seqs)
+
+    @property
+    def sync_only(self) -> bool:
+        """Needs every sampled token on the host before the next step is scheduled."""
+        p = self.seqs[0].params
+        return p.has_penalties or p.logprobs is not None or p.seed is not None
 
 
 class LLMEngine:
@@ -63,6 +69,8 @@ class LLMEngine:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
         self._groups: dict[str, _Group] = {}
+        self._num_sync_only = 0   # unfinished requests that need one step at a time
+        self._inflight = None     # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
         self._prompt_tokens = self._generation_tokens = 0
 
     # ---- requests -------------------------------------------------------------------------------------------
@@ -84,6 +92,7 @@ class LLMEngine:
             group.detoks.append(Detokenizer(self.tokenizer, ids, child.skip_special_tokens, child.stop_strings)
                                 if child.detokenize else None)
         self._groups[request_id] = group
+        self._num_sync_only += group.sync_only
         for seq in group.seqs:
             self.scheduler.add(seq)
 
@@ -105,8 +114,13 @@ class LLMEngine:
         if num_prompt >= self.max_model_len:
             raise ValueError(f"prompt: has {num_prompt} tokens; the limit is {self.max_model_len - 1} "
                              f"(max_model_len {self.max_model_len} includes at least one generated token)")
-        wanted = num_prompt + (params.max_tokens or self.max_model_len)
-        max_total = min(wanted, self.max_model_len)
+        if self.kv.blocks_needed(num_prompt + 1) > self.kv.pool.num_blocks:
+            raise ValueError(f"prompt: has {num_prompt} tokens but the KV cache holds only "
+                             f"{self.kv.pool.num_blocks * self.kv.block_size}; enlarge the cache")
+        capacity = self.kv.pool.num_blocks * self.kv.block_size
+        if params.max_tokens is None:  # as long as the context and the whole KV cache allow
+            return min(self.max_model_len, capacity)
+        max_total = min(num_prompt + params.max_tokens, self.max_model_len)
         blocks = self.kv.blocks_needed(max_total)
         if blocks > self.kv.pool.num_blocks:
             raise ValueError(f"max_tokens: the request may reach {max_total} tokens ({blocks} KV blocks) but the KV "
@@ -115,8 +129,11 @@ class LLMEngine:
 
     def abort_request(self, request_ids: str | list[str]) -> None:
         for request_id in [request_ids] if isinstance(request_ids, str) else request_ids:
-            group = self._groups.pop(request_id, None)
-            for seq in group.seqs if group else ():
+            group = self._groups.get(request_id)
+            if group is None:
+                continue
+            self._forget(group)
+            for seq in group.seqs:
                 self.scheduler.finish(seq, Status.FINISHED_ABORTED)
 
     def has_unfinished_requests(self) -> bool:
@@ -124,16 +141,42 @@ class LLMEngine:
 
     # ---- the step -------------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        """Schedules and launches one step; returns the outputs of the step whose tokens arrived.
+
+        With asynchronous scheduling, step N is scheduled and launched while step N-1 still runs on the device
+        (its sampled tokens are PENDING on the host and reach step N's inputs on the device); N-1's tokens are
+        then read back and processed while N runs. Requests that need every token on the host before the next
+        step (penalties, logprobs, seeds) switch the engine to one step at a time while they are present.
+        """
+        outputs: list[RequestOutput] = []
+        overlap = self.config.async_scheduling and self._num_sync_only == 0
+        if self._inflight is not None and not overlap:
+            outputs += self._finish(self._inflight)
+            self._inflight = None
         out = self.scheduler.schedule()
-        if not out.seqs:
-            return []
-        result = self.runner.execute(out)
-        self.scheduler.update(out, result.sampled)
+        launched = None
+        if out.seqs:
+            launched = (out, self.runner.launch(out, self._inflight[1] if self._inflight else None))
+            self.scheduler.launched(out)
+        if self._inflight is not None:
+            outputs += self._finish(self._inflight)
+        self._inflight = launched
+        if launched is not None and not overlap:
+            outputs += self._finish(launched)
+            self._inflight = None
+        return outputs
+
+    def _finish(self, inflight) -> list[RequestOutput]:
+        """Reads back a launched step's tokens and turns them into request outputs."""
+        out, launched = inflight
+        result = self.runner.collect(launched)
+        applies = [token is not None and seq.num_pending > 0 for seq, token in zip(out.seqs, result.sampled)]
+        self.scheduler.resolve(out, result.sampled)
         now = time.monotonic()
         touched: dict[str, _Group] = {}
-        for seq, token, logprobs in zip(out.seqs, result.sampled, result.logprobs):
+        for seq, token, logprobs, applied in zip(out.seqs, result.sampled, result.logprobs, applies):
             group = self._groups.get(seq.group_id)
-            if token is None or group is None:
+            if not applied or group is None:
                 continue
             self._generation_tokens += 1
             if "first_token_time" not in group.metrics:
@@ -146,10 +189,14 @@ class LLMEngine:
             finished = group.finished
             if finished:
                 group.metrics["finished_time"] = now
-                del self._groups[group.request_id]
+                self._forget(group)
             if finished or group.seqs[0].params.output_kind == "cumulative":
                 outputs.append(self._output(group))
         return outputs
+
+    def _forget(self, group: _Group) -> None:
+        del self._groups[group.request_id]
+        self._num_sync_only -= group.sync_only
 
     def _postprocess(self, group: _Group, seq: Request, token: int, logprobs) -> None:
         detok = group.detoks[seq.index]

@@ -10,6 +10,7 @@ import torch
 from llmfleet.sampling_params import SamplingParams
 
 _seq_ids = itertools.count()
+PENDING = -1  # stands for a token sampled by a step still running on the device (asynchronous scheduling)
 
 
 class Status(enum.Enum):
@@ -46,6 +47,7 @@ class Request:
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
     all_token_ids: list[int] = field(init=False)
     num_computed_tokens: int = 0
+    num_pending: int = 0                      # PENDING tokens at the end of all_token_ids
     num_cached_tokens: int = -1               # prefix-cache hit at first admission (-1: not admitted yet)
     num_preemptions: int = 0
     status: Status = Status.WAITING
@@ -75,16 +77,51 @@ class Request:
     def output_token_ids(self) -> list[int]:
         return self.all_token_ids[len(self.prompt_token_ids):]
 
+    @property
+    def num_known_tokens(self) -> int:
+        """Tokens whose ids are known on the host (all but the pending ones)."""
+        return len(self.all_token_ids) - self.num_pending
+
     def append_token(self, token_id: int) -> None:
         self.all_token_ids.append(token_id)
         if self.status is Status.RUNNING:
-            self._check_stop(token_id)
+            self._apply_stop(token_id)
 
-    def _check_stop(self, token_id: int) -> None:
+    def append_pending(self) -> None:
+        """A token was sampled on the device but not read back yet; a length limit ends the sequence now."""
+        self.all_token_ids.append(PENDING)
+        self.num_pending += 1
+        if self.num_tokens >= self.max_total_tokens:
+            self.status = Status.FINISHED_LENGTH
+
+    def resolve_pending(self, token_id: int) -> None:
+        """The oldest pending token's id arrived: fill it in. A stop token ends the sequence (whatever it was
+        doing: running, preempted, or already ended by its length) and discards the tokens sampled after it;
+        pending tokens are always within the length limit, so nothing else can end it here."""
+        self.all_token_ids[len(self.all_token_ids) - self.num_pending] = token_id
+        self.num_pending -= 1
+        if self.status is not Status.FINISHED_ABORTED and self._is_stop_token(token_id):
+            self.status = Status.FINISHED_STOPPED
+            self.drop_pending()
+
+    def drop_pending(self) -> None:
+        """A finished sequence discards tokens sampled after its end."""
+        if self.num_pending:
+            del self.all_token_ids[-self.num_pending:]
+            self.num_pending = 0
+
+    def _is_stop_token(self, token_id: int) -> bool:
         if not self.params.ignore_eos and token_id in self.eos_token_ids:
-            self.status, self.stop_reason = Status.FINISHED_STOPPED, None
-        elif self.params.stop_token_ids and token_id in self.params.stop_token_ids:
-            self.status, self.stop_reason = Status.FINISHED_STOPPED, token_id
+            self.stop_reason = None
+            return True
+        if self.params.stop_token_ids and token_id in self.params.stop_token_ids:
+            self.stop_reason = token_id
+            return True
+        return False
+
+    def _apply_stop(self, token_id: int) -> None:
+        if self._is_stop_token(token_id):
+            self.status = Status.FINISHED_STOPPED
         elif self.num_tokens >= self.max_total_tokens:
             self.status = Status.FINISHED_LENGTH
 

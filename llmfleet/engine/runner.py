@@ -16,11 +16,29 @@ from llmfleet.config import EngineConfig
 from llmfleet.engine.cuda_graphs import DecodeGraphs
 from llmfleet.engine.inputs import StepInputs, prepare_inputs
 from llmfleet.engine.scheduler import SchedulerOutput
+from llmfleet.engine.transfer import HostCopy, to_device
 from llmfleet.layers.attention import AttentionMetadata, get_attention_backend
-from llmfleet.layers.sampler import SamplingBatch, sample
+from llmfleet.layers.sampler import SamplerOutput, SamplingBatch, sample
 from llmfleet.models.loader import load_model
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LaunchedStep:
+    """A step queued on the device; `collect` turns it into a StepResult."""
+    num_seqs: int
+    sample_rows: list[int]                   # which of the step's sequences sample
+    seqs: list                               # those sequences, in sample_rows order
+    result: SamplerOutput | None = None      # device tensors
+    tokens: HostCopy | None = None           # the sampled ids on their way to the host
+    _rows: dict[int, int] | None = None
+
+    def row_of(self, seq) -> int:
+        """Index of `seq` among this step's sampled tokens."""
+        if self._rows is None:
+            self._rows = {s.seq_id: i for i, s in enumerate(self.seqs)}
+        return self._rows[seq.seq_id]
 
 
 @dataclass(slots=True)
@@ -92,24 +110,48 @@ class ModelRunner:
     # ---- one step -------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput) -> StepResult:
+        """Runs one step and waits for its tokens."""
+        return self.collect(self.launch(out))
+
+    @torch.inference_mode()
+    def launch(self, out: SchedulerOutput, prev: LaunchedStep | None = None) -> LaunchedStep:
+        """Queues one step on the device and returns without waiting for it. Sequences whose last token is still
+        PENDING (sampled by `prev`, not read back) get it from `prev`'s device tensor."""
         began = time.perf_counter()
         inputs = prepare_inputs(out, self.block_size)
-        sampled: list[int | None] = [None] * len(out.seqs)
-        logprobs: list = [None] * len(out.seqs)
+        fix = self._pending_fix(out, inputs, prev)
         events = self._events_begin(time.perf_counter() - began)
-        logits = self._logits(inputs)
-        if logits is None:
-            self._events_end(events)
-            return StepResult(sampled, logprobs)
-        seqs = [out.seqs[i] for i in inputs.sample_rows]
-        result = sample(logits, self._sampling_batch(seqs))
+        logits = self._logits(inputs, fix)
+        step = LaunchedStep(len(out.seqs), inputs.sample_rows, [out.seqs[i] for i in inputs.sample_rows])
+        if logits is not None:
+            step.result = sample(logits, self._sampling_batch(step.seqs))
+            step.tokens = HostCopy(step.result.token_ids)
         self._events_end(events)
-        tokens = result.token_ids.tolist()  # the step's one host synchronisation
-        for row, token in zip(inputs.sample_rows, tokens):
+        return step
+
+    def collect(self, step: LaunchedStep) -> StepResult:
+        """Waits for a launched step's tokens (and only for them)."""
+        sampled: list[int | None] = [None] * step.num_seqs
+        logprobs: list = [None] * step.num_seqs
+        if step.tokens is None:
+            return StepResult(sampled, logprobs)
+        for row, token in zip(step.sample_rows, step.tokens.wait().tolist()):
             sampled[row] = token
-        if result.logprobs is not None:
-            self._collect_logprobs(result, inputs.sample_rows, seqs, logprobs)
+        if step.result.logprobs is not None:
+            self._collect_logprobs(step.result, step.sample_rows, step.seqs, logprobs)
         return StepResult(sampled, logprobs)
+
+    def _pending_fix(self, out: SchedulerOutput, inputs: StepInputs, prev: LaunchedStep | None):
+        """(positions in this step's flat batch, token ids on the device) for the PENDING input tokens."""
+        dst, src = [], []
+        for i, seq in enumerate(out.seqs):
+            if seq.num_pending:  # its query is exactly that one token, the last of the sequence
+                dst.append(int(inputs.query_start_loc[i + 1]) - 1)
+                src.append(prev.row_of(seq))
+        if not dst:
+            return None
+        values = prev.result.token_ids.index_select(0, to_device(src, self.device, torch.int64))
+        return to_device(dst, self.device, torch.int64), values
 
     def _events_begin(self, prepare_s: float):
         """With `step_timings` set to a list, records (input preparation seconds, device start/end events)."""
@@ -125,32 +167,33 @@ class ModelRunner:
         if end is not None:
             end.record()
 
-    def _logits(self, inputs: StepInputs) -> torch.Tensor | None:
+    def _logits(self, inputs: StepInputs, fix=None) -> torch.Tensor | None:
         """Logits [S, V] of the sequences that sample this step (None when none does)."""
         if self.graphs is not None and self.graphs.can_run(inputs):
-            logits = self.graphs.run(inputs)
+            logits = self.graphs.run(inputs, fix)
             if len(inputs.sample_rows) == len(inputs.seq_lens):
                 return logits
-            return logits[torch.as_tensor(inputs.sample_rows, device=self.device)] if inputs.sample_rows else None
-        hidden = self._forward(inputs)
+            return logits[to_device(inputs.sample_rows, self.device, torch.int64)] if inputs.sample_rows else None
+        hidden = self._forward(inputs, fix)
         if not inputs.sample_rows:
             return None
-        return self.model.compute_logits(hidden[torch.as_tensor(inputs.logits_indices, device=self.device)])
+        return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)])
 
-    def _forward(self, inputs: StepInputs) -> torch.Tensor:
+    def _forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
         meta = self._metadata(inputs)
-        ids = torch.from_numpy(inputs.input_ids).to(self.device, non_blocking=True)
-        positions = torch.from_numpy(inputs.positions).to(self.device, non_blocking=True)
-        return self.model.forward(ids, positions, meta)
+        ids = to_device(inputs.input_ids, self.device)
+        if fix is not None:
+            ids.index_copy_(0, *fix)
+        return self.model.forward(ids, to_device(inputs.positions, self.device), meta)
 
     def _metadata(self, inputs: StepInputs) -> AttentionMetadata:
-        to_device = lambda a: torch.from_numpy(a).to(self.device, non_blocking=True)  # noqa: E731
         on_cpu = not self.device.startswith("cuda")
+        dev = self.device
         return AttentionMetadata(
             num_seqs=len(inputs.seq_lens), num_decodes=inputs.num_decodes, max_query_len=inputs.max_query_len,
-            max_seq_len=inputs.max_seq_len, query_start_loc=to_device(inputs.query_start_loc),
-            seq_lens=to_device(inputs.seq_lens), block_tables=to_device(inputs.block_tables),
-            slot_mapping=to_device(inputs.slot_mapping),
+            max_seq_len=inputs.max_seq_len, query_start_loc=to_device(inputs.query_start_loc, dev),
+            seq_lens=to_device(inputs.seq_lens, dev), block_tables=to_device(inputs.block_tables, dev),
+            slot_mapping=to_device(inputs.slot_mapping, dev),
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 

@@ -107,22 +107,48 @@ class Scheduler:
         seq.status = Status.PREEMPTED
 
     def update(self, out: SchedulerOutput, sampled: list[int | None]) -> list[Request]:
-        """Applies a step's results: computed tokens advance; sequences that reached their end get their sampled
-        token (`sampled[i]` is None for a prefill chunk that did not reach the end). Returns finished sequences."""
+        """One step at a time: applies a step's results at once (`sampled[i]` is None for a prefill chunk that did
+        not reach its sequence's end). Returns the sequences that finished."""
+        finished = self.launched(out)
+        return finished + [s for s in self.resolve(out, sampled) if s not in finished]
+
+    def launched(self, out: SchedulerOutput) -> list[Request]:
+        """Asynchronous scheduling: the step went to the device and its tokens are not back yet. Computed tokens
+        advance and each sampling sequence gets a PENDING token, so the next step can be scheduled now; sequences
+        that reach their length limit end here. Returns them."""
         finished = []
-        for seq, n, token in zip(out.seqs, out.num_tokens, sampled):
+        for seq, n in zip(out.seqs, out.num_tokens):
             seq.num_computed_tokens += n
-            if token is None:
+            if seq.num_computed_tokens == seq.num_tokens:
+                seq.append_pending()
+                if seq.status.finished:
+                    self._retire(seq)
+                    finished.append(seq)
+        return finished
+
+    def resolve(self, out: SchedulerOutput, sampled: list[int | None]) -> list[Request]:
+        """The launched step's tokens arrived: fill in the pending tokens. Returns the sequences a stop token
+        ended (those ended earlier, or aborted, have dropped their pending tokens and are skipped)."""
+        finished = []
+        for seq, token in zip(out.seqs, sampled):
+            if token is None or seq.num_pending == 0:
                 continue
-            seq.append_token(token)
-            if seq.status.finished:
-                self._retire(seq)
+            was = seq.status
+            seq.resolve_pending(token)
+            if seq.status is Status.FINISHED_STOPPED and was is not Status.FINISHED_STOPPED:
+                if was is Status.RUNNING:
+                    self._retire(seq)
+                elif was in (Status.WAITING, Status.PREEMPTED):
+                    self.waiting.remove(seq)
                 finished.append(seq)
         return finished
 
     def finish(self, seq: Request, status: Status) -> None:
         """Ends a sequence from outside the step (stop string, abort); frees its blocks at once."""
         if seq.status.finished:
+            if seq.num_pending:  # ended by its length, but ended again before its last token was read back
+                seq.status = status
+                seq.drop_pending()
             return
         if seq in self.waiting:
             self.waiting.remove(seq)
@@ -130,6 +156,7 @@ class Scheduler:
         elif seq in self.running:
             self._retire(seq)
         seq.status = status
+        seq.drop_pending()
 
     def _retire(self, seq: Request) -> None:
         self.running.remove(seq)

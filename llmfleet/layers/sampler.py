@@ -57,23 +57,29 @@ def _sample_random(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     if logits.is_cuda and all(_plain(p) for p in batch.params) and not any(batch.generators):
         from llmfleet.kernels.sampling import gumbel_sample
 
-        inv_t = torch.tensor([1.0 / p.temperature for p in batch.params], device=logits.device)
+        inv_t = _small([1.0 / p.temperature for p in batch.params], logits.device)
         return gumbel_sample(logits, inv_t, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
     device = logits.device
-    greedy = torch.tensor([p.greedy for p in batch.params], device=device)
-    temperature = torch.tensor([p.temperature if not p.greedy else 1.0 for p in batch.params], device=device)
+    greedy = _small([p.greedy for p in batch.params], device, torch.bool)
+    temperature = _small([p.temperature if not p.greedy else 1.0 for p in batch.params], device)
     scaled = logits / temperature[:, None]
     if any(p.top_k > 0 for p in batch.params):
         scaled = _top_k(scaled, [p.top_k if p.top_k > 0 else scaled.shape[-1] for p in batch.params])
     if any(p.top_p < 1 for p in batch.params):
-        scaled = _top_p(scaled, torch.tensor([p.top_p for p in batch.params], device=device))
+        scaled = _top_p(scaled, _small([p.top_p for p in batch.params], device))
     probs = scaled.softmax(dim=-1)
     if any(p.min_p > 0 for p in batch.params):
-        min_p = torch.tensor([p.min_p for p in batch.params], device=device)
+        min_p = _small([p.min_p for p in batch.params], device)
         probs = probs.masked_fill(probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, 0.0)
     noise = _exponential_noise(probs, batch.generators)
     sampled = (probs / noise).argmax(dim=-1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def _small(values: list, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A per-row parameter vector on the device, copied without stalling the stream (pinned, asynchronous)."""
+    host = torch.tensor(values, dtype=dtype)
+    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
 
 
 def _plain(p: SamplingParams) -> bool:
@@ -91,7 +97,7 @@ def _exponential_noise(probs: torch.Tensor, generators: list[torch.Generator | N
 
 
 def _top_k(logits: torch.Tensor, ks: list[int]) -> torch.Tensor:
-    k = torch.tensor(ks, device=logits.device)
+    k = _small(ks, logits.device, torch.int64)
     kth = logits.sort(dim=-1, descending=True).values.gather(-1, (k - 1).clamp(max=logits.shape[-1] - 1)[:, None])
     return logits.masked_fill(logits < kth, float("-inf"))
 
