@@ -71,7 +71,8 @@ def apply_rotary_triton(positions, q, k, cos_sin_cache, head_dim: int):
         _rotary_kernel[(q3.shape[0],)](
             positions, q3, k3, cos_sin_cache, q3.stride(0), k3.stride(0), cos_sin_cache.stride(0),
             NUM_Q_HEADS=q3.shape[1], NUM_K_HEADS=k3.shape[1], HEAD_DIM=head_dim, HALF=half,
-            BLOCK_HQ=next_pow2(q3.shape[1]), BLOCK_HK=next_pow2(k3.shape[1]), BLOCK_R=next_pow2(half), num_warps=4)
+            BLOCK_HQ=next_pow2(q3.shape[1]), BLOCK_HK=next_pow2(k3.shape[1]), BLOCK_R=next_pow2(half), num_warps=4,
+            enable_fp_fusion=False)  # else the bf16 product and sum fuse into one fma: one rounding, not HF's two
     return q, k
 
 
