@@ -75,7 +75,8 @@ class Request:
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.all_token_ids[len(self.prompt_token_ids):]
+        """Generated tokens whose ids are known (a PENDING one still on the device is not included)."""
+        return self.all_token_ids[len(self.prompt_token_ids):len(self.all_token_ids) - self.num_pending]
 
     @property
     def num_known_tokens(self) -> int:
