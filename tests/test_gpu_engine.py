@@ -99,25 +99,40 @@ def test_decode_logprobs_as_close_to_float32_as_hf_bf16(arch):
 
 
 def test_greedy_tokens_match_hf_bf16_on_the_trained_demo_model():
-    """A trained model's top-2 gaps are wide: greedy tokens must equal HF bf16's for 16 tokens of 8 prompts."""
+    """A trained model's top-2 gaps are mostly wide: greedy tokens must equal HF bf16's for 16 tokens of 8 prompts,
+    except at a tie at bf16 precision (the two picks' float32 logits closer than twice HF bf16's own error there),
+    which may end at most a quarter of the prompts."""
     from transformers import AutoModelForCausalLM
 
     from llmfleet import LLM, SamplingParams
     from llmfleet.demo_models import resolve_model
 
     path = resolve_model("demo")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="eager").cuda()
+    hf = {dtype: AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager").cuda()
+          for dtype in (torch.bfloat16, torch.float32)}
     llm = LLM("demo", device="cuda", dtype="bfloat16", num_kv_blocks=256)
     tokenizer = llm.get_tokenizer()
     texts = ["def fibonacci(n):\n", "import os\n", "class Stack:\n    def __init__(self):\n", "for i in range(",
              "    return", "# Copyright", "def main():\n    args = ", "x = [i * i for i in"]
     prompts = [tokenizer.encode(t) for t in texts]
     outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True))
+    ties = []
     for prompt, out in zip(prompts, outs):
         with torch.no_grad():
-            gen = model.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=NEW_TOKENS,
-                                 do_sample=False, eos_token_id=10**9, pad_token_id=0)
-        assert out.outputs[0].token_ids == gen[0, len(prompt):].tolist(), tokenizer.decode(prompt)
+            gen = hf[torch.bfloat16].generate(torch.tensor([prompt], device="cuda"), max_new_tokens=NEW_TOKENS,
+                                              do_sample=False, eos_token_id=10**9, pad_token_id=0)
+        ref, got = gen[0, len(prompt):].tolist(), out.outputs[0].token_ids
+        if got == ref:
+            continue
+        step = next(i for i, (a, b) in enumerate(zip(got, ref)) if a != b)
+        context = torch.tensor([prompt + got[:step]], device="cuda")
+        with torch.no_grad():
+            exact = hf[torch.float32](context).logits[0, -1].float()
+            noise = (hf[torch.bfloat16](context).logits[0, -1].float() - exact).abs().max().item()
+        gap = abs(exact[ref[step]] - exact[got[step]]).item()
+        assert gap <= 2 * noise, f"{tokenizer.decode(prompt)!r}: token {step} differs, float32 gap {gap:.3g}"
+        ties.append((tokenizer.decode(prompt), step, round(gap, 4), round(noise, 4)))
+    assert len(ties) <= len(prompts) // 4, ties
 
 
 def test_memory_sizing_beside_another_engine_and_the_too_small_error():
