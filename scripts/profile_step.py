@@ -31,7 +31,7 @@ def main() -> None:
     from llmfleet.sampling_params import SamplingParams
 
     t0 = time.perf_counter()
-    engine = LLMEngine(EngineConfig(model=args.shape, load_format="dummy", max_model_len=4096,
+    engine = LLMEngine(EngineConfig(model=args.shape, load_format="dummy", max_model_len=4096, async_scheduling=False,
                                     max_num_seqs=args.batch))
     print(f"ready in {time.perf_counter() - t0:.1f} s")
     params = SamplingParams(max_tokens=10_000 - args.context, ignore_eos=True, detokenize=False)
