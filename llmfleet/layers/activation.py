@@ -1,7 +1,5 @@
-"""Gated activations of the MLP (one torch.compile'd kernel on CUDA, see layers/norm.py)."""
+"""Gated activations of the MLP: on CUDA one Triton kernel (llmfleet.kernels.activation), else plain torch."""
 from __future__ import annotations
-
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +12,9 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-@functools.cache
-def _compiled():
-    return torch.compile(silu_and_mul, dynamic=True)
-
-
 class SiluAndMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _compiled()(x) if x.is_cuda else silu_and_mul(x)
+        if x.is_cuda:
+            from llmfleet.kernels.activation import silu_and_mul_triton
+            return silu_and_mul_triton(x)
+        return silu_and_mul(x)

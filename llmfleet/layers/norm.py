@@ -1,11 +1,9 @@
 """RMSNorm, computed in float32 like Hugging Face's, with an optional fused residual add.
 
-On CUDA the math runs as one torch.compile'd (fused) kernel per call instead of ~8 elementwise launches; the first
-call per shape family compiles (warm up before capturing CUDA graphs). `TORCHDYNAMO_DISABLE=1` turns it off.
+On CUDA the math runs as one Triton kernel per call (llmfleet.kernels.norm), in HF's rounding order, instead of ~8
+elementwise launches.
 """
 from __future__ import annotations
-
-import functools
 
 import torch
 from torch import nn
@@ -27,10 +25,6 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, 
     return rms_norm(x, weight, eps), x
 
 
-@functools.cache
-def _compiled(fn):
-    return torch.compile(fn, dynamic=True)
-
 
 class RMSNorm(nn.Module):
     """`forward(x)` returns the normalised x. `forward(x, residual)` first adds the residual stream and returns
@@ -43,8 +37,11 @@ class RMSNorm(nn.Module):
         self.weight.weight_loader = default_weight_loader
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        if x.is_cuda:  # one Triton kernel each; the fused form updates x and residual in place
+            from llmfleet.kernels.norm import fused_add_rms_norm_triton, rms_norm_triton
+            if residual is None:
+                return rms_norm_triton(x, self.weight, self.eps)
+            return fused_add_rms_norm_triton(x, residual, self.weight, self.eps)
         if residual is None:
-            fn = _compiled(rms_norm) if x.is_cuda else rms_norm
-            return fn(x, self.weight, self.eps)
-        fn = _compiled(add_rms_norm) if x.is_cuda else add_rms_norm
-        return fn(x, residual, self.weight, self.eps)
+            return rms_norm(x, self.weight, self.eps)
+        return add_rms_norm(x, residual, self.weight, self.eps)

@@ -2,11 +2,10 @@
 
 The cache holds [cos | sin] of every position up to max_positions in float32; a forward looks its rows up by the
 tokens' positions (one index_select, no host sync) and rotates q and k in float32, returning them in their dtype.
-On CUDA the rotation is one torch.compile'd function (see layers/norm.py).
+On CUDA the rotation is one Triton kernel (llmfleet.kernels.rotary), in place.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -80,18 +79,28 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos_sin: torch.Tensor, head_dim: int):
-    """Rotate q [T, Hq*D] and k [T, Hkv*D] with cos_sin [T, R] from `RotaryEmbedding.lookup` (R <= D)."""
-    fn = _compiled() if q.is_cuda else _rotate_qk
-    return fn(q, k, cos_sin, head_dim)
+    """Rotate q [T, Hq*D] and k [T, Hkv*D] with cos_sin [T, R] from `RotaryEmbedding.lookup` (R <= D).
+    On CUDA one Triton kernel rotates both in place (row i of cos_sin belongs to token i)."""
+    if q.is_cuda:
+        from llmfleet.kernels.rotary import apply_rotary_triton
+        return apply_rotary_triton(_token_rows(q.shape[0], q.device), q, k, cos_sin, head_dim)
+    return _rotate_qk(q, k, cos_sin, head_dim)
+
+
+_ROWS: dict[torch.device, torch.Tensor] = {}
+
+
+def _token_rows(tokens: int, device: torch.device) -> torch.Tensor:
+    """0..tokens-1 on the device, sliced from one cached arange (no kernel per call)."""
+    rows = _ROWS.get(device)
+    if rows is None or rows.numel() < tokens:
+        rows = _ROWS[device] = torch.arange(max(tokens, 1 << 16), device=device)
+    return rows[:tokens]
 
 
 def _rotate_qk(q, k, cos_sin, head_dim: int):
     return _rotate(q, cos_sin, head_dim), _rotate(k, cos_sin, head_dim)
 
-
-@functools.cache
-def _compiled():
-    return torch.compile(_rotate_qk, dynamic=True)
 
 
 def _rotate(x: torch.Tensor, cos_sin: torch.Tensor, head_dim: int) -> torch.Tensor:
