@@ -13,7 +13,7 @@ from llmfleet.kernels._triton import check_device, tl, triton
 _BLOCK = 2048
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a fresh seed every step must not mean a fresh compile
 def _gumbel_argmax_kernel(logits_ptr, inv_temp_ptr, out_ptr, seed, stride, vocab, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     inv_temp = tl.load(inv_temp_ptr + row)
