@@ -143,3 +143,22 @@ def test_unbounded_max_tokens_is_limited_by_the_kv_cache_not_rejected():
     small = LLM(str(checkpoint("qwen2")), device="cpu", dtype="float32", num_kv_blocks=4, block_size=16)
     out = small.generate(PROMPT, SamplingParams(temperature=0, max_tokens=None, ignore_eos=True))[0].outputs[0]
     assert out.finish_reason == "length" and len(PROMPT) + len(out.token_ids) == 64
+
+
+def test_streamed_outputs_report_an_end_only_once_every_token_is_in(llm):
+    """With asynchronous scheduling a sequence can end (length) while its last token is still on its way: no
+    cumulative output may carry a finish_reason before that token is in it."""
+    engine = llm.engine
+    full = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=9, ignore_eos=True))[0].outputs[0]
+    for stop in (None, [full.text[5:8]]):
+        engine.add_request("stream", PROMPT, SamplingParams(temperature=0, max_tokens=9, ignore_eos=True, stop=stop))
+        seen = []
+        while engine.has_unfinished_requests():
+            seen += [o.outputs[0] for o in engine.step()]
+        assert all(o.finish_reason is None for o in seen[:-1])
+        last = seen[-1]
+        if stop is None:
+            assert last.finish_reason == "length" and last.token_ids == full.token_ids and last.text == full.text
+        else:
+            assert last.finish_reason == "stop" and last.text == full.text[:full.text.index(stop[0])]
+        assert all(last.text.startswith(o.text) for o in seen)

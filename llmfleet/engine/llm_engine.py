@@ -219,7 +219,7 @@ class LLMEngine:
     def _output(self, group: _Group) -> RequestOutput:
         completions = []
         for seq, detok in zip(group.seqs, group.detoks):
-            finished = seq.status.finished
+            finished = seq.status.finished and not seq.num_pending  # its last token may still be on its way
             completions.append(CompletionOutput(
                 index=seq.index, text=detok.visible_text(finished) if detok else "",
                 token_ids=seq.output_token_ids, finish_reason=seq.status.value if finished else None,

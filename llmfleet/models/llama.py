@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmfleet.distributed.parallel_state import get_tp_size
 from llmfleet.layers.activation import SiluAndMul
 from llmfleet.layers.attention import Attention, AttentionMetadata
 from llmfleet.layers.embedding import ParallelLMHead, VocabParallelEmbedding

@@ -18,7 +18,7 @@ from llmfleet.server.chat.protocol import (AssistantMessage, ChatChoice, ChatChu
                                            ChatCompletionRequest, ChatCompletionResponse, ChoiceLogprobs,
                                            DeltaMessage)
 from llmfleet.server.common.deltas import DeltaTracker
-from llmfleet.server.common.generation import collect, merge, submit, until_disconnected
+from llmfleet.server.common.generation import collect_for, merge, submit
 from llmfleet.server.common.logprobs import chat_logprobs
 from llmfleet.server.common.prompts import chat_prompt
 from llmfleet.server.common.protocol import UsageInfo
@@ -41,10 +41,7 @@ async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext
     streams = await submit(ctx, [prompt], [params], request_id, req.priority, "messages")
     if req.stream:
         return sse_response(_stream(req, ctx, streams, len(prompt), request_id, created, model))
-    try:
-        outputs = await until_disconnected(raw, collect(streams))
-    except EngineDeadError as exc:
-        raise APIError(503, str(exc), None, "engine_dead") from None
+    outputs = await collect_for(raw, streams)
     if outputs is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     return JSONResponse(_response(req, ctx, outputs[0], len(prompt), request_id, created, model).model_dump(

@@ -89,6 +89,14 @@ async def collect(streams: list[RequestStream]) -> list[RequestOutput]:
     return [out if out is not None else _empty(s.request_id) for out, s in zip(last, streams)]
 
 
+async def collect_for(request: Request, streams: list[RequestStream]) -> list[RequestOutput] | None:
+    """The final outputs of a non-streaming request; None when its client left first. A dead engine is a 503."""
+    try:
+        return await until_disconnected(request, collect(streams))
+    except EngineDeadError as exc:
+        raise engine_dead(exc) from None
+
+
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     """Await `work`, cancelling it if the client disconnects first (then None: nobody will read the answer)."""
     task = asyncio.ensure_future(work)

@@ -67,6 +67,14 @@ class UsageInfo(BaseModel):
                    prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens))
 
 
+class ResponseHeader(BaseModel):
+    """The fields every completion response and stream chunk starts with (`object` is each subclass's own)."""
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

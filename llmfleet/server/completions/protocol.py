@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from llmfleet.server.common.protocol import SamplingFields, UsageInfo
+from llmfleet.server.common.protocol import ResponseHeader, SamplingFields, UsageInfo
 
 
 class CompletionRequest(SamplingFields):
@@ -32,21 +32,13 @@ class CompletionChoice(BaseModel):
     stop_reason: int | str | None = None
 
 
-class CompletionResponse(BaseModel):
-    id: str
+class CompletionResponse(ResponseHeader):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[CompletionChoice]
     usage: UsageInfo
 
 
-class CompletionStreamResponse(BaseModel):
-    id: str
+class CompletionStreamResponse(ResponseHeader):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[CompletionChoice]
     usage: UsageInfo | None = None

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from llmfleet.engine.async_engine import EngineDeadError
 from llmfleet.outputs import CompletionOutput, RequestOutput
 from llmfleet.server.common.deltas import DeltaTracker
-from llmfleet.server.common.generation import collect, merge, submit, until_disconnected
+from llmfleet.server.common.generation import collect_for, merge, submit
 from llmfleet.server.common.logprobs import completion_logprobs
 from llmfleet.server.common.prompts import completion_prompts
 from llmfleet.server.common.protocol import UsageInfo
@@ -42,10 +42,7 @@ async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Re
     streams = await submit(ctx, prompts, params, request_id, req.priority, "prompt")
     if req.stream:
         return sse_response(_stream(req, ctx, streams, prompts, request_id, created, model))
-    try:
-        outputs = await until_disconnected(raw, collect(streams))
-    except EngineDeadError as exc:
-        raise APIError(503, str(exc), None, "engine_dead") from None
+    outputs = await collect_for(raw, streams)
     if outputs is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     body = _response(req, ctx, outputs, prompts, request_id, created, model)
