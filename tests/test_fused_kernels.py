@@ -1,12 +1,9 @@
 """Fused norm, activation and rotary kernels against their torch fallbacks and against HF's own modules.
 
-Without CUDA the Triton kernels run under the interpreter (float32) in a child process, as in
-test_triton_attention.py; the torch fallbacks are checked against HF's modules in bf16 here. `-m gpu` runs the
-compiled kernels in bf16 at model sizes.
+Without CUDA the Triton kernels run under the interpreter (float32; tests/conftest.py sets TRITON_INTERPRET), and
+the torch fallbacks are checked against HF's modules in bf16. `-m gpu` runs the compiled kernels in bf16 at model
+sizes.
 """
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,18 +11,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_
 
 from llmfleet.kernels import activation, norm, rotary
 
-RERUN = not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-kernel_test = pytest.mark.skipif(RERUN, reason="runs in the interpreter child process")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.mark.skipif(not RERUN, reason="this process can run the kernels itself")
-def test_kernels_under_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    child = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider"],
-                           env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-3000:]
-    assert " passed" in child.stdout and "failed" not in child.stdout, child.stdout[-2000:]
 
 
 def randn(*shape, dtype=torch.float32, seed=0):
@@ -87,7 +73,6 @@ def test_bad_inputs_name_the_field():
 
 # ---- Triton kernels against the fallbacks (interpreter on CPU, float32) -----------------------------------------
 
-@kernel_test
 @pytest.mark.parametrize("shape", [(7, 96), (2, 3, 64), (1, 33)])
 def test_rms_norm_kernels(shape):
     x, res, w = randn(*shape, seed=1), randn(*shape, seed=2), randn(shape[-1], seed=3)
@@ -104,7 +89,6 @@ def test_rms_norm_kernels(shape):
     torch.testing.assert_close(out, want_out, rtol=1e-6, atol=1e-6)
 
 
-@kernel_test
 @pytest.mark.parametrize("shape", [(5, 2 * 48), (2, 3, 2 * 40), (1, 2 * 1500)])
 def test_silu_and_mul_kernel(shape):
     x = randn(*shape, seed=7) * 4
@@ -112,7 +96,6 @@ def test_silu_and_mul_kernel(shape):
                                rtol=1e-6, atol=1e-6)
 
 
-@kernel_test
 @pytest.mark.parametrize("num_heads,num_kv_heads,head_dim,rot_dim", [(4, 2, 32, 32), (3, 1, 32, 16), (2, 2, 24, 24)])
 def test_rotary_kernel_on_fused_qkv_slices(num_heads, num_kv_heads, head_dim, rot_dim):
     tokens = 11
