@@ -6,16 +6,12 @@
 # Logs and a tarball of the result JSONs go to $OUT (default /tmp/llmfleet-gpu-check). Wheels missing from the
 # machine's image (scripts/fetch_device_wheels.sh) are installed from .whl/ when present.
 set -uo pipefail
+cd "$(dirname "$0")/.."
 mode=${1:-all}
 pairs=${2:-"qwen3-0.6b:W1 qwen3-0.6b:W2 llama3-8b:W1 llama3-8b:W2"}
 out=${OUT:-/tmp/llmfleet-gpu-check}
 mkdir -p "$out/results"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/device_env.sh
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, \
 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.mem --format=csv

@@ -18,12 +18,7 @@ device=${DEVICE:-cuda}
 load_format=${LOAD_FORMAT:-dummy}
 out=${OUT:-/tmp/llmfleet-serve-bench}
 mkdir -p "$out/results"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/device_env.sh
 url="http://127.0.0.1:$port"
 
 # The waiting-queue bound is lifted: an overloaded rate should show up as latency, not as 429s.
