@@ -162,3 +162,31 @@ def test_streamed_outputs_report_an_end_only_once_every_token_is_in(llm):
         else:
             assert last.finish_reason == "stop" and last.text == full.text[:full.text.index(stop[0])]
         assert all(last.text.startswith(o.text) for o in seen)
+
+
+def test_abort_while_a_step_is_in_flight_returns_every_block(llm):
+    engine = llm.engine
+    params = SamplingParams(temperature=1.0, max_tokens=30, ignore_eos=True)   # unseeded: asynchronous steps
+    for i, prompt in enumerate([PROMPT, OTHERS[1], OTHERS[2]]):
+        engine.add_request(f"abort-{i}", prompt, params)
+    for _ in range(4):
+        engine.step()
+    assert engine._inflight is not None               # a launched step whose tokens are not read back yet
+    engine.abort_request("abort-1")
+    finals = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            assert out.request_id != "abort-1"
+            if out.finished:
+                finals[out.request_id] = out
+    engine.step()                                     # nothing left to run: drains any launched step
+    assert sorted(finals) == ["abort-0", "abort-2"]
+    assert all(len(o.outputs[0].token_ids) == 30 for o in finals.values())
+    stats = engine.stats()
+    assert stats.num_free_blocks == stats.num_total_blocks and stats.num_running == stats.num_waiting == 0
+
+
+def test_n_samples_without_a_seed_run_asynchronously_to_completion(llm):
+    out = llm.generate(PROMPT, SamplingParams(n=3, temperature=1.0, max_tokens=12, ignore_eos=True))[0]
+    assert [len(o.token_ids) for o in out.outputs] == [12, 12, 12]
+    assert all(o.finish_reason == "length" and -1 not in o.token_ids for o in out.outputs)
