@@ -114,10 +114,10 @@ class LLMEngine:
         if num_prompt >= self.max_model_len:
             raise ValueError(f"prompt: has {num_prompt} tokens; the limit is {self.max_model_len - 1} "
                              f"(max_model_len {self.max_model_len} includes at least one generated token)")
-        if self.kv.blocks_needed(num_prompt + 1) > self.kv.pool.num_blocks:
-            raise ValueError(f"prompt: has {num_prompt} tokens but the KV cache holds only "
-                             f"{self.kv.pool.num_blocks * self.kv.block_size}; enlarge the cache")
         capacity = self.kv.pool.num_blocks * self.kv.block_size
+        if num_prompt + 1 > capacity:
+            raise ValueError(f"prompt: has {num_prompt} tokens but the KV cache holds only {capacity}; "
+                             f"enlarge the cache")
         if params.max_tokens is None:  # as long as the context and the whole KV cache allow
             return min(self.max_model_len, capacity)
         max_total = min(num_prompt + params.max_tokens, self.max_model_len)
