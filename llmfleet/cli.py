@@ -16,7 +16,8 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmfleet", description="LLM serving: a continuous-batching engine and an OpenAI-compatible server")
+    parser = argparse.ArgumentParser(
+        prog="llmfleet", description="LLM serving: a continuous-batching engine and an OpenAI-compatible server")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
