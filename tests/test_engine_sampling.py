@@ -1,5 +1,6 @@
 """Sampling through the engine: seeds reproducible per request whatever the batch, top_k=1 is greedy, stop strings
-and stop tokens, n > 1, logprobs, penalties; and bad input rejected with a clear ValueError without harming the engine."""
+and stop tokens, n > 1, logprobs, penalties; bad input rejected with a clear ValueError without harming the engine;
+asynchronous steps (aborts in flight, ends reported only once the last token is in)."""
 from __future__ import annotations
 
 import math
