@@ -191,3 +191,20 @@ def test_n_samples_without_a_seed_run_asynchronously_to_completion(llm):
     out = llm.generate(PROMPT, SamplingParams(n=3, temperature=1.0, max_tokens=12, ignore_eos=True))[0]
     assert [len(o.token_ids) for o in out.outputs] == [12, 12, 12]
     assert all(o.finish_reason == "length" and -1 not in o.token_ids for o in out.outputs)
+
+
+def test_n_samples_share_the_prompt_blocks_with_prefix_caching_off():
+    llm = LLM(str(checkpoint("qwen2")), device="cpu", dtype="float32", enable_prefix_caching=False, block_size=16)
+    engine, prompt = llm.engine, list(range(3, 3 + 64))                     # four full blocks
+    engine.add_request("n3", prompt, SamplingParams(n=3, temperature=1.0, max_tokens=4, ignore_eos=True))
+    engine.step()                                                           # all three admitted in one step
+    used = engine.stats().num_total_blocks - engine.stats().num_free_blocks
+    assert used == 4 + 2                # the first sample's 4 blocks; each sibling reuses 3, owns 1 for the rest
+    while engine.has_unfinished_requests():
+        engine.step()
+    engine.add_request("other", prompt, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    engine.step()
+    assert engine.stats().num_total_blocks - engine.stats().num_free_blocks == 4   # nothing shared across requests
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert engine.stats().num_free_blocks == engine.stats().num_total_blocks

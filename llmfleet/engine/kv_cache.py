@@ -72,7 +72,7 @@ class KVCacheManager:
     def get_computed_blocks(self, seq: Request) -> tuple[list[Block], int]:
         """Longest cached prefix of a sequence being admitted: (blocks, tokens). Leaves >= 1 token to compute,
         since the last prompt token must run to produce logits."""
-        if not self.enable_caching:
+        if not self._caching(seq):
             return [], 0
         hashes = self._full_block_hashes(seq)
         max_blocks = (seq.num_tokens - 1) // self.block_size
@@ -94,7 +94,7 @@ class KVCacheManager:
             table = self._blocks.get(seq.seq_id)
             total = seq.num_computed_tokens + num_new_tokens
             if table is not None and total <= len(table) * self.block_size:
-                if self.enable_caching:
+                if self._caching(seq):
                     self._publish(seq, table, total)
                 return True
         computed = computed or []
@@ -113,7 +113,7 @@ class KVCacheManager:
         new_blocks = computed + (self.pool.allocate(needed) if needed > 0 else [])
         table.extend(new_blocks)
         ids.extend(b.block_id for b in new_blocks)
-        if self.enable_caching:
+        if self._caching(seq):
             self._publish(seq, table, num_computed + num_new_tokens)
         return True
 
@@ -132,6 +132,11 @@ class KVCacheManager:
     def reset_prefix_cache(self) -> int:
         return self.pool.reset_cache()
 
+    def _caching(self, seq: Request) -> bool:
+        """Whether the sequence's full blocks are published and looked up: always with prefix caching on; with it
+        off, only within a salt namespace (the samples of one n > 1 request share their prompt that way)."""
+        return self.enable_caching or bool(seq.cache_salt)
+
     def _publish(self, seq: Request, table: list[Block], num_tokens: int) -> None:
         """Publishes the sequence's newly full blocks (those before are published already)."""
         full = num_tokens // self.block_size
@@ -149,5 +154,5 @@ class KVCacheManager:
         hashes = self._hashes.setdefault(seq.seq_id, [])
         tokens, size = seq.all_token_ids, self.block_size
         for i in range(len(hashes), seq.num_known_tokens // size):
-            hashes.append(hash_block(hashes[-1] if hashes else None, tokens[i * size:(i + 1) * size]))
+            hashes.append(hash_block(hashes[-1] if hashes else None, tokens[i * size:(i + 1) * size], seq.cache_salt))
         return hashes

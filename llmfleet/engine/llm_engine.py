@@ -5,6 +5,7 @@ n samples becomes n sequences sharing the prompt's full KV blocks through the pr
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -69,6 +70,7 @@ class LLMEngine:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
         self._groups: dict[str, _Group] = {}
+        self._salts = itertools.count()
         self._num_sync_only = 0   # unfinished requests that need one step at a time
         self._inflight = None     # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
         self._prompt_tokens = self._generation_tokens = 0
@@ -85,9 +87,11 @@ class LLMEngine:
         max_total = self._check_lengths(len(ids), params)
         arrival = time.monotonic() if arrival_time is None else arrival_time
         group = _Group(request_id, text, [], [], {"arrival_time": arrival})
+        # With prefix caching off, the n samples still share their prompt's blocks, in a namespace of their own.
+        salt = f"samples-{next(self._salts)}" if params.n > 1 and not self.config.enable_prefix_caching else ""
         for i in range(params.n):
             child = params.child(i) if params.n > 1 else params
-            seq = Request(ids, child, arrival, max_total, self.eos_token_ids, priority, request_id, i)
+            seq = Request(ids, child, arrival, max_total, self.eos_token_ids, priority, request_id, i, cache_salt=salt)
             group.seqs.append(seq)
             group.detoks.append(Detokenizer(self.tokenizer, ids, child.skip_special_tokens, child.stop_strings)
                                 if child.detokenize else None)

@@ -44,6 +44,7 @@ class Request:
     priority: int = 0                         # lower value runs first; FCFS among equals
     group_id: str = ""                        # the user's request id
     index: int = 0                            # which of the group's n samples
+    cache_salt: str = ""                      # prefix-cache namespace: blocks are shared only within equal salts
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
     all_token_ids: list[int] = field(init=False)
     num_computed_tokens: int = 0
