@@ -1,7 +1,8 @@
 """The model runner owns everything on the device: weights, the KV cache, input buffers and sampling.
 
-`execute(scheduler_output)` runs one step and returns, for each scheduled sequence, the token it sampled (or None
-for a prefill chunk that has not reached the sequence's end) and its logprobs when asked.
+`launch(scheduler_output)` queues one step on the device without waiting; `collect(launched)` then returns, for each
+scheduled sequence, the token it sampled (or None for a prefill chunk that has not reached the sequence's end) and
+its logprobs when asked.
 """
 from __future__ import annotations
 
@@ -108,11 +109,6 @@ class ModelRunner:
         return profile_kv_blocks(self)
 
     # ---- one step -------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def execute(self, out: SchedulerOutput) -> StepResult:
-        """Runs one step and waits for its tokens."""
-        return self.collect(self.launch(out))
-
     @torch.inference_mode()
     def launch(self, out: SchedulerOutput, prev: LaunchedStep | None = None) -> LaunchedStep:
         """Queues one step on the device and returns without waiting for it. Sequences whose last token is still
