@@ -1,6 +1,6 @@
 """llmfleet: LLM serving — a paged-KV continuous-batching engine, an OpenAI-compatible server, a fleet gateway."""
-from llmfleet.outputs import CompletionOutput, Logprob, RequestOutput
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.outputs import CompletionOutput, Logprob, RequestOutput
+from llmfleet.protocol.sampling_params import SamplingParams
 
 __version__ = "0.1.0"
 __all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "__version__"]

@@ -22,8 +22,8 @@ import triton.testing
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from llmfleet.kernels import decode_attention as dec  # noqa: E402
 from llmfleet.kernels import prefill_attention as pre  # noqa: E402
-from llmfleet.kernels.attention_backend import TritonAttentionBackend  # noqa: E402
-from llmfleet.layers.attention import AttentionMetadata, TorchAttentionBackend  # noqa: E402
+from llmfleet.model.layers.triton_attention import TritonAttentionBackend  # noqa: E402
+from llmfleet.model.layers.attention import AttentionMetadata, TorchAttentionBackend  # noqa: E402
 
 MODELS = {"qwen3-0.6b": 16, "llama3-8b": 32}  # q heads; both have 8 KV heads of 128 dims
 KV_HEADS, HEAD_DIM, BLOCK = 8, 128, 16

@@ -22,7 +22,7 @@ if [ "$mode" = all ] || [ "$mode" = tests ]; then
 fi
 if [ "$mode" = all ] || [ "$mode" = bench ]; then
   for pair in $pairs; do
-    python3 -m llmfleet.cli bench offline --shape "${pair%%:*}" --workload "${pair##*:}" \
+    python3 -m llmfleet.entrypoints.cli bench offline --shape "${pair%%:*}" --workload "${pair##*:}" \
       --results-dir "$out/results" ${BENCH_ARGS:-} 2>&1 | tee -a "$out/bench.log" || status=1
   done
   tar -C "$out/results" -czf "$out/results.tgz" .

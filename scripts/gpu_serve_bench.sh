@@ -22,7 +22,7 @@ source scripts/device_env.sh
 url="http://127.0.0.1:$port"
 
 # The waiting-queue bound is lifted: an overloaded rate should show up as latency, not as 429s.
-python3 -m llmfleet.cli serve --model "$shape" --load-format "$load_format" --device "$device" --port "$port" \
+python3 -m llmfleet.entrypoints.cli serve --model "$shape" --load-format "$load_format" --device "$device" --port "$port" \
   --max-waiting-requests 1000000 --log-level warning ${SERVE_ARGS:-} >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill -KILL $server 2>/dev/null' EXIT
@@ -37,7 +37,7 @@ until python3 -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('$
 done
 echo "server ready in $(( $(date +%s) - start )) s"
 
-python3 -m llmfleet.cli bench serve --url "$url" --workload "$workload" --rate "$rates" --shape "$shape" \
+python3 -m llmfleet.entrypoints.cli bench serve --url "$url" --workload "$workload" --rate "$rates" --shape "$shape" \
   --results-dir "$out/results" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
 status=${PIPESTATUS[0]}
 python3 -c "import urllib.request; print(urllib.request.urlopen('$url/metrics').read().decode())" >"$out/metrics.txt"

@@ -26,9 +26,9 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(relativeCreated)8.0f ms %(name)s: %(message)s")
 
-    from llmfleet.config import EngineConfig
+    from llmfleet.protocol.config import EngineConfig
     from llmfleet.engine.llm_engine import LLMEngine
-    from llmfleet.sampling_params import SamplingParams
+    from llmfleet.protocol.sampling_params import SamplingParams
 
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model=args.shape, load_format="dummy", max_model_len=4096, async_scheduling=False,
@@ -50,13 +50,13 @@ def main() -> None:
     step_ms = (time.perf_counter() - t) / args.steps * 1e3
 
     out = engine.scheduler.schedule()          # one more decode step, taken apart
-    from llmfleet.engine.inputs import prepare_inputs
+    from llmfleet.worker.inputs import prepare_inputs
     runner = engine.runner
     inputs = prepare_inputs(out, runner.block_size)
     graph_ms = _time(lambda: runner.graphs.run(inputs))
     logits = runner.graphs.run(inputs)
     batch = runner._sampling_batch(out.seqs)
-    from llmfleet.layers.sampler import sample
+    from llmfleet.model.layers.sampler import sample
     sample_ms = _time(lambda: sample(logits, batch))
     eager_ms = _time(lambda: runner.model.compute_logits(runner._forward(inputs)))
     kv_bytes = sum(int(n) for n in inputs.seq_lens) * 2 * len(runner.layers) * runner.kv_heads \

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from llmfleet.config import EngineConfig
+from llmfleet.protocol.config import EngineConfig
 from llmfleet.engine.async_engine import AsyncEngine, EngineDeadError, RequestAbortedError
 from llmfleet.engine.llm_engine import LLMEngine
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.sampling_params import SamplingParams
 
 NUM_BLOCKS = 96
 

@@ -11,8 +11,8 @@ import pytest
 from llmfleet.bench.results import slug, write_result
 from llmfleet.bench.serve import RequestResult, percentiles, summarize
 from llmfleet.bench.workloads import VOCAB_LIMIT, workload
-from llmfleet.cli import main
-from llmfleet.config import EngineConfig
+from llmfleet.entrypoints.cli import main
+from llmfleet.protocol.config import EngineConfig
 from llmfleet.engine.llm_engine import LLMEngine
 from llmfleet.server.app import create_app
 from llmfleet.server.background import BackgroundServer

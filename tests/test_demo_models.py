@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from llmfleet.data.stdlib_corpus import encode_stream, load_split, split_of, validation_windows
-from llmfleet.demo_models import DEFAULT_MODEL, DEMO_MODELS, resolve_model
-from llmfleet.layers.attention import AttentionMetadata
+from llmfleet.demo_models import DEFAULT_MODEL, DEMO_MODELS, demo_path
+from llmfleet.model.layers.attention import AttentionMetadata
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "demo_training"
 SEQ_LEN = 512
@@ -23,13 +23,10 @@ SIZE_LIMIT_BYTES = 30_000_000
 FIB_PROMPT = "def fibonacci(n):\n"
 
 
-def test_resolve_model_maps_demo_names_and_passes_paths_through(tmp_path):
-    assert resolve_model("demo") == DEMO_MODELS["demo"] and DEFAULT_MODEL == "demo"
-    assert resolve_model("demo-draft") == DEMO_MODELS["demo-draft"]
-    assert resolve_model(str(tmp_path)) == str(tmp_path)
-    assert resolve_model("org/some-model") == "org/some-model"
-    with pytest.raises(ValueError, match="model"):
-        resolve_model("")
+def test_demo_path_maps_demo_names_only():
+    assert demo_path("demo") == DEMO_MODELS["demo"] and DEFAULT_MODEL == "demo"
+    assert demo_path("demo-draft") == DEMO_MODELS["demo-draft"]
+    assert demo_path("org/some-model") is None and demo_path("") is None
 
 
 def test_folders_are_complete_bf16_llama_and_within_the_size_limit():
@@ -92,7 +89,7 @@ def hf_window_losses(folder: str, windows: torch.Tensor) -> torch.Tensor:
 
 def llmfleet_window_losses(folder: str, windows: torch.Tensor, block_size: int = 16) -> torch.Tensor:
     """Every window as one prefill sequence of a single flat batch over a paged KV cache."""
-    from llmfleet.models.loader import load_model
+    from llmfleet.model.loader import load_model
     model, _, info = load_model(folder, torch.float32, "cpu")
     num_seqs, seq_len = windows.shape[0], windows.shape[1] - 1
     blocks_per_seq = seq_len // block_size

@@ -56,7 +56,7 @@ def engine_llm(arch: str):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_prefill_logits_close_to_hf(arch):
-    from llmfleet.layers.attention import AttentionMetadata
+    from llmfleet.model.layers.attention import AttentionMetadata
 
     runner = engine_llm(arch).engine.runner
     for prompt in prompts():
@@ -105,9 +105,9 @@ def test_greedy_tokens_match_hf_bf16_on_the_trained_demo_model():
     from transformers import AutoModelForCausalLM
 
     from llmfleet import LLM, SamplingParams
-    from llmfleet.demo_models import resolve_model
+    from llmfleet.demo_models import demo_path
 
-    path = resolve_model("demo")
+    path = demo_path("demo")
     hf = {dtype: AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager").cuda()
           for dtype in (torch.bfloat16, torch.float32)}
     llm = LLM("demo", device="cuda", dtype="bfloat16", num_kv_blocks=256)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 
 from llmfleet.engine.block_pool import BlockPool
-from llmfleet.engine.kv_cache import KVCacheManager, hash_prefix
+from llmfleet.engine.kv_cache import KVCacheManager
+from llmfleet.protocol.block_hash import hash_prefix
 from llmfleet.engine.request import Request
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.sampling_params import SamplingParams
 
 
 def make_seq(tokens: list[int]) -> Request:

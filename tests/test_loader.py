@@ -11,9 +11,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, Qwen3Config
 
 from tests.checkpoints import checkpoint, make_checkpoint
-from llmfleet.layers.attention import AttentionMetadata
-from llmfleet.models.loader import ModelInfo, load_model
-from llmfleet.models.weights import safetensors_files
+from llmfleet.model.layers.attention import AttentionMetadata
+from llmfleet.model.loader import ModelInfo, load_model
+from llmfleet.model.weights import safetensors_files
 
 transformers.logging.set_verbosity_error()
 
@@ -147,7 +147,7 @@ TP_IDS = [1, 17, 250, 3, 99, 400, 8, 61, 2, 300, 45]
 def _tp_worker(rank: int, size: int, init_file: str, paths: list[str], out_file: str) -> None:
     """One rank of a gloo tensor-parallel group: load each checkpoint sharded, rank 0 saves the logits."""
     import torch.distributed as dist
-    from llmfleet.distributed.parallel_state import set_tensor_parallel
+    from llmfleet.model.parallel_state import set_tensor_parallel
     torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     set_tensor_parallel(rank, size)

@@ -11,15 +11,15 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from tests.checkpoints import ARCHS, checkpoint
-from llmfleet.distributed.parallel_state import reset_tensor_parallel, set_tensor_parallel
-from llmfleet.layers.activation import SiluAndMul
-from llmfleet.layers.attention import AttentionMetadata
-from llmfleet.layers.embedding import VocabParallelEmbedding
-from llmfleet.layers.linear import (ColumnParallelLinear, MergedColumnParallelLinear, QKVParallelLinear,
+from llmfleet.model.parallel_state import reset_tensor_parallel, set_tensor_parallel
+from llmfleet.model.layers.activation import SiluAndMul
+from llmfleet.model.layers.attention import AttentionMetadata
+from llmfleet.model.layers.embedding import VocabParallelEmbedding
+from llmfleet.model.layers.linear import (ColumnParallelLinear, MergedColumnParallelLinear, QKVParallelLinear,
                                     RowParallelLinear)
-from llmfleet.layers.norm import RMSNorm
-from llmfleet.layers.rotary import RotaryEmbedding, rope_parameters_from_config
-from llmfleet.models.loader import load_model
+from llmfleet.model.layers.norm import RMSNorm
+from llmfleet.model.layers.rotary import RotaryEmbedding, rope_parameters_from_config
+from llmfleet.model.loader import load_model
 
 transformers.logging.set_verbosity_error()
 BLOCK_SIZE, NUM_BLOCKS, TOL = 4, 32, 1e-4

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from llmfleet.engine.kv_cache import KVCacheManager
 from llmfleet.engine.request import PENDING, Request, Status
 from llmfleet.engine.scheduler import Scheduler
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.sampling_params import SamplingParams
 
 
 def make_seq(prompt_len: int, max_tokens: int, priority: int = 0, arrival: float = 0.0, base: int = 0) -> Request:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from llmfleet.cli import build_parser, main
-from llmfleet.config import EngineConfig
+from llmfleet.entrypoints.cli import build_parser, main
+from llmfleet.protocol.config import EngineConfig
 from llmfleet.engine.llm_engine import LLMEngine
-from llmfleet.server import model_source
+from llmfleet.entrypoints import default_model as model_source
 from llmfleet.server.app import create_app
 from llmfleet.server.background import BackgroundServer
-from llmfleet.server.cli import build_configs
+from llmfleet.entrypoints.serve import build_configs
 from llmfleet.server.config import ServerConfig
 
 

@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 def _start(checkpoint, drain_timeout: float, max_model_len: int) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "llmfleet.cli", "serve", "--model", str(checkpoint), "--port", str(port),
+    cmd = [sys.executable, "-m", "llmfleet.entrypoints.cli", "serve", "--model", str(checkpoint), "--port", str(port),
            "--served-model-name", "tiny", "--device", "cpu", "--dtype", "float32", "--num-kv-blocks", "320",
            "--max-model-len", str(max_model_len), "--drain-timeout", str(drain_timeout), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

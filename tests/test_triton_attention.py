@@ -9,8 +9,9 @@ import random
 import pytest
 import torch
 
-from llmfleet.kernels import attention_backend, decode_attention
-from llmfleet.layers.attention import AttentionMetadata, TorchAttentionBackend
+from llmfleet.kernels import decode_attention
+from llmfleet.model.layers import triton_attention as attention_backend
+from llmfleet.model.layers.attention import AttentionMetadata, TorchAttentionBackend
 
 # Without CUDA, tests/conftest.py sets TRITON_INTERPRET=1 before anything imports triton, so the kernels run under
 # Triton's interpreter (CPU tensors, through numpy) in this process.

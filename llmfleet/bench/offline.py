@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    from llmfleet.bench.shapes import SHAPES
-    from llmfleet.config import EngineConfig
+    from llmfleet.model.shapes import SHAPES
+    from llmfleet.protocol.config import EngineConfig
     from llmfleet.engine.llm_engine import LLMEngine
 
     requests = workload(args.workload, args.num_requests)
@@ -90,7 +90,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def _warm_up(engine, requests) -> None:
     """Runs a scaled-down copy of the workload first (a quarter of its requests, outputs cut to 64 tokens), so that
     kernel specialisations for its mix of prefill, mixed and decode steps are compiled before timing."""
-    from llmfleet.sampling_params import SamplingParams
+    from llmfleet.protocol.sampling_params import SamplingParams
 
     for i, r in enumerate(requests[: max(1, len(requests) // 4)]):
         params = SamplingParams(max_tokens=min(r.max_tokens, 64), ignore_eos=True, detokenize=False,
@@ -109,7 +109,7 @@ def _fold(engine, ids: list[int]) -> list[int]:
 def _drive(engine, requests, temperature: float) -> dict:
     import torch
 
-    from llmfleet.sampling_params import SamplingParams
+    from llmfleet.protocol.sampling_params import SamplingParams
 
     cuda = torch.cuda.is_available() and engine.runner.device.startswith("cuda")
     engine.runner.step_timings = []

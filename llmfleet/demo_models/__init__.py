@@ -17,8 +17,7 @@ DEMO_MODELS: dict[str, str] = {
 DEFAULT_MODEL = "demo"
 
 
-def resolve_model(name_or_path: str) -> str:
-    """A demo model's name -> its folder; any other string (a path, a hub-style id) is returned unchanged."""
-    if not isinstance(name_or_path, str) or not name_or_path:
-        raise ValueError(f"model: must be a non-empty string, got {name_or_path!r}")
-    return DEMO_MODELS.get(name_or_path, name_or_path)
+def demo_path(name: str) -> str | None:
+    """A demo model's folder, or None when `name` is not a demo model's name (or its folder is missing)."""
+    folder = DEMO_MODELS.get(name)
+    return folder if folder is not None and Path(folder, "config.json").is_file() else None

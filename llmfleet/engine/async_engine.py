@@ -18,8 +18,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from llmfleet.outputs import RequestOutput
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.outputs import RequestOutput
+from llmfleet.protocol.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 Future = concurrent.futures.Future

@@ -11,30 +11,11 @@ their tokens were computed (preemption in the step that allocated them) are unpu
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-
-import numpy as np
 
 from llmfleet.engine.block_pool import Block, BlockPool
 from llmfleet.engine.request import Request
-
-
-def hash_block(parent: bytes | None, token_ids: list[int], salt: str = "") -> bytes:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(parent or b"\0")
-    digest.update(np.asarray(token_ids, dtype=np.int64).tobytes())
-    if salt:
-        digest.update(salt.encode())
-    return digest.digest()
-
-
-def hash_prefix(token_ids: list[int], block_size: int, salt: str = "") -> list[bytes]:
-    """Chain hashes of every full block of `token_ids` (what replicas publish for prefix-aware routing)."""
-    hashes: list[bytes] = []
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        hashes.append(hash_block(hashes[-1] if hashes else None, token_ids[start:start + block_size], salt))
-    return hashes
+from llmfleet.protocol.block_hash import hash_block
 
 
 @dataclass(slots=True)

@@ -9,15 +9,16 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from llmfleet.config import EngineConfig, resolve_device, resolve_dtype
+from llmfleet.protocol.config import EngineConfig
+from llmfleet.worker.device import resolve_device, resolve_dtype
 from llmfleet.engine.detokenizer import Detokenizer
 from llmfleet.engine.kv_cache import KVCacheManager
-from llmfleet.engine.model_source import resolve_model
+from llmfleet.model.source import resolve_model
 from llmfleet.engine.request import Request, Status
-from llmfleet.engine.runner import ModelRunner
+from llmfleet.worker.runner import ModelRunner
 from llmfleet.engine.scheduler import Scheduler
-from llmfleet.outputs import CompletionOutput, Logprob, RequestOutput
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.outputs import CompletionOutput, Logprob, RequestOutput
+from llmfleet.protocol.sampling_params import SamplingParams
 
 
 @dataclass(slots=True)

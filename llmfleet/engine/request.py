@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.sampling_params import SamplingParams
 
 _seq_ids = itertools.count()
 PENDING = -1  # stands for a token sampled by a step still running on the device (asynchronous scheduling)
@@ -84,11 +84,6 @@ class Request:
         """Tokens whose ids are known on the host (all but the pending ones)."""
         return len(self.all_token_ids) - self.num_pending
 
-    def append_token(self, token_id: int) -> None:
-        self.all_token_ids.append(token_id)
-        if self.status is Status.RUNNING:
-            self._apply_stop(token_id)
-
     def append_pending(self) -> None:
         """A token was sampled on the device but not read back yet; a length limit ends the sequence now."""
         self.all_token_ids.append(PENDING)
@@ -120,12 +115,6 @@ class Request:
             self.stop_reason = token_id
             return True
         return False
-
-    def _apply_stop(self, token_id: int) -> None:
-        if self._is_stop_token(token_id):
-            self.status = Status.FINISHED_STOPPED
-        elif self.num_tokens >= self.max_total_tokens:
-            self.status = Status.FINISHED_LENGTH
 
     def sort_key(self) -> tuple[int, float, int]:
         return (self.priority, self.arrival_time, self.seq_id)

@@ -24,10 +24,6 @@ class SchedulerOutput:
     preempted: list[Request] = field(default_factory=list)     # sequences preempted during this schedule
 
     @property
-    def total_tokens(self) -> int:
-        return sum(self.num_tokens)
-
-    @property
     def num_decodes(self) -> int:
         return sum(1 for n in self.num_tokens if n == 1)
 

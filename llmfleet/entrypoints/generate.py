@@ -21,9 +21,9 @@ def add_parser(subparsers, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmfleet.config import EngineConfig
+    from llmfleet.protocol.config import EngineConfig
     from llmfleet.engine.llm_engine import LLMEngine
-    from llmfleet.sampling_params import SamplingParams
+    from llmfleet.protocol.sampling_params import SamplingParams
 
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,

@@ -5,10 +5,10 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 
-from llmfleet.config import EngineConfig
+from llmfleet.protocol.config import EngineConfig
 from llmfleet.engine.llm_engine import LLMEngine
-from llmfleet.outputs import RequestOutput
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.outputs import RequestOutput
+from llmfleet.protocol.sampling_params import SamplingParams
 
 PromptType = str | list[int]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from llmfleet.server.chat.protocol import ChatCompletionRequest
+from llmfleet.protocol.openai.chat import ChatCompletionRequest
 from llmfleet.server.chat.serving import create_chat_completion
 from llmfleet.server.context import ServingContext, serving_context
 

@@ -13,15 +13,15 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from llmfleet.engine.async_engine import EngineDeadError
-from llmfleet.outputs import CompletionOutput, RequestOutput
-from llmfleet.server.chat.protocol import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk,
+from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
+from llmfleet.protocol.openai.chat import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk,
                                            ChatCompletionRequest, ChatCompletionResponse, ChoiceLogprobs,
                                            DeltaMessage)
 from llmfleet.server.common.deltas import DeltaTracker
 from llmfleet.server.common.generation import collect_for, merge, submit
 from llmfleet.server.common.logprobs import chat_logprobs
 from llmfleet.server.common.prompts import chat_prompt
-from llmfleet.server.common.protocol import UsageInfo
+from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
 from llmfleet.server.common.sse import DONE, error_event, event, sse_response
 from llmfleet.server.context import ServingContext

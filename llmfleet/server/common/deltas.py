@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from llmfleet.outputs import CompletionOutput
+from llmfleet.protocol.outputs import CompletionOutput
 
 
 class DeltaTracker:

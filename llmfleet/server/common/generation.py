@@ -14,8 +14,8 @@ from typing import TypeVar
 from fastapi import Request
 
 from llmfleet.engine.async_engine import EngineDeadError, RequestAbortedError, RequestStream
-from llmfleet.outputs import CompletionOutput, RequestOutput
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
+from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from llmfleet.outputs import CompletionOutput, Logprob
+from llmfleet.protocol.outputs import CompletionOutput, Logprob
 
 _FLOOR = -9999.0
 

@@ -1,8 +1,8 @@
 """From request fields to SamplingParams, with the context-length rule applied per prompt."""
 from __future__ import annotations
 
-from llmfleet.sampling_params import SamplingParams
-from llmfleet.server.common.protocol import SamplingFields
+from llmfleet.protocol.sampling_params import SamplingParams
+from llmfleet.protocol.openai.common import SamplingFields
 from llmfleet.server.errors import APIError
 
 # Fields passed to SamplingParams only when the client set them, so the engine's defaults hold otherwise.

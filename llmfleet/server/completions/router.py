@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from llmfleet.server.completions.protocol import CompletionRequest
+from llmfleet.protocol.openai.completions import CompletionRequest
 from llmfleet.server.completions.serving import create_completion
 from llmfleet.server.context import ServingContext, serving_context
 

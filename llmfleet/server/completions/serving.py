@@ -13,15 +13,15 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from llmfleet.engine.async_engine import EngineDeadError
-from llmfleet.outputs import CompletionOutput, RequestOutput
+from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
 from llmfleet.server.common.deltas import DeltaTracker
 from llmfleet.server.common.generation import collect_for, merge, submit
 from llmfleet.server.common.logprobs import completion_logprobs
 from llmfleet.server.common.prompts import completion_prompts
-from llmfleet.server.common.protocol import UsageInfo
+from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
 from llmfleet.server.common.sse import DONE, error_event, event, sse_response
-from llmfleet.server.completions.protocol import (CompletionChoice, CompletionLogprobs, CompletionRequest,
+from llmfleet.protocol.openai.completions import (CompletionChoice, CompletionLogprobs, CompletionRequest,
                                                   CompletionResponse, CompletionStreamResponse)
 from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError

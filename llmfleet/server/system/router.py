@@ -6,7 +6,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from llmfleet.engine.async_engine import EngineDeadError
-from llmfleet.server.common.protocol import ModelCard, ModelList
+from llmfleet.protocol.openai.common import ModelCard, ModelList
 from llmfleet.server.context import ServingContext, serving_context
 
 router = APIRouter()

@@ -10,7 +10,7 @@ import sys
 
 COMMANDS = {
     "generate": "llmfleet.entrypoints.generate",
-    "serve": "llmfleet.server.cli",
+    "serve": "llmfleet.entrypoints.serve",
     "bench": "llmfleet.bench.cli",
 }
 

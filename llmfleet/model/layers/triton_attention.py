@@ -1,4 +1,4 @@
-"""TritonAttentionBackend: the paged-attention contract of llmfleet.layers.attention, on Triton kernels.
+"""TritonAttentionBackend: the paged-attention contract of llmfleet.model.layers.attention, on Triton kernels.
 
 forward = write this step's k/v at slot_mapping (one kernel), then decode attention for the first `num_decodes`
 sequences (split-KV, GQA-packed; two kernels) and prefill-with-prefix attention for the rest (one kernel). Only host
@@ -14,7 +14,7 @@ from llmfleet.kernels._triton import check_device
 from llmfleet.kernels.decode_attention import _decode_split_kernel, choose_num_splits, decode_attention
 from llmfleet.kernels.kv_write import write_kv
 from llmfleet.kernels.prefill_attention import prefill_attention
-from llmfleet.layers.attention import AttentionMetadata
+from llmfleet.model.layers.attention import AttentionMetadata
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from llmfleet.demo_models import demo_path
+
 
 @dataclass(slots=True)
 class ModelSource:
@@ -17,14 +19,16 @@ class ModelSource:
 
 
 def resolve_model(model: str, tokenizer: str | None = None, load_format: str = "auto") -> ModelSource:
-    from llmfleet.bench.shapes import SHAPES, shape_config, synthetic_tokenizer
+    from llmfleet.model.shapes import SHAPES, shape_config, synthetic_tokenizer
 
     if model in SHAPES:
         if load_format != "dummy":
             raise ValueError(f"model: {model!r} is a benchmark shape with no weights; use load_format='dummy'")
         config = shape_config(model)
         return ModelSource(None, config, synthetic_tokenizer(config.vocab_size), model)
-    path = _demo_path(model) or model
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model: must be a non-empty string, got {model!r}")
+    path = demo_path(model) or model
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ValueError(f"model: {model!r} is not a folder with config.json, a demo model, or a benchmark shape "
                          f"({', '.join(sorted(SHAPES))})")
@@ -35,12 +39,3 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
-
-
-def _demo_path(name: str) -> str | None:
-    try:
-        from llmfleet.demo_models import resolve_model as resolve_demo
-    except ImportError:
-        return None
-    resolved = resolve_demo(name)
-    return resolved if resolved != name else None

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmfleet.distributed.parallel_state import get_tp_rank, get_tp_size, tp_all_gather, tp_all_reduce
+from llmfleet.model.parallel_state import get_tp_rank, get_tp_size, tp_all_gather, tp_all_reduce
 
 
 def default_weight_loader(param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
@@ -59,13 +59,6 @@ class LinearBase(nn.Module):
 
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
         default_weight_loader(param, loaded, shard_id)
-
-
-class ReplicatedLinear(LinearBase):
-    """Every rank holds the whole layer."""
-
-    def __init__(self, input_size: int, output_size: int, bias: bool = False):
-        super().__init__(input_size, output_size, bias)
 
 
 class ColumnParallelLinear(LinearBase):

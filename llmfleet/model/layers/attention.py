@@ -95,7 +95,7 @@ def get_attention_backend(name: str, device: str) -> AttentionBackend:
     if name == "torch":
         return TorchAttentionBackend()
     if name == "triton":
-        from llmfleet.kernels.attention_backend import TritonAttentionBackend
+        from llmfleet.model.layers.triton_attention import TritonAttentionBackend
         return TritonAttentionBackend()
     raise ValueError(f"attention_backend: unknown value {name!r}")
 

@@ -1,40 +1,14 @@
 """Engine configuration: one slotted dataclass, validated on construction.
 
-Derived runtime values (the KV block count once memory is measured, the model's shape) live in the runner and the
-model, never here: an EngineConfig is immutable once built.
+Derived runtime values (the KV block count once memory is measured, the model's shape, the torch dtype and device)
+live in the worker and the model, never here: an EngineConfig is immutable once built. Imports no torch, so the API
+server process and the gateway can build and validate one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
-import torch
-
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
-    """`auto` means bfloat16 on CUDA and float32 on CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype: unknown value {dtype!r}; use one of auto, {', '.join(sorted(_DTYPES))}")
-    return _DTYPES[dtype]
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} was asked for but no CUDA device is available")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"device: unknown value {device!r}; use auto, cpu or cuda[:N]")
-    return device
+DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +32,7 @@ class EngineConfig:
     async_scheduling: bool = True             # schedule step N+1 while step N runs on the device
     cuda_graph_max_batch: int = 256
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
-    seed: int = 0
     tokenizer: str | None = None              # None: the model folder
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
@@ -72,11 +44,12 @@ class EngineConfig:
             raise ValueError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.attention_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"attention_backend: unknown value {self.attention_backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: unknown value {self.dtype!r}; use one of {', '.join(DTYPES)}")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"device: unknown value {self.device!r}; use auto, cpu or cuda[:N]")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format: unknown value {self.load_format!r}")
-
-    def with_(self, **changes) -> "EngineConfig":
-        return replace(self, **changes)
 
 
 def _positive(cfg, *names: str) -> None:

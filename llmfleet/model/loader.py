@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llmfleet.models.llama import head_dim_of
-from llmfleet.models.registry import architecture_of, get_model_class
-from llmfleet.models.weights import fill_dummy_weights, iterate_checkpoint, load_weights
+from llmfleet.model.models.llama import head_dim_of
+from llmfleet.model.models.registry import architecture_of, get_model_class
+from llmfleet.model.weights import fill_dummy_weights, iterate_checkpoint, load_weights
 
 LOAD_FORMATS = ("auto", "dummy")
 

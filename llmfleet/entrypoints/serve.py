@@ -12,7 +12,7 @@ import sys
 # flag -> EngineConfig field; only flags the user set are passed on
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
-                "load_format", "enforce_eager", "attention_backend", "seed")
+                "load_format", "enforce_eager", "attention_backend")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -58,14 +58,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--load-format", default=None, choices=["auto", "dummy"])
     group.add_argument("--enforce-eager", action="store_true", default=None, help="disable CUDA graphs")
     group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
-    group.add_argument("--seed", type=int, default=None)
 
 
 def build_configs(args: argparse.Namespace):
     """(ServerConfig, EngineConfig) from parsed flags; ValueError names the bad field."""
-    from llmfleet.config import EngineConfig
+    from llmfleet.protocol.config import EngineConfig
     from llmfleet.server.config import ServerConfig
-    from llmfleet.server.model_source import resolve_served_model
+    from llmfleet.entrypoints.default_model import resolve_served_model
 
     model, served_name = resolve_served_model(args.model)
     engine = EngineConfig(model=model, **{f: getattr(args, f) for f in ENGINE_FLAGS if getattr(args, f) is not None})

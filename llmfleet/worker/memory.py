@@ -10,8 +10,8 @@ import logging
 
 import torch
 
-from llmfleet.layers.sampler import SamplingBatch, sample
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.model.layers.sampler import SamplingBatch, sample
+from llmfleet.protocol.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 _MARGIN = 512 * 2**20  # left free for CUDA graphs' pool and allocator slack

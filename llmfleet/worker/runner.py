@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from llmfleet.config import EngineConfig
-from llmfleet.engine.cuda_graphs import DecodeGraphs
-from llmfleet.engine.inputs import StepInputs, prepare_inputs
+from llmfleet.protocol.config import EngineConfig
+from llmfleet.worker.cuda_graphs import DecodeGraphs
+from llmfleet.worker.inputs import StepInputs, prepare_inputs
 from llmfleet.engine.scheduler import SchedulerOutput
-from llmfleet.engine.transfer import HostCopy, to_device
-from llmfleet.layers.attention import AttentionMetadata, get_attention_backend
-from llmfleet.layers.sampler import SamplerOutput, SamplingBatch, sample
-from llmfleet.models.loader import load_model
+from llmfleet.worker.transfer import HostCopy, to_device
+from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
+from llmfleet.model.layers.sampler import SamplerOutput, SamplingBatch, sample
+from llmfleet.model.loader import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ModelRunner:
         if not self.device.startswith("cuda"):
             seqs_worth = self.config.max_num_seqs * -(-self.max_model_len // self.block_size)
             return max(1, min(self.config.cpu_kv_cache_bytes // self.bytes_per_block, seqs_worth))
-        from llmfleet.engine.memory import profile_kv_blocks
+        from llmfleet.worker.memory import profile_kv_blocks
         return profile_kv_blocks(self)
 
     # ---- one step -------------------------------------------------------------------------------------------

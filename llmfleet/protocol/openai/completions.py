@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from llmfleet.server.common.protocol import ResponseHeader, SamplingFields, UsageInfo
+from llmfleet.protocol.openai.common import ResponseHeader, SamplingFields, UsageInfo
 
 
 class CompletionRequest(SamplingFields):

@@ -28,7 +28,7 @@ def resolve_served_model(model: str | None, cache_dir: Path | None = None) -> tu
         return DEFAULT_MODEL, DEFAULT_MODEL
     path = (cache_dir or default_cache_dir()) / RANDOM_MODEL_NAME
     if not (path / "config.json").is_file():
-        from llmfleet.server.random_model import write_random_checkpoint
+        from llmfleet.model.random_checkpoint import write_random_checkpoint
         write_random_checkpoint(path)
     logger.warning("*" * 100)
     logger.warning("The demo model is not installed: serving a tiny RANDOM model from %s. Its output is noise.", path)
@@ -38,12 +38,6 @@ def resolve_served_model(model: str | None, cache_dir: Path | None = None) -> tu
 
 
 def _demo_available() -> bool:
-    try:
-        from llmfleet.demo_models import resolve_model
-    except ImportError:
-        return False
-    try:
-        resolved = resolve_model(DEFAULT_MODEL)
-    except (FileNotFoundError, ValueError):
-        return False
-    return resolved != DEFAULT_MODEL and (Path(resolved) / "config.json").is_file()
+    from llmfleet.demo_models import demo_path
+
+    return demo_path(DEFAULT_MODEL) is not None

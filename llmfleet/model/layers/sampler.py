@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llmfleet.sampling_params import SamplingParams
+from llmfleet.protocol.sampling_params import SamplingParams
 
 
 @dataclass(slots=True)

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import torch
 
-from llmfleet.engine.inputs import StepInputs
-from llmfleet.layers.attention import AttentionMetadata
+from llmfleet.worker.inputs import StepInputs
+from llmfleet.model.layers.attention import AttentionMetadata
 
 logger = logging.getLogger(__name__)
 

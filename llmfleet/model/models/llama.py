@@ -1,7 +1,7 @@
 """The Llama decoder family: Llama, Mistral, Qwen2 (q/k/v bias) and Qwen3 (per-head q/k RMSNorm).
 
 One flat batch of T tokens from many sequences runs through every layer; attention reads and writes the paged KV
-cache through `llmfleet.layers.attention.Attention` as the metadata describes. Module names follow the Hugging Face
+cache through `llmfleet.model.layers.attention.Attention` as the metadata describes. Module names follow the Hugging Face
 checkpoints, except the packed projections (see `packed_modules_mapping`).
 """
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmfleet.layers.activation import SiluAndMul
-from llmfleet.layers.attention import Attention, AttentionMetadata
-from llmfleet.layers.embedding import ParallelLMHead, VocabParallelEmbedding
-from llmfleet.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
-from llmfleet.layers.norm import RMSNorm
-from llmfleet.layers.rotary import RotaryEmbedding, apply_rotary, rope_parameters_from_config
+from llmfleet.model.layers.activation import SiluAndMul
+from llmfleet.model.layers.attention import Attention, AttentionMetadata
+from llmfleet.model.layers.embedding import ParallelLMHead, VocabParallelEmbedding
+from llmfleet.model.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from llmfleet.model.layers.norm import RMSNorm
+from llmfleet.model.layers.rotary import RotaryEmbedding, apply_rotary, rope_parameters_from_config
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmfleet.layers.linear import default_weight_loader
+from llmfleet.model.layers.linear import default_weight_loader
 
 INDEX_FILE = "model.safetensors.index.json"
 PROGRESS_MIN_BYTES = 1 << 30

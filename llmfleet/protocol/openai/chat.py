@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from llmfleet.server.common.protocol import ResponseHeader, SamplingFields, UsageInfo
+from llmfleet.protocol.openai.common import ResponseHeader, SamplingFields, UsageInfo
 
 
 class ContentPart(BaseModel):

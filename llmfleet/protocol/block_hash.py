@@ -1,0 +1,27 @@
+"""Prefix-cache block hashing, shared by the engine (its cache) and the gateway (its index of what replicas cache).
+
+A full block's hash covers (the parent block's hash, the block's token ids, an optional salt such as a tenant or
+adapter id), so equal hashes mean equal whole prefixes within one namespace. Token ids are hashed as little-endian
+int64, so the hashes are the same on every machine and in every process.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+
+
+def hash_block(parent: bytes | None, token_ids: list[int], salt: str = "") -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(parent or b"\0")
+    digest.update(struct.pack(f"<{len(token_ids)}q", *token_ids))
+    if salt:
+        digest.update(salt.encode())
+    return digest.digest()
+
+
+def hash_prefix(token_ids: list[int], block_size: int, salt: str = "") -> list[bytes]:
+    """Chain hashes of every full block of `token_ids` (what replicas publish for prefix-aware routing)."""
+    hashes: list[bytes] = []
+    for start in range(0, len(token_ids) - block_size + 1, block_size):
+        hashes.append(hash_block(hashes[-1] if hashes else None, token_ids[start:start + block_size], salt))
+    return hashes
