@@ -13,7 +13,6 @@ from llmfleet.bench.serve import RequestResult, percentiles, summarize
 from llmfleet.bench.workloads import VOCAB_LIMIT, workload
 from llmfleet.entrypoints.cli import main
 from llmfleet.protocol.config import EngineConfig
-from llmfleet.engine.llm_engine import LLMEngine
 from llmfleet.server.app import create_app
 from llmfleet.server.background import BackgroundServer
 from llmfleet.server.config import ServerConfig
@@ -96,7 +95,7 @@ def server(tiny_checkpoint):
     # A vocabulary of 10000 so that the workloads' ids fit; long enough for W5's third turn.
     checkpoint = tiny_checkpoint("llama", vocab_size=VOCAB_LIMIT, max_position_embeddings=2048)
     config = EngineConfig(model=str(checkpoint), device="cpu", dtype="float32", num_kv_blocks=512)
-    app = create_app(ServerConfig(served_model_names=("tiny",)), lambda: LLMEngine(config))
+    app = create_app(ServerConfig(served_model_names=("tiny",)), config)
     with BackgroundServer(app) as url:
         yield SimpleNamespace(url=url)
 

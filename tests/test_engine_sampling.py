@@ -172,7 +172,7 @@ def test_abort_while_a_step_is_in_flight_returns_every_block(llm):
         engine.add_request(f"abort-{i}", prompt, params)
     for _ in range(4):
         engine.step()
-    assert engine._inflight is not None               # a launched step whose tokens are not read back yet
+    assert engine.core._inflight is not None              # a launched step whose tokens are not read back yet
     engine.abort_request("abort-1")
     finals = {}
     while engine.has_unfinished_requests():

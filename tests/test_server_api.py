@@ -10,10 +10,14 @@ import openai
 import pytest
 
 from llmfleet.protocol.config import EngineConfig
-from llmfleet.engine.llm_engine import LLMEngine
 from llmfleet.server.app import create_app
 from llmfleet.server.background import BackgroundServer
 from llmfleet.server.config import ServerConfig
+
+try:
+    from serving import engine_stats
+except ImportError:
+    from tests.serving import engine_stats
 
 MODEL = "tiny"
 MESSAGES = [{"role": "system", "content": "You count."}, {"role": "user", "content": "one, two, three"}]
@@ -24,7 +28,7 @@ def server(tiny_checkpoint):
     config = EngineConfig(model=str(tiny_checkpoint("llama")), device="cpu", dtype="float32", num_kv_blocks=256,
                           max_model_len=256)
     holder = {}
-    app = create_app(ServerConfig(served_model_names=(MODEL, "tiny-alias")), lambda: LLMEngine(config),
+    app = create_app(ServerConfig(served_model_names=(MODEL, "tiny-alias")), config,
                      on_ready=lambda ctx: holder.update(ctx=ctx))
     with BackgroundServer(app) as url:
         yield SimpleNamespace(url=url, ctx=holder["ctx"], tokenizer=holder["ctx"].tokenizer)
@@ -185,6 +189,6 @@ def test_metrics_use_vllm_names(server, client):
         assert f"{name}{label}" in text, name
     assert f'vllm:request_success_total{{finished_reason="length",model_name="{MODEL}"}}' in text
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("vllm:")}
-    stats = server.ctx.engine.call(lambda e: e.stats()).result(10)
+    stats = engine_stats(server.ctx)
     assert values[f"vllm:generation_tokens_total{label}"] == stats.generation_tokens
     assert values[f"vllm:num_requests_running{label}"] == 0

@@ -53,7 +53,7 @@ def test_default_model_is_the_demo_model_and_it_serves(tmp_path, monkeypatch):
         pytest.skip("the demo model's files are not installed")
     server, engine = _configs(["--dtype", "float32", "--device", "cpu", "--num-kv-blocks", "64"])
     assert engine.model == "demo" and server.served_model_names == ("demo",)
-    app = create_app(server, lambda: LLMEngine(engine))
+    app = create_app(server, engine)
     with BackgroundServer(app) as url:
         body = {"messages": [{"role": "user", "content": "def add(a, b):"}], "max_tokens": 8}
         answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()

@@ -14,10 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmfleet.protocol.config import EngineConfig
-from llmfleet.engine.llm_engine import LLMEngine
 from llmfleet.server.app import create_app
 from llmfleet.server.background import BackgroundServer
 from llmfleet.server.config import ServerConfig
+
+try:
+    from serving import frozen_core
+except ImportError:
+    from tests.serving import frozen_core
 
 KEY = "test-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -33,7 +37,7 @@ def server(tiny_checkpoint):
     holder = {}
     settings_ = ServerConfig(served_model_names=("tiny",), api_key=KEY, max_waiting_requests=MAX_WAITING,
                              max_body_bytes=MAX_BODY)
-    app = create_app(settings_, lambda: LLMEngine(config), on_ready=lambda ctx: holder.update(ctx=ctx))
+    app = create_app(settings_, config, on_ready=lambda ctx: holder.update(ctx=ctx))
     with BackgroundServer(app) as url:
         with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
             yield SimpleNamespace(url=url, http=http, ctx=holder["ctx"])
@@ -168,17 +172,18 @@ def test_request_id_is_echoed(server):
 
 
 def test_waiting_queue_bound_gives_429_with_retry_after(server):
-    blocked = server.ctx.engine.call(lambda engine: time.sleep(1.5))  # the engine thread admits nothing meanwhile
-
     async def burst():
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as http:
             async def one(i):
-                await asyncio.sleep(0.05 * i)  # arrive in order, all while the engine is blocked
+                await asyncio.sleep(0.05 * i)  # arrive in order, all while the core is frozen
                 return await http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2})
-            return await asyncio.gather(*(one(i) for i in range(MAX_WAITING + 3)))
+            with frozen_core(server.ctx):  # the core admits nothing: every admitted request waits for its token
+                tasks = [asyncio.create_task(one(i)) for i in range(MAX_WAITING + 3)]
+                await asyncio.wait(tasks[MAX_WAITING:])  # the refused ones are answered while the core is frozen
+                assert not any(t.done() for t in tasks[:MAX_WAITING])
+            return await asyncio.gather(*tasks)
 
     responses = asyncio.run(burst())
-    blocked.result(10)
     assert [r.status_code for r in responses] == [200] * MAX_WAITING + [429] * 3
     for r in responses[MAX_WAITING:]:
         _assert_envelope(r, 429, code="queue_full")

@@ -14,10 +14,14 @@ import httpx
 import pytest
 
 from llmfleet.protocol.config import EngineConfig
-from llmfleet.engine.llm_engine import LLMEngine
 from llmfleet.server.app import create_app
 from llmfleet.server.background import BackgroundServer
 from llmfleet.server.config import ServerConfig
+
+try:
+    from serving import engine_stats
+except ImportError:
+    from tests.serving import engine_stats
 
 NUM_BLOCKS = 640
 
@@ -43,14 +47,14 @@ def server(tiny_checkpoint):
     config = EngineConfig(model=str(tiny_checkpoint("llama")), device="cpu", dtype="float32",
                           num_kv_blocks=NUM_BLOCKS, max_model_len=1024, max_num_seqs=256)
     holder = {}
-    app = create_app(ServerConfig(served_model_names=("tiny",)), lambda: LLMEngine(config),
+    app = create_app(ServerConfig(served_model_names=("tiny",)), config,
                      on_ready=lambda ctx: holder.update(ctx=ctx))
     with BackgroundServer(app) as url:
         yield SimpleNamespace(url=url, ctx=holder["ctx"])
 
 
 def _stats(server):
-    return server.ctx.engine.call(lambda engine: engine.stats()).result(30)
+    return engine_stats(server.ctx)
 
 
 def _aborts(server) -> float:

@@ -88,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"llmfleet serve: error: {exc}", file=sys.stderr)
         return 2
-    from llmfleet.engine.llm_engine import LLMEngine
     from llmfleet.server.runner import serve
 
-    return serve(server_config, lambda: LLMEngine(engine_config))
+    return serve(server_config, engine_config)

@@ -8,11 +8,11 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import FastAPI
 
-from llmfleet.engine.async_engine import AsyncEngine
+from llmfleet.engine.core_client import EngineCoreClient
+from llmfleet.protocol.config import EngineConfig
 from llmfleet.server.chat.router import router as chat_router
 from llmfleet.server.completions.router import router as completions_router
 from llmfleet.server.config import ServerConfig
@@ -24,11 +24,13 @@ from llmfleet.server.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware
 from llmfleet.server.system.router import router as system_router
 
 logger = logging.getLogger(__name__)
+_LOG_LEVELS = {"critical": "CRITICAL", "error": "ERROR", "warning": "WARNING", "info": "INFO", "debug": "DEBUG",
+               "trace": "DEBUG"}
 
 
-def create_app(config: ServerConfig, engine_factory: Callable[[], Any], lifecycle: Lifecycle | None = None,
+def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lifecycle | None = None,
                on_ready: Callable[[ServingContext], None] | None = None) -> FastAPI:
-    """The server app. `engine_factory()` builds the LLMEngine (on the engine thread, at startup).
+    """The server app. Its lifespan starts the engine-core process for `engine_config` (and stops it last).
 
     `lifecycle` carries the draining state (the process runner shares it with its signal handler); `on_ready` is
     called with the serving context once the engine is up (tests use it to reach the engine).
@@ -37,12 +39,12 @@ def create_app(config: ServerConfig, engine_factory: Callable[[], Any], lifecycl
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = await asyncio.to_thread(AsyncEngine.start, engine_factory)
+        engine = await EngineCoreClient.start(engine_config, log_level=_LOG_LEVELS.get(config.log_level, "INFO"))
+        engine.on_dead = lifecycle.engine_failed
         names = config.served_model_names or (engine.model_name,)
         metrics = ServerMetrics(names[0])
         engine.observer = metrics  # no request can arrive before the app starts serving
-        ctx = ServingContext(config, engine, copy.deepcopy(engine.tokenizer), metrics, lifecycle, names,
-                             int(time.time()))
+        ctx = ServingContext(config, engine, copy.deepcopy(engine.tokenizer), metrics, lifecycle, names, int(time.time()))
         watcher = asyncio.create_task(lifecycle.watch(engine))
         logger.info("serving %s (max_model_len %d) as %s", engine.model_name, engine.max_model_len, ", ".join(names))
         if on_ready is not None:
@@ -51,7 +53,7 @@ def create_app(config: ServerConfig, engine_factory: Callable[[], Any], lifecycl
             yield {"ctx": ctx}
         finally:
             watcher.cancel()
-            await asyncio.to_thread(engine.shutdown)
+            await engine.shutdown()
 
     app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

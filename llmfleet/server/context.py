@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import Request
 
-from llmfleet.engine.async_engine import AsyncEngine
+from llmfleet.engine.core_client import EngineCoreClient
 from llmfleet.server.config import ServerConfig
 from llmfleet.server.errors import APIError
 from llmfleet.server.lifecycle import Lifecycle
@@ -17,8 +17,8 @@ from llmfleet.server.metrics import ServerMetrics
 class ServingContext:
     """The engine, the server's tokenizer copy, metrics and draining state: everything a route needs."""
     config: ServerConfig
-    engine: AsyncEngine
-    tokenizer: Any              # the server's own copy: the engine thread keeps the engine's
+    engine: EngineCoreClient
+    tokenizer: Any              # the routes' own copy: the engine client detokenizes with its own
     metrics: ServerMetrics
     lifecycle: Lifecycle
     model_names: tuple[str, ...]

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from llmfleet.engine.async_engine import AsyncEngine
+from llmfleet.engine.core_client import EngineCoreClient
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,8 @@ class Lifecycle:
     def __init__(self, drain_timeout: float, on_drained: Callable[[], None] | None = None):
         self.drain_timeout = drain_timeout
         self.on_drained = on_drained or (lambda: None)
+        self.on_failed: Callable[[], None] = lambda: None   # the process runner stops serving (exit status 1)
+        self.failure: Exception | None = None                # why the engine died, once it has
         self.draining = False
         self.drained = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -33,7 +35,14 @@ class Lifecycle:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._requested.set)
 
-    async def watch(self, engine: AsyncEngine) -> None:
+    def engine_failed(self, error: Exception) -> None:
+        """The engine core died: in-flight requests already got their errors; stop serving, exit non-zero."""
+        if self.failure is None:
+            self.failure = error
+            logger.error("the engine core died (%s): stopping the server", error)
+            self.on_failed()
+
+    async def watch(self, engine: EngineCoreClient) -> None:
         """Run for the app's life (a lifespan task): wait for a drain request, then drain `engine`."""
         self._loop = asyncio.get_running_loop()
         if self.draining:
@@ -49,7 +58,7 @@ class Lifecycle:
         self.on_drained()
 
 
-async def _wait_idle(engine: AsyncEngine, timeout: float, poll_s: float = 0.02) -> bool:
+async def _wait_idle(engine: EngineCoreClient, timeout: float, poll_s: float = 0.02) -> bool:
     """Wait until nothing is in flight; False if `timeout` seconds passed first."""
     deadline = time.monotonic() + timeout
     while engine.num_in_flight and time.monotonic() < deadline:

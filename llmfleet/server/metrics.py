@@ -1,6 +1,6 @@
 """Prometheus metrics under vLLM's names, so existing dashboards and autoscalers work unchanged.
 
-Per-request latencies are observed on the engine thread (ServerMetrics is the AsyncEngine's RequestObserver), with
+Per-request latencies are observed on the event loop (ServerMetrics is the engine client's RequestObserver), with
 the engine's own step times, so a busy event loop does not distort them. Gauges and token counters are read from a
 fresh EngineStats at scrape time by a custom collector. One registry per app: two apps in a process never mix.
 

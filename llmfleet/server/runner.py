@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 
+from llmfleet.protocol.config import EngineConfig
 from llmfleet.server.app import create_app
 from llmfleet.server.config import ServerConfig
 from llmfleet.server.lifecycle import Lifecycle
@@ -28,6 +28,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.lifecycle = lifecycle
         lifecycle.on_drained = self._stop_serving
+        lifecycle.on_failed = self._stop_serving
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Not recorded in uvicorn's captured signals: it would re-raise them after shutdown, and the default
@@ -44,12 +45,13 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(config: ServerConfig, engine_factory: Callable[[], Any], sock: socket.socket | None = None) -> int:
-    """Serve until drained or interrupted; the process's exit status (0 after a clean drain)."""
+def serve(config: ServerConfig, engine_config: EngineConfig, sock: socket.socket | None = None) -> int:
+    """Serve until drained or interrupted; the process's exit status: 0 after a clean drain, 1 when the engine
+    failed (to start, or later: the cause is in the log)."""
     lifecycle = Lifecycle(config.drain_timeout)
-    app = create_app(config, engine_factory, lifecycle)
+    app = create_app(config, engine_config, lifecycle)
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                                timeout_graceful_shutdown=int(config.drain_timeout) + 5, lifespan="on")
     server = DrainingServer(uv_config, lifecycle)
     server.run(sockets=[sock] if sock is not None else None)
-    return 0 if server.started else 1
+    return 0 if server.started and lifecycle.failure is None else 1

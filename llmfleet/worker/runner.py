@@ -18,6 +18,7 @@ from llmfleet.worker.cuda_graphs import DecodeGraphs
 from llmfleet.worker.inputs import StepInputs, prepare_inputs
 from llmfleet.engine.scheduler import SchedulerOutput
 from llmfleet.worker.transfer import HostCopy, to_device
+from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
 from llmfleet.model.layers.sampler import SamplerOutput, SamplingBatch, sample
 from llmfleet.model.loader import load_model
@@ -74,6 +75,7 @@ class ModelRunner:
                     self.block_size, self.num_blocks * self.block_size,
                     self.num_blocks * self.bytes_per_block / 2**30, time.perf_counter() - began)
         self.graphs = self._capture_graphs()
+        warm_up(self)  # compiles every eager kernel variant now, so no request pays for it
 
     @property
     def kv_heads(self) -> int:

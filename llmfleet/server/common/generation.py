@@ -1,4 +1,4 @@
-"""Running a request's prompts on the AsyncEngine: submit, merge their streams, collect, stop on disconnect.
+"""Running a request's prompts on the engine client: submit, merge their streams, collect, stop on disconnect.
 
 A request with several prompts (completions accept a list) becomes one engine request per prompt. Every stream is
 closed on every exit path (finish, error, cancellation), and closing an unfinished stream aborts it in the engine,
@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from llmfleet.engine.async_engine import EngineDeadError, RequestAbortedError, RequestStream
+from llmfleet.engine.streams import EngineDeadError, RequestAbortedError, RequestStream
 from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
 from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.server.context import ServingContext

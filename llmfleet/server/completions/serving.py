@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
-from llmfleet.engine.async_engine import EngineDeadError
+from llmfleet.engine.streams import EngineDeadError
 from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
 from llmfleet.server.common.deltas import DeltaTracker
 from llmfleet.server.common.generation import collect_for, merge, submit

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from llmfleet.engine.async_engine import EngineDeadError
+from llmfleet.engine.streams import EngineDeadError
 from llmfleet.protocol.openai.common import ModelCard, ModelList
 from llmfleet.server.context import ServingContext, serving_context
 

@@ -1,0 +1,150 @@
+"""EngineCore: the token-level step loop. `step()` = schedule -> run -> sample -> update.
+
+It owns sequences, token ids and KV blocks, and knows no text: detokenization, stop strings and the n samples of a
+user request belong to the OutputProcessor (in the API server process, or in-process for the offline LLMEngine).
+Every sequence arrives as a CoreRequest and leaves as SeqOutputs: token-id deltas and how it finished.
+Not thread-safe by design: every call happens on one thread (the engine-core process's main thread).
+"""
+from __future__ import annotations
+
+from llmfleet.engine.kv_cache import KVCacheManager
+from llmfleet.engine.limits import Limits
+from llmfleet.engine.request import Request, Status
+from llmfleet.engine.scheduler import Scheduler
+from llmfleet.model.source import resolve_model
+from llmfleet.protocol.config import EngineConfig
+from llmfleet.protocol.engine_messages import CoreRequest, EngineStats, SeqOutput, params_from_wire
+from llmfleet.worker.device import resolve_device, resolve_dtype
+from llmfleet.worker.runner import ModelRunner
+
+
+class EngineCore:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        device = resolve_device(config.device)
+        source = resolve_model(config.model, config.tokenizer, config.load_format)
+        self.model_name = source.name
+        self.tokenizer = source.tokenizer
+        self.runner = ModelRunner(config, device, resolve_dtype(config.dtype, device), source.path, source.hf_config)
+        self.kv = KVCacheManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
+        self.limits = Limits(self.runner.max_model_len, self.runner.info.vocab_size, self.runner.num_blocks,
+                             config.block_size)
+        eos = set(self.runner.info.eos_token_ids)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
+        self._num_sync_only = 0               # unfinished sequences that need one step at a time
+        self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
+        self._prompt_tokens = self._generation_tokens = 0
+
+    @property
+    def max_model_len(self) -> int:
+        return self.limits.max_model_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.limits.vocab_size
+
+    # ---- requests -------------------------------------------------------------------------------------------
+    def add_request(self, request: CoreRequest) -> None:
+        """Queues one sequence; raises ValueError naming the field for bad input (nothing is queued then)."""
+        if request.request_id in self._seqs:
+            raise ValueError(f"request_id: {request.request_id!r} is already in use")
+        params = params_from_wire(request.params)
+        if params.n != 1:
+            raise ValueError(f"n: the engine core runs one sample per request, got n={params.n}")
+        self.limits.check_token_ids(request.prompt_token_ids)
+        max_total = self.limits.max_total_tokens(len(request.prompt_token_ids), params)
+        seq = Request(request.prompt_token_ids, params, request.arrival_time, max_total, self.eos_token_ids,
+                      request.priority, request.request_id, cache_salt=request.cache_salt)
+        self._seqs[request.request_id] = seq
+        self._num_sync_only += _sync_only(seq)
+        self.scheduler.add(seq)
+
+    def abort_requests(self, request_ids: list[str], status: Status = Status.FINISHED_ABORTED) -> None:
+        """Ends sequences from outside the step (abort, or a stop string found by the detokenizer); unknown or
+        finished ids are ignored. Their blocks return to the pool at once."""
+        for request_id in request_ids:
+            seq = self._seqs.get(request_id)
+            if seq is not None:
+                self._forget(seq)
+                self.scheduler.finish(seq, status)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._seqs)
+
+    def has_inflight_step(self) -> bool:
+        """A launched step whose tokens were not read back (the next `step()` collects it)."""
+        return self._inflight is not None
+
+    # ---- the step -------------------------------------------------------------------------------------------
+    def step(self) -> list[SeqOutput]:
+        """Schedules and launches one step; returns the outputs of the step whose tokens arrived.
+
+        With asynchronous scheduling, step N is scheduled and launched while step N-1 still runs on the device
+        (its sampled tokens are pending on the host and reach step N's inputs on the device); N-1's tokens are
+        then read back and processed while N runs. Sequences that need every token on the host before the next
+        step (penalties, logprobs, seeds) switch the engine to one step at a time while they are present.
+        """
+        outputs: list[SeqOutput] = []
+        overlap = self.config.async_scheduling and self._num_sync_only == 0
+        if self._inflight is not None and not overlap:
+            outputs += self._finish(self._inflight)
+            self._inflight = None
+        out = self.scheduler.schedule()
+        launched = None
+        if out.seqs:
+            launched = (out, self.runner.launch(out, self._inflight[1] if self._inflight else None))
+            self.scheduler.launched(out)
+        if self._inflight is not None:
+            outputs += self._finish(self._inflight)
+        self._inflight = launched
+        if launched is not None and not overlap:
+            outputs += self._finish(launched)
+            self._inflight = None
+        return outputs
+
+    def _finish(self, inflight) -> list[SeqOutput]:
+        """Reads back a launched step's tokens and turns them into sequence outputs."""
+        out, launched = inflight
+        result = self.runner.collect(launched)
+        applies = [token is not None and seq.num_pending > 0 for seq, token in zip(out.seqs, result.sampled)]
+        self.scheduler.resolve(out, result.sampled)
+        outputs = []
+        for seq, token, logprobs, applied in zip(out.seqs, result.sampled, result.logprobs, applies):
+            if not applied or self._seqs.get(seq.group_id) is not seq:
+                continue  # a prefill chunk, or a sequence aborted while its token was on the device
+            self._generation_tokens += 1
+            if seq.num_output_tokens == 1:
+                self._prompt_tokens += seq.num_prompt_tokens
+            finished = seq.status.finished and not seq.num_pending
+            if finished:
+                self._forget(seq)
+            outputs.append(SeqOutput(
+                seq.group_id, [token], seq.status.value if finished else None,
+                seq.stop_reason if finished and isinstance(seq.stop_reason, int) else None,
+                max(seq.num_cached_tokens, 0), [logprobs] if logprobs is not None else None))
+        return outputs
+
+    def _forget(self, seq: Request) -> None:
+        del self._seqs[seq.group_id]
+        self._num_sync_only -= _sync_only(seq)
+
+    def reset_prefix_cache(self) -> int:
+        return self.kv.reset_prefix_cache()
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            num_free_blocks=self.kv.num_free_blocks, num_total_blocks=self.kv.pool.num_blocks,
+            kv_cache_usage=self.kv.usage, prefix_cache_queries=self.kv.stats.queries,
+            prefix_cache_hits=self.kv.stats.hits, num_preemptions=self.scheduler.num_preemptions,
+            prompt_tokens=self._prompt_tokens, generation_tokens=self._generation_tokens)
+
+
+def _sync_only(seq: Request) -> bool:
+    """Needs every sampled token on the host before the next step is scheduled."""
+    p = seq.params
+    return p.has_penalties or p.logprobs is not None or p.seed is not None
