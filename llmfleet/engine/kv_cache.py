@@ -142,7 +142,7 @@ class KVCacheManager:
         if full <= done:
             return
         hashes = self._full_block_hashes(seq)
-        ready = min(full, len(hashes))   # a block holding a PENDING token is published once its id is known
+        ready = min(full, len(hashes))   # a block holding a pending token is published once its id is known
         for i in range(done, ready):
             self.pool.cache(table[i], hashes[i])
         self._published[seq.seq_id] = ready
@@ -151,6 +151,6 @@ class KVCacheManager:
         """Chain hashes of the sequence's full blocks, extended incrementally as its tokens grow."""
         hashes = self._hashes.setdefault(seq.seq_id, [])
         tokens, size = seq.all_token_ids, self.block_size
-        for i in range(len(hashes), seq.num_known_tokens // size):
+        for i in range(len(hashes), len(tokens) // size):   # known ids only: pending ones are not in the list
             hashes.append(hash_block(hashes[-1] if hashes else None, tokens[i * size:(i + 1) * size], seq.cache_salt))
         return hashes

@@ -149,7 +149,7 @@ class LLMEngine:
         """Schedules and launches one step; returns the outputs of the step whose tokens arrived.
 
         With asynchronous scheduling, step N is scheduled and launched while step N-1 still runs on the device
-        (its sampled tokens are PENDING on the host and reach step N's inputs on the device); N-1's tokens are
+        (its sampled tokens are pending on the host and reach step N's inputs on the device); N-1's tokens are
         then read back and processed while N runs. Requests that need every token on the host before the next
         step (penalties, logprobs, seeds) switch the engine to one step at a time while they are present.
         """
@@ -160,7 +160,7 @@ class LLMEngine:
             self._inflight = None
         out = self.scheduler.schedule()
         launched = None
-        if out.seqs:
+        if out.num_scheduled_tokens:
             launched = (out, self.runner.launch(out, self._inflight[1] if self._inflight else None))
             self.scheduler.launched(out)
         if self._inflight is not None:
@@ -175,14 +175,16 @@ class LLMEngine:
         """Reads back a launched step's tokens and turns them into request outputs."""
         out, launched = inflight
         result = self.runner.collect(launched)
-        applies = [token is not None and seq.num_pending > 0 for seq, token in zip(out.seqs, result.sampled)]
+        by_id = self.scheduler.by_id   # looked up before resolve, which forgets sequences that end there
+        applies = [(by_id[i], token) for i, token in result.sampled.items() if i in by_id and by_id[i].num_pending]
         self.scheduler.resolve(out, result.sampled)
         now = time.monotonic()
         touched: dict[str, _Group] = {}
-        for seq, token, logprobs, applied in zip(out.seqs, result.sampled, result.logprobs, applies):
+        for seq, token in applies:
             group = self._groups.get(seq.group_id)
-            if not applied or group is None:
+            if group is None:
                 continue
+            logprobs = result.logprobs.get(seq.seq_id)
             self._generation_tokens += 1
             if "first_token_time" not in group.metrics:
                 group.metrics["first_token_time"] = now
