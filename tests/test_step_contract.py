@@ -212,3 +212,19 @@ def test_engine_worker_state_mirrors_the_scheduler_after_every_step(options):
     assert stats.num_free_blocks == stats.num_total_blocks
     if "num_kv_blocks" in options:
         assert stats.num_preemptions > 0
+
+
+def test_a_seeded_sequence_draws_the_same_tokens_when_preempted():
+    """The worker keeps a preempted sequence's generator: its random stream goes on where it stopped."""
+    prompts = [[(i * 31 + j) % 500 + 3 for j in range(n)] for i, n in enumerate((300, 40))]
+    params = [SamplingParams(temperature=0, max_tokens=64, ignore_eos=True),
+              SamplingParams(temperature=1.0, max_tokens=64, seed=11, ignore_eos=True)]
+
+    def run(**options):
+        llm = LLM(str(checkpoint("qwen3")), device="cpu", dtype="float32", block_size=16, **options)
+        outputs = llm.generate(prompts, params)
+        return llm.engine.stats().num_preemptions, outputs[1].outputs[0].token_ids
+
+    _, alone = run()
+    preemptions, squeezed = run(num_kv_blocks=24)       # the seeded one, arrived last, is preempted
+    assert preemptions > 0 and squeezed == alone

@@ -27,7 +27,7 @@ class NewSeqData:
 @dataclass(slots=True)
 class CachedSeqData:
     """Per-step diffs of sequences the worker already holds, as parallel lists (one entry per sequence)."""
-    seq_ids: list[int] = field(default_factory=list)
+    seq_ids: list[int] = field(default_factory=list)                   # sequences the worker holds already
     new_block_ids: list[list[int]] = field(default_factory=list)       # blocks appended to the table this step;
     #                                                                    after a preemption the whole new table
     num_computed_tokens: list[int] = field(default_factory=list)       # tokens computed before this step
