@@ -52,10 +52,11 @@ def main() -> None:
     out = engine.scheduler.schedule()          # one more decode step, taken apart
     from llmfleet.worker.inputs import prepare_inputs
     runner = engine.runner
-    inputs = prepare_inputs(out, runner.block_size)
+    seqs = runner.seqs.apply(out)
+    inputs = prepare_inputs(seqs, list(out.num_scheduled_tokens.values()), runner.block_size)
     graph_ms = _time(lambda: runner.graphs.run(inputs))
     logits = runner.graphs.run(inputs)
-    batch = runner._sampling_batch(out.seqs)
+    batch = runner._sampling_batch(seqs)
     from llmfleet.model.layers.sampler import sample
     sample_ms = _time(lambda: sample(logits, batch))
     eager_ms = _time(lambda: runner.model.compute_logits(runner._forward(inputs)))

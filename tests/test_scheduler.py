@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmfleet.engine.kv_cache import KVCacheManager
-from llmfleet.engine.request import PENDING, Request, Status
+from llmfleet.engine.request import Request, Status
 from llmfleet.engine.scheduler import Scheduler
 from llmfleet.protocol.sampling_params import SamplingParams
 
@@ -21,9 +21,19 @@ def make_seq(prompt_len: int, max_tokens: int, priority: int = 0, arrival: float
 
 def run_step(sched: Scheduler, token: int = 5):
     out = sched.schedule()
-    sampled = [token if seq.num_computed_tokens + n == seq.num_tokens else None
-               for seq, n in zip(out.seqs, out.num_tokens)]
+    seqs = sched.by_id
+    sampled = {i: token for i, n in out.num_scheduled_tokens.items()
+               if seqs[i].num_computed_tokens + n == seqs[i].num_tokens}
     return out, sched.update(out, sampled)
+
+
+def lens(out) -> list[int]:
+    """Tokens scheduled per sequence, in batch order."""
+    return list(out.num_scheduled_tokens.values())
+
+
+def ids(seqs: list[Request]) -> list[int]:
+    return [s.seq_id for s in seqs]
 
 
 def check_accounting(sched: Scheduler, live: list[Request]) -> None:
@@ -41,15 +51,15 @@ def test_decodes_first_then_prefill_chunks_within_the_budget():
     a = make_seq(6, 4, arrival=0)
     sched.add(a)
     out, _ = run_step(sched)
-    assert out.num_tokens == [6]
+    assert lens(out) == [6]
     b = make_seq(20, 4, arrival=1, base=50)
     sched.add(b)
     out, _ = run_step(sched)
-    assert [s is a for s in out.seqs] == [True, False] and out.num_tokens == [1, 9]   # decode first, chunk of 9
+    assert list(out.num_scheduled_tokens) == ids([a, b]) and lens(out) == [1, 9]   # decode first, chunk of 9
     out, _ = run_step(sched)
-    assert out.num_tokens == [1, 9]
+    assert lens(out) == [1, 9]
     out, _ = run_step(sched)
-    assert out.num_tokens == [1, 2] and b.num_output_tokens == 1
+    assert lens(out) == [1, 2] and b.num_output_tokens == 1
 
 
 def test_max_num_seqs_limits_admission():
@@ -58,7 +68,7 @@ def test_max_num_seqs_limits_admission():
     for s in seqs:
         sched.add(s)
     out, _ = run_step(sched)
-    assert out.seqs == seqs[:2]
+    assert list(out.num_scheduled_tokens) == ids(seqs[:2])
 
 
 def test_preemption_frees_the_latest_lowest_priority_and_recomputes_it():
@@ -69,8 +79,8 @@ def test_preemption_frees_the_latest_lowest_priority_and_recomputes_it():
     run_step(sched)                     # prefill: each holds 2 blocks, the pool is full
     run_step(sched)                     # position 3 still fits in the second block
     out, _ = run_step(sched)            # position 4 needs a 3rd block: second is preempted
-    assert out.preempted == [second] and second.status is Status.PREEMPTED
-    assert sched.num_preemptions == 1 and out.seqs == [first]
+    assert out.preempted_seq_ids == [second.seq_id] and second.status is Status.PREEMPTED
+    assert sched.num_preemptions == 1 and list(out.num_scheduled_tokens) == [first.seq_id]
     assert second.num_computed_tokens == 0 and second.num_output_tokens == 2
     while sched.has_unfinished():
         run_step(sched)
@@ -84,10 +94,10 @@ def test_priority_orders_admission_and_chooses_the_preemption_victim():
     sched.add(low)
     sched.add(high)
     out, _ = run_step(sched)
-    assert out.seqs == [high, low]
+    assert list(out.num_scheduled_tokens) == ids([high, low])
     run_step(sched)
     out, _ = run_step(sched)
-    assert out.preempted == [low]
+    assert out.preempted_seq_ids == [low.seq_id]
 
 
 ops = st.lists(st.one_of(
@@ -133,7 +143,7 @@ def test_random_interleavings_keep_block_accounting_exact(ops, num_blocks, block
        budget=st.integers(1, 64), max_seqs=st.integers(1, 6), caching=st.booleans(),
        tokens=st.lists(st.integers(0, 6), min_size=1, max_size=50))
 def test_asynchronous_steps_keep_accounting_exact(ops, num_blocks, block_size, budget, max_seqs, caching, tokens):
-    """Step N is scheduled before step N-1's tokens are known (PENDING), then N-1 resolves; token 0 is EOS."""
+    """Step N is scheduled before step N-1's tokens are known (pending), then N-1 resolves; token 0 is EOS."""
     sched = Scheduler(KVCacheManager(num_blocks, block_size, caching), max_seqs, budget)
     live: list[Request] = []
     everyone: list[Request] = []
@@ -146,8 +156,8 @@ def test_asynchronous_steps_keep_accounting_exact(ops, num_blocks, block_size, b
         sched.launched(out)
         if inflight is not None:
             prev = inflight
-            sched.resolve(prev, [next(draws) if s in prev.seqs else None for s in prev.seqs])
-        inflight = out if out.seqs else None
+            sched.resolve(prev, {i: next(draws) for i in prev.num_scheduled_tokens})
+        inflight = out if out.num_scheduled_tokens else None
         for seq in list(live):
             if seq.status.finished and not seq.num_pending:
                 live.remove(seq)
@@ -178,7 +188,7 @@ def test_asynchronous_steps_keep_accounting_exact(ops, num_blocks, block_size, b
     assert not sched.has_unfinished() and not live
     assert sched.kv.num_free_blocks == num_blocks
     for seq in everyone:
-        assert PENDING not in seq.all_token_ids
+        assert seq.num_pending == 0 and min(seq.all_token_ids) >= 0   # known ids only, no placeholder ids
         out = seq.output_token_ids
         if seq.status is Status.FINISHED_STOPPED:
             assert out[-1] == 0 and 0 not in out[:-1]          # ends exactly at its first EOS

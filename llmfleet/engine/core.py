@@ -95,7 +95,7 @@ class EngineCore:
             self._inflight = None
         out = self.scheduler.schedule()
         launched = None
-        if out.seqs:
+        if out.num_scheduled_tokens:
             launched = (out, self.runner.launch(out, self._inflight[1] if self._inflight else None))
             self.scheduler.launched(out)
         if self._inflight is not None:
@@ -110,26 +110,28 @@ class EngineCore:
         """Reads back a launched step's tokens and turns them into sequence outputs."""
         out, launched = inflight
         result = self.runner.collect(launched)
-        applies = [token is not None and seq.num_pending > 0 for seq, token in zip(out.seqs, result.sampled)]
+        by_id = self.scheduler.by_id   # looked up before resolve, which forgets sequences that end there
+        applies = [(by_id[i], token) for i, token in result.sampled.items() if i in by_id and by_id[i].num_pending]
         self.scheduler.resolve(out, result.sampled)
         outputs = []
-        for seq, token, logprobs, applied in zip(out.seqs, result.sampled, result.logprobs, applies):
-            if not applied or self._seqs.get(seq.group_id) is not seq:
-                continue  # a prefill chunk, or a sequence aborted while its token was on the device
+        for seq, token in applies:
+            if self._seqs.get(seq.request_id) is not seq:
+                continue  # aborted while its token was on the device
             self._generation_tokens += 1
-            if seq.num_output_tokens == 1:
+            if len(seq.all_token_ids) == seq.num_prompt_tokens + 1:  # its first token (pending ones aside)
                 self._prompt_tokens += seq.num_prompt_tokens
             finished = seq.status.finished and not seq.num_pending
             if finished:
                 self._forget(seq)
+            logprobs = result.logprobs.get(seq.seq_id)
             outputs.append(SeqOutput(
-                seq.group_id, [token], seq.status.value if finished else None,
+                seq.request_id, [token], seq.status.value if finished else None,
                 seq.stop_reason if finished and isinstance(seq.stop_reason, int) else None,
                 max(seq.num_cached_tokens, 0), [logprobs] if logprobs is not None else None))
         return outputs
 
     def _forget(self, seq: Request) -> None:
-        del self._seqs[seq.group_id]
+        del self._seqs[seq.request_id]
         self._num_sync_only -= _sync_only(seq)
 
     def reset_prefix_cache(self) -> int:

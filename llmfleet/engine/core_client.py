@@ -107,8 +107,12 @@ class EngineCoreClient:
         while not receive.done():
             await asyncio.wait({receive}, timeout=0.2)
             if not receive.done() and not self._process.is_alive():
-                receive.cancel()
-                raise EngineDeadError(f"the engine core exited during start-up (exit code {self._process.exitcode})")
+                # Its last words (Dead, with the cause) may still be on their way: the socket lingers for them.
+                await asyncio.wait({receive}, timeout=2.0)
+                if not receive.done():
+                    receive.cancel()
+                    raise EngineDeadError(f"the engine core exited during start-up "
+                                          f"(exit code {self._process.exitcode})")
         message = self._decoder.decode(receive.result())
         if isinstance(message, Dead):
             raise EngineDeadError(message.error)

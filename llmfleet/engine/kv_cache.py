@@ -18,6 +18,20 @@ from llmfleet.engine.request import Request
 from llmfleet.protocol.block_hash import hash_block
 
 
+class KVCacheBlocks:
+    """An opaque handle on some blocks (a prefix hit, or blocks just allocated): the scheduler passes it back to
+    the manager and may read its block ids, nothing else. Always truthy, even when empty: only None means "does
+    not fit"."""
+    __slots__ = ("_blocks",)
+
+    def __init__(self, blocks: list[Block]):
+        self._blocks = blocks
+
+    @property
+    def block_ids(self) -> list[int]:
+        return [b.block_id for b in self._blocks]
+
+
 @dataclass(slots=True)
 class PrefixCacheStats:
     queries: int = 0   # prompt tokens looked up
@@ -50,11 +64,11 @@ class KVCacheManager:
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def get_computed_blocks(self, seq: Request) -> tuple[list[Block], int]:
+    def get_computed_blocks(self, seq: Request) -> tuple[KVCacheBlocks, int]:
         """Longest cached prefix of a sequence being admitted: (blocks, tokens). Leaves >= 1 token to compute,
         since the last prompt token must run to produce logits."""
         if not self._caching(seq):
-            return [], 0
+            return KVCacheBlocks([]), 0
         hashes = self._full_block_hashes(seq)
         max_blocks = (seq.num_tokens - 1) // self.block_size
         hit: list[Block] = []
@@ -63,40 +77,43 @@ class KVCacheManager:
             if block is None:
                 break
             hit.append(block)
-        return hit, len(hit) * self.block_size
+        return KVCacheBlocks(hit), len(hit) * self.block_size
 
-    def allocate_slots(self, seq: Request, num_new_tokens: int, computed: list[Block] | None = None) -> bool:
-        """Makes the sequence own blocks for num_computed_tokens (+ prefix hit) + num_new_tokens tokens.
+    def allocate_slots(self, seq: Request, num_new_tokens: int, computed: KVCacheBlocks | None = None,
+                       num_lookahead_tokens: int = 0) -> KVCacheBlocks | None:
+        """Makes the sequence own blocks for num_computed_tokens (+ prefix hit) + num_new_tokens tokens, plus
+        `num_lookahead_tokens` slots after them.
 
-        `computed` are prefix-hit blocks for a sequence being admitted (its num_computed_tokens is 0 then).
-        Returns False, changing nothing, when the free blocks do not suffice.
+        `computed` is the prefix hit of a sequence being admitted (its num_computed_tokens is 0 then). Returns the
+        blocks appended to its table (the hit first), or None, changing nothing, when the free blocks do not
+        suffice.
         """
-        if not computed:  # fast path: a running sequence whose blocks already have room (most decodes)
-            table = self._blocks.get(seq.seq_id)
-            total = seq.num_computed_tokens + num_new_tokens
-            if table is not None and total <= len(table) * self.block_size:
-                if self._caching(seq):
-                    self._publish(seq, table, total)
-                return True
-        computed = computed or []
-        owned = self._blocks.get(seq.seq_id, [])
-        num_computed = seq.num_computed_tokens + len(computed) * self.block_size
-        needed = self.blocks_needed(num_computed + num_new_tokens) - len(owned) - len(computed)
-        revived = sum(1 for b in computed if b.ref_count == 0)  # cached free blocks a hit takes out of the pool
+        hit = computed._blocks if computed is not None else []
+        num_computed = seq.num_computed_tokens + len(hit) * self.block_size
+        total = num_computed + num_new_tokens + num_lookahead_tokens
+        table = self._blocks.get(seq.seq_id)
+        if not hit and table is not None and total <= len(table) * self.block_size:
+            # fast path: a running sequence whose blocks already have room (most decodes)
+            if self._caching(seq):
+                self._publish(seq, table, num_computed + num_new_tokens)
+            return KVCacheBlocks([])
+        owned = table or []
+        needed = self.blocks_needed(total) - len(owned) - len(hit)
+        revived = sum(1 for b in hit if b.ref_count == 0)  # cached free blocks a hit takes out of the pool
         if needed + revived > self.pool.num_free_blocks:
-            return False
+            return None
         if seq.seq_id not in self._blocks and self.enable_caching:  # admission: count the prefix-cache query
             self.stats.queries += seq.num_tokens
-            self.stats.hits += len(computed) * self.block_size
-        self.pool.touch(computed)
+            self.stats.hits += len(hit) * self.block_size
+        self.pool.touch(hit)
         table = self._blocks.setdefault(seq.seq_id, owned)
         ids = self._ids.setdefault(seq.seq_id, [])
-        new_blocks = computed + (self.pool.allocate(needed) if needed > 0 else [])
+        new_blocks = hit + (self.pool.allocate(needed) if needed > 0 else [])
         table.extend(new_blocks)
         ids.extend(b.block_id for b in new_blocks)
         if self._caching(seq):
-            self._publish(seq, table, num_computed + num_new_tokens)
-        return True
+            self._publish(seq, table, num_computed + num_new_tokens)  # never the lookahead slots
+        return KVCacheBlocks(new_blocks)
 
     def free(self, seq: Request) -> None:
         """Returns all the sequence's blocks, tail first so that shared prefix blocks are evicted last."""
@@ -125,7 +142,7 @@ class KVCacheManager:
         if full <= done:
             return
         hashes = self._full_block_hashes(seq)
-        ready = min(full, len(hashes))   # a block holding a PENDING token is published once its id is known
+        ready = min(full, len(hashes))   # a block holding a pending token is published once its id is known
         for i in range(done, ready):
             self.pool.cache(table[i], hashes[i])
         self._published[seq.seq_id] = ready
@@ -134,6 +151,6 @@ class KVCacheManager:
         """Chain hashes of the sequence's full blocks, extended incrementally as its tokens grow."""
         hashes = self._hashes.setdefault(seq.seq_id, [])
         tokens, size = seq.all_token_ids, self.block_size
-        for i in range(len(hashes), seq.num_known_tokens // size):
+        for i in range(len(hashes), len(tokens) // size):   # known ids only: pending ones are not in the list
             hashes.append(hash_block(hashes[-1] if hashes else None, tokens[i * size:(i + 1) * size], seq.cache_salt))
         return hashes

@@ -1,16 +1,13 @@
-"""One sequence's state inside the engine. A user request with n > 1 samples becomes n of these."""
+"""One sequence's state inside the engine core. A user request with n > 1 samples becomes n of these."""
 from __future__ import annotations
 
 import enum
 import itertools
 from dataclasses import dataclass, field
 
-import torch
-
 from llmfleet.protocol.sampling_params import SamplingParams
 
 _seq_ids = itertools.count()
-PENDING = -1  # stands for a token sampled by a step still running on the device (asynchronous scheduling)
 
 
 class Status(enum.Enum):
@@ -35,6 +32,8 @@ class Request:
 
     Prefill chunks, prefix-cache hits and decodes are all the same thing: the scheduler gives a request some of the
     tokens it has not computed yet. The token at position num_tokens - 1 produces the next token when computed.
+    With asynchronous scheduling the newest `num_pending` tokens were sampled on the device and are not read back
+    yet: they count in `num_tokens` but their ids are not in `all_token_ids`, which holds known ids only.
     """
     prompt_token_ids: list[int]
     params: SamplingParams
@@ -42,25 +41,19 @@ class Request:
     max_total_tokens: int                     # min(prompt + max_tokens, max_model_len)
     eos_token_ids: frozenset[int]
     priority: int = 0                         # lower value runs first; FCFS among equals
-    group_id: str = ""                        # the user's request id
-    index: int = 0                            # which of the group's n samples
+    request_id: str = ""                      # the engine core's id of this sequence (one sample of a user request)
     cache_salt: str = ""                      # prefix-cache namespace: blocks are shared only within equal salts
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
-    all_token_ids: list[int] = field(init=False)
+    all_token_ids: list[int] = field(init=False)  # prompt + generated ids known on the host
     num_computed_tokens: int = 0
-    num_pending: int = 0                      # PENDING tokens at the end of all_token_ids
+    num_pending: int = 0                      # sampled tokens still on their way from the device (after those)
     num_cached_tokens: int = -1               # prefix-cache hit at first admission (-1: not admitted yet)
     num_preemptions: int = 0
     status: Status = Status.WAITING
     stop_reason: int | str | None = None
-    generator: torch.Generator | None = None  # per-request RNG when a seed is set
-    logprobs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.all_token_ids = list(self.prompt_token_ids)
-        if self.params.seed is not None:
-            self.generator = torch.Generator()
-            self.generator.manual_seed(self.params.seed)
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -68,34 +61,29 @@ class Request:
 
     @property
     def num_tokens(self) -> int:
-        return len(self.all_token_ids)
+        """Tokens of the sequence, pending ones included."""
+        return len(self.all_token_ids) + self.num_pending
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.all_token_ids) - len(self.prompt_token_ids)
+        return self.num_tokens - len(self.prompt_token_ids)
 
     @property
     def output_token_ids(self) -> list[int]:
-        """Generated tokens whose ids are known (a PENDING one still on the device is not included)."""
-        return self.all_token_ids[len(self.prompt_token_ids):len(self.all_token_ids) - self.num_pending]
-
-    @property
-    def num_known_tokens(self) -> int:
-        """Tokens whose ids are known on the host (all but the pending ones)."""
-        return len(self.all_token_ids) - self.num_pending
+        """Generated tokens whose ids are known (pending ones are not included)."""
+        return self.all_token_ids[len(self.prompt_token_ids):]
 
     def append_pending(self) -> None:
         """A token was sampled on the device but not read back yet; a length limit ends the sequence now."""
-        self.all_token_ids.append(PENDING)
         self.num_pending += 1
         if self.num_tokens >= self.max_total_tokens:
             self.status = Status.FINISHED_LENGTH
 
     def resolve_pending(self, token_id: int) -> None:
-        """The oldest pending token's id arrived: fill it in. A stop token ends the sequence (whatever it was
-        doing: running, preempted, or already ended by its length) and discards the tokens sampled after it;
-        pending tokens are always within the length limit, so nothing else can end it here."""
-        self.all_token_ids[len(self.all_token_ids) - self.num_pending] = token_id
+        """The oldest pending token's id arrived: it joins the known ids. A stop token ends the sequence (whatever
+        it was doing: running, preempted, or already ended by its length) and discards the tokens sampled after
+        it; pending tokens are always within the length limit, so nothing else can end it here."""
+        self.all_token_ids.append(token_id)
         self.num_pending -= 1
         if self.status is not Status.FINISHED_ABORTED and self._is_stop_token(token_id):
             self.status = Status.FINISHED_STOPPED
@@ -103,9 +91,7 @@ class Request:
 
     def drop_pending(self) -> None:
         """A finished sequence discards tokens sampled after its end."""
-        if self.num_pending:
-            del self.all_token_ids[-self.num_pending:]
-            self.num_pending = 0
+        self.num_pending = 0
 
     def _is_stop_token(self, token_id: int) -> bool:
         if not self.params.ignore_eos and token_id in self.eos_token_ids:

@@ -5,27 +5,18 @@ waiting sequences are admitted in priority order while the budget, `max_num_seqs
 prompts chunked to the budget that is left. When a running sequence cannot get a block, the lowest-priority,
 latest-arrived running sequence is preempted: its blocks are freed and it is recomputed later (its prefix may still
 be cached). No admissions happen in a step that preempted.
+
+The step goes to the worker as plain data (protocol/scheduler_output.py): a sequence whole the first time it is
+scheduled, diffs after, its table whole again after a preemption, and the ids of sequences that ended once the
+next step runs. Sampled tokens come back by seq id; until then they are counted as pending on the Request.
 """
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
 
 from llmfleet.engine.kv_cache import KVCacheManager
 from llmfleet.engine.request import Request, Status
-
-
-@dataclass(slots=True)
-class SchedulerOutput:
-    """The one contract between scheduler and runner. Sequences are in batch order: single-token queries first."""
-    seqs: list[Request] = field(default_factory=list)          # scheduled sequences, in batch order
-    num_tokens: list[int] = field(default_factory=list)        # tokens scheduled per sequence (query length)
-    block_ids: list[list[int]] = field(default_factory=list)   # each sequence's block table after allocation
-    preempted: list[Request] = field(default_factory=list)     # sequences preempted during this schedule
-
-    @property
-    def num_decodes(self) -> int:
-        return sum(1 for n in self.num_tokens if n == 1)
+from llmfleet.protocol.scheduler_output import NewSeqData, SchedulerOutput
 
 
 class Scheduler:
@@ -35,11 +26,17 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: list[Request] = []   # sorted by Request.sort_key
         self.running: list[Request] = []   # in admission order
+        # Every sequence whose end has not been fully seen: unfinished, or finished with tokens still to arrive.
+        self.by_id: dict[int, Request] = {}
+        # Sequences the worker holds state for: seq id -> (num_preemptions, block ids sent) as of the last step
+        # that described it. A preemption since then means its table must be sent again whole.
+        self._on_worker: dict[int, tuple[int, int]] = {}
         self.num_preemptions = 0
 
     def add(self, seq: Request) -> None:
         seq.status = Status.WAITING
         bisect.insort(self.waiting, seq, key=Request.sort_key)
+        self.by_id[seq.seq_id] = seq
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -47,17 +44,40 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         scheduled: dict[int, tuple[Request, int]] = {}
-        budget = self._schedule_running(scheduled, out.preempted)
-        if not out.preempted:
+        budget = self._schedule_running(scheduled, out.preempted_seq_ids)
+        if not out.preempted_seq_ids:
             self._admit_waiting(scheduled, budget)
-        pairs = sorted(scheduled.values(), key=lambda p: p[1] != 1)  # stable: decodes first
-        for seq, n in pairs:
-            out.seqs.append(seq)
-            out.num_tokens.append(n)
-            out.block_ids.append(self.kv.block_ids(seq))
+        for seq, n in sorted(scheduled.values(), key=lambda p: p[1] != 1):  # stable: decodes first
+            out.num_scheduled_tokens[seq.seq_id] = n
+            placeholders = seq.num_computed_tokens + n - len(seq.all_token_ids)
+            if placeholders > 0:
+                out.num_placeholder_tokens[seq.seq_id] = placeholders
+            self._describe(seq, out)
+        if out.num_scheduled_tokens:  # ended sequences are reported with the next step that reaches the worker
+            out.finished_seq_ids = self._take_finished()
         return out
 
-    def _schedule_running(self, scheduled: dict[int, tuple[Request, int]], preempted: list[Request]) -> int:
+    def _describe(self, seq: Request, out: SchedulerOutput) -> None:
+        """The sequence as the worker needs it: whole the first time, a diff after."""
+        ids = self.kv.block_ids(seq)
+        sent = self._on_worker.get(seq.seq_id)
+        if sent is None:
+            out.new_seqs.append(NewSeqData(seq.seq_id, seq.prompt_token_ids, seq.output_token_ids, seq.params,
+                                           list(ids), seq.num_computed_tokens))
+        else:
+            resumed = sent[0] != seq.num_preemptions
+            out.cached_seqs.add(seq.seq_id, list(ids) if resumed else ids[sent[1]:], seq.num_computed_tokens,
+                                resumed)
+        self._on_worker[seq.seq_id] = (seq.num_preemptions, len(ids))
+
+    def _take_finished(self) -> list[int]:
+        """Sequences the worker holds that have ended since the last report."""
+        done = [i for i in self._on_worker if i not in self.by_id or self.by_id[i].status.finished]
+        for seq_id in done:
+            del self._on_worker[seq_id]
+        return done
+
+    def _schedule_running(self, scheduled: dict[int, tuple[Request, int]], preempted: list[int]) -> int:
         budget = self.max_num_batched_tokens
         for seq in list(self.running):
             if budget == 0:
@@ -65,11 +85,11 @@ class Scheduler:
             if seq.status is not Status.RUNNING:  # preempted earlier in this loop
                 continue
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            while not self.kv.allocate_slots(seq, n):
+            while self.kv.allocate_slots(seq, n) is None:
                 victim = max(self.running, key=Request.sort_key)
                 budget += scheduled.pop(victim.seq_id, (None, 0))[1]
                 self._preempt(victim)
-                preempted.append(victim)
+                preempted.append(victim.seq_id)
                 if victim is seq:
                     break
             else:
@@ -82,7 +102,7 @@ class Scheduler:
             seq = self.waiting[0]
             computed, num_hit = self.kv.get_computed_blocks(seq)
             n = min(seq.num_tokens - num_hit, budget)
-            if not self.kv.allocate_slots(seq, n, computed):
+            if self.kv.allocate_slots(seq, n, computed) is None:
                 break
             self.waiting.pop(0)
             seq.status = Status.RUNNING
@@ -102,18 +122,20 @@ class Scheduler:
         self.add(seq)
         seq.status = Status.PREEMPTED
 
-    def update(self, out: SchedulerOutput, sampled: list[int | None]) -> list[Request]:
-        """One step at a time: applies a step's results at once (`sampled[i]` is None for a prefill chunk that did
-        not reach its sequence's end). Returns the sequences that finished."""
+    def update(self, out: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
+        """One step at a time: applies a step's results at once (`sampled`: seq id -> token, for the sequences
+        that sampled; a prefill chunk that did not reach its sequence's end has none). Returns the sequences that
+        finished."""
         finished = self.launched(out)
         return finished + [s for s in self.resolve(out, sampled) if s not in finished]
 
     def launched(self, out: SchedulerOutput) -> list[Request]:
         """Asynchronous scheduling: the step went to the device and its tokens are not back yet. Computed tokens
-        advance and each sampling sequence gets a PENDING token, so the next step can be scheduled now; sequences
-        that reach their length limit end here. Returns them."""
+        advance and each sampling sequence counts one more pending token, so the next step can be scheduled now;
+        sequences that reach their length limit end here. Returns them."""
         finished = []
-        for seq, n in zip(out.seqs, out.num_tokens):
+        for seq_id, n in out.num_scheduled_tokens.items():
+            seq = self.by_id[seq_id]
             seq.num_computed_tokens += n
             if seq.num_computed_tokens == seq.num_tokens:
                 seq.append_pending()
@@ -122,12 +144,13 @@ class Scheduler:
                     finished.append(seq)
         return finished
 
-    def resolve(self, out: SchedulerOutput, sampled: list[int | None]) -> list[Request]:
-        """The launched step's tokens arrived: fill in the pending tokens. Returns the sequences a stop token
-        ended (those ended earlier, or aborted, have dropped their pending tokens and are skipped)."""
+    def resolve(self, out: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
+        """The launched step's tokens arrived (seq id -> token): they replace pending ones. Returns the sequences
+        a stop token ended (those ended earlier, or aborted, have dropped their pending tokens and are skipped)."""
         finished = []
-        for seq, token in zip(out.seqs, sampled):
-            if token is None or seq.num_pending == 0:
+        for seq_id in out.num_scheduled_tokens:
+            seq, token = self.by_id.get(seq_id), sampled.get(seq_id)
+            if token is None or seq is None or seq.num_pending == 0:
                 continue
             was = seq.status
             seq.resolve_pending(token)
@@ -137,6 +160,7 @@ class Scheduler:
                 elif was in (Status.WAITING, Status.PREEMPTED):
                     self.waiting.remove(seq)
                 finished.append(seq)
+            self._forget_if_done(seq)
         return finished
 
     def finish(self, seq: Request, status: Status) -> None:
@@ -145,6 +169,7 @@ class Scheduler:
             if seq.num_pending:  # ended by its length, but ended again before its last token was read back
                 seq.status = status
                 seq.drop_pending()
+            self._forget_if_done(seq)
             return
         if seq in self.waiting:
             self.waiting.remove(seq)
@@ -153,7 +178,13 @@ class Scheduler:
             self._retire(seq)
         seq.status = status
         seq.drop_pending()
+        self._forget_if_done(seq)
 
     def _retire(self, seq: Request) -> None:
         self.running.remove(seq)
         self.kv.free(seq)
+
+    def _forget_if_done(self, seq: Request) -> None:
+        """A finished sequence with no token still to arrive needs no lookup by id any more."""
+        if seq.status.finished and not seq.num_pending:
+            self.by_id.pop(seq.seq_id, None)

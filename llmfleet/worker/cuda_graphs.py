@@ -92,7 +92,7 @@ class DecodeGraphs:
         self._copied.synchronize()  # the previous step's copies have read the pinned mirrors we refill now
         host = self._host
         host["input_ids"][:n] = torch.from_numpy(inputs.input_ids)
-        host["input_ids"][n:batch] = 0  # padding rows: a valid id (stale rows may hold PENDING placeholders)
+        host["input_ids"][n:batch] = 0  # padding rows: a valid id, whatever an earlier step left there
         host["positions"][:n] = torch.from_numpy(inputs.positions)
         host["positions"][n:batch] = 0
         host["slot_mapping"][:n] = torch.from_numpy(inputs.slot_mapping)

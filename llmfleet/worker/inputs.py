@@ -1,7 +1,8 @@
 """Packs one scheduled step into flat host arrays: token ids, positions, slot mapping, block tables.
 
 Vectorised with numpy over all tokens of the step; the only per-sequence Python work is slicing token ids and
-copying a block table row. Device transfer happens in the runner.
+copying a block table row. Device transfer happens in the runner. Placeholder tokens (sampled by the previous step,
+ids still on the device) end their sequence's query; they are packed as id 0 and overwritten on the device.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmfleet.engine.scheduler import SchedulerOutput
+from llmfleet.worker.seq_state import SeqState
 
 
 @dataclass(slots=True)
@@ -27,31 +28,34 @@ class StepInputs:
     max_seq_len: int
 
 
-def prepare_inputs(out: SchedulerOutput, block_size: int) -> StepInputs:
-    num_seqs = len(out.seqs)
-    query_lens = np.asarray(out.num_tokens, dtype=np.int64)
-    starts = np.fromiter((s.num_computed_tokens for s in out.seqs), dtype=np.int64, count=num_seqs)
+def prepare_inputs(seqs: list[SeqState], num_scheduled_tokens: list[int], block_size: int) -> StepInputs:
+    """`seqs` in batch order (single-token queries first), each computing `num_scheduled_tokens[i]` tokens from
+    its num_computed_tokens on."""
+    num_seqs = len(seqs)
+    query_lens = np.asarray(num_scheduled_tokens, dtype=np.int64)
+    starts = np.fromiter((s.num_computed_tokens for s in seqs), dtype=np.int64, count=num_seqs)
     seq_lens = starts + query_lens
     cu = np.zeros(num_seqs + 1, dtype=np.int64)
     np.cumsum(query_lens, out=cu[1:])
     total = int(cu[-1])
 
-    input_ids = np.empty(total, dtype=np.int64)
-    for i, seq in enumerate(out.seqs):
+    input_ids = np.zeros(total, dtype=np.int64)
+    for i, seq in enumerate(seqs):
         start = int(starts[i])
-        input_ids[cu[i]:cu[i + 1]] = seq.all_token_ids[start:start + out.num_tokens[i]]
+        known = seq.token_ids[start:start + num_scheduled_tokens[i]]   # shorter by the placeholders
+        input_ids[cu[i]:cu[i] + len(known)] = known
 
-    block_tables = _block_table_array(out.block_ids)
+    block_tables = _block_table_array([s.block_ids for s in seqs])
     seq_of_token = np.repeat(np.arange(num_seqs), query_lens)
     positions = starts[seq_of_token] + (np.arange(total) - cu[:-1][seq_of_token])
     slot_mapping = block_tables[seq_of_token, positions // block_size].astype(np.int64) * block_size \
         + positions % block_size
 
-    sample_rows = [i for i, seq in enumerate(out.seqs) if seq_lens[i] == seq.num_tokens]
+    sample_rows = [i for i, seq in enumerate(seqs) if seq_lens[i] == seq.num_tokens]  # reaches its end: samples
     return StepInputs(
         input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
         query_start_loc=cu.astype(np.int32), seq_lens=seq_lens.astype(np.int32), block_tables=block_tables,
-        logits_indices=cu[1:][sample_rows] - 1, sample_rows=sample_rows, num_decodes=out.num_decodes,
+        logits_indices=cu[1:][sample_rows] - 1, sample_rows=sample_rows, num_decodes=int((query_lens == 1).sum()),
         max_query_len=int(query_lens.max(initial=0)), max_seq_len=int(seq_lens.max(initial=0)))
 
 

@@ -1,8 +1,9 @@
 """The model runner owns everything on the device: weights, the KV cache, input buffers and sampling.
 
-`launch(scheduler_output)` queues one step on the device without waiting; `collect(launched)` then returns, for each
-scheduled sequence, the token it sampled (or None for a prefill chunk that has not reached the sequence's end) and
-its logprobs when asked.
+`launch(scheduler_output)` applies the step's contract to the worker's own sequence states (seq_state.py), queues
+the step on the device without waiting and returns; `collect(launched)` then returns, by seq id, the token each
+sampling sequence drew (a prefill chunk that has not reached its sequence's end draws none) and its logprobs when
+asked.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import numpy as np
 import torch
 
 from llmfleet.protocol.config import EngineConfig
+from llmfleet.protocol.scheduler_output import SchedulerOutput
 from llmfleet.worker.cuda_graphs import DecodeGraphs
 from llmfleet.worker.inputs import StepInputs, prepare_inputs
-from llmfleet.engine.scheduler import SchedulerOutput
+from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
@@ -29,24 +31,24 @@ logger = logging.getLogger(__name__)
 @dataclass(slots=True)
 class LaunchedStep:
     """A step queued on the device; `collect` turns it into a StepResult."""
-    num_seqs: int
-    sample_rows: list[int]                   # which of the step's sequences sample
-    seqs: list                               # those sequences, in sample_rows order
-    result: SamplerOutput | None = None      # device tensors
+    step_id: int                             # increasing per runner: the sequences' pending tokens name it
+    seqs: list[SeqState]                     # the sequences that sample, in batch order
+    result: SamplerOutput | None = None      # device tensors, row i for seqs[i]
     tokens: HostCopy | None = None           # the sampled ids on their way to the host
     _rows: dict[int, int] | None = None
 
-    def row_of(self, seq) -> int:
-        """Index of `seq` among this step's sampled tokens."""
+    def row_of(self, seq_id: int) -> int:
+        """Row of sequence `seq_id` among this step's sampled tokens."""
         if self._rows is None:
             self._rows = {s.seq_id: i for i, s in enumerate(self.seqs)}
-        return self._rows[seq.seq_id]
+        return self._rows[seq_id]
 
 
 @dataclass(slots=True)
 class StepResult:
-    sampled: list[int | None]                      # per scheduled sequence
-    logprobs: list[tuple[list[int], list[float], int] | None]  # (token ids, logprobs, sampled rank) per sequence
+    sampled: dict[int, int]                     # seq id -> token it sampled, in batch order (sampling rows only)
+    logprobs: dict[int, tuple[list[int], list[float], int]]  # seq id -> (token ids, logprobs, sampled rank),
+    #                                                          for the sampling sequences that asked
 
 
 class ModelRunner:
@@ -54,6 +56,8 @@ class ModelRunner:
         self.config, self.device, self.dtype = config, device, dtype
         self.step_timings: list | None = None
         self.block_size = config.block_size
+        self.seqs = SeqStates()
+        self._num_launched = 0
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
@@ -113,39 +117,47 @@ class ModelRunner:
     # ---- one step -------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def launch(self, out: SchedulerOutput, prev: LaunchedStep | None = None) -> LaunchedStep:
-        """Queues one step on the device and returns without waiting for it. Sequences whose last token is still
-        PENDING (sampled by `prev`, not read back) get it from `prev`'s device tensor."""
+        """Queues one step on the device and returns without waiting for it. Placeholder tokens (sampled by
+        `prev`, not read back) are taken from `prev`'s device tensor."""
         began = time.perf_counter()
-        inputs = prepare_inputs(out, self.block_size)
-        fix = self._pending_fix(out, inputs, prev)
+        seqs = self.seqs.apply(out)
+        inputs = prepare_inputs(seqs, list(out.num_scheduled_tokens.values()), self.block_size)
+        fix = self._placeholder_fix(seqs, out, inputs, prev)
         events = self._events_begin(time.perf_counter() - began)
         logits = self._logits(inputs, fix)
-        step = LaunchedStep(len(out.seqs), inputs.sample_rows, [out.seqs[i] for i in inputs.sample_rows])
+        self._num_launched += 1
+        step = LaunchedStep(self._num_launched, [seqs[i] for i in inputs.sample_rows])
         if logits is not None:
             step.result = sample(logits, self._sampling_batch(step.seqs))
             step.tokens = HostCopy(step.result.token_ids)
+            self.seqs.sampled(step.step_id, step.seqs)
         self._events_end(events)
         return step
 
     def collect(self, step: LaunchedStep) -> StepResult:
-        """Waits for a launched step's tokens (and only for them)."""
-        sampled: list[int | None] = [None] * step.num_seqs
-        logprobs: list = [None] * step.num_seqs
+        """Waits for a launched step's tokens (and only for them); the worker's states take them in."""
         if step.tokens is None:
-            return StepResult(sampled, logprobs)
-        for row, token in zip(step.sample_rows, step.tokens.wait().tolist()):
-            sampled[row] = token
-        if step.result.logprobs is not None:
-            self._collect_logprobs(step.result, step.sample_rows, step.seqs, logprobs)
+            return StepResult({}, {})
+        tokens = step.tokens.wait().tolist()
+        self.seqs.received(step.step_id, step.seqs, tokens)
+        sampled = {seq.seq_id: token for seq, token in zip(step.seqs, tokens)}
+        logprobs = self._collect_logprobs(step.result, step.seqs) if step.result.logprobs is not None else {}
         return StepResult(sampled, logprobs)
 
-    def _pending_fix(self, out: SchedulerOutput, inputs: StepInputs, prev: LaunchedStep | None):
-        """(positions in this step's flat batch, token ids on the device) for the PENDING input tokens."""
+    def _placeholder_fix(self, seqs: list[SeqState], out: SchedulerOutput, inputs: StepInputs,
+                         prev: LaunchedStep | None):
+        """(positions in this step's flat batch, token ids on the device) for the placeholder input tokens."""
         dst, src = [], []
-        for i, seq in enumerate(out.seqs):
-            if seq.num_pending:  # its query is exactly that one token, the last of the sequence
-                dst.append(int(inputs.query_start_loc[i + 1]) - 1)
-                src.append(prev.row_of(seq))
+        for i, seq in enumerate(seqs):
+            count = out.num_placeholder_tokens.get(seq.seq_id, 0)
+            if count == 0:
+                continue
+            # One placeholder, the last token of the query, sampled by `prev` as the worker's own record says.
+            if count != 1 or prev is None or seq.pending_steps != [prev.step_id]:
+                raise RuntimeError(f"num_placeholder_tokens: sequence {seq.seq_id} has {count}, but its pending "
+                                   f"tokens come from steps {seq.pending_steps}")
+            dst.append(int(inputs.query_start_loc[i + 1]) - 1)
+            src.append(prev.row_of(seq.seq_id))
         if not dst:
             return None
         values = prev.result.token_ids.index_select(0, to_device(src, self.device, torch.int64))
@@ -195,7 +207,8 @@ class ModelRunner:
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 
-    def _sampling_batch(self, seqs) -> SamplingBatch:
+    @staticmethod
+    def _sampling_batch(seqs: list[SeqState]) -> SamplingBatch:
         params = [s.params for s in seqs]
         batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
         if any(p.has_penalties for p in params):
@@ -204,14 +217,16 @@ class ModelRunner:
         return batch
 
     @staticmethod
-    def _collect_logprobs(result, rows: list[int], seqs, logprobs: list) -> None:
+    def _collect_logprobs(result: SamplerOutput, seqs: list[SeqState]) -> dict:
         values = result.logprobs.tolist()
         ids = result.logprob_token_ids.tolist()
         ranks = result.ranks.tolist()
-        for j, (row, seq) in enumerate(zip(rows, seqs)):
+        logprobs = {}
+        for j, seq in enumerate(seqs):
             if seq.params.logprobs is not None:
                 n = 1 + seq.params.logprobs
-                logprobs[row] = (ids[j][:n], values[j][:n], ranks[j])
+                logprobs[seq.seq_id] = (ids[j][:n], values[j][:n], ranks[j])
+        return logprobs
 
     # ---- profiling support ------------------------------------------------------------------------------------
     def dummy_inputs(self, num_tokens: int, num_seqs: int) -> StepInputs:
