@@ -21,7 +21,7 @@ from llmfleet.server.config import ServerConfig
 
 KEY = "test-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MAX_WAITING = 2
+MAX_WAITING = 128  # sequences: a request of n = 128 just fits; the 429 test sends requests of n = 64
 MAX_BODY = 8192
 MAX_LEN = 256
 
@@ -174,13 +174,13 @@ def test_waiting_queue_bound_gives_429_with_retry_after(server):
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as http:
             async def one(i):
                 await asyncio.sleep(0.05 * i)  # arrive in order, all while the engine is blocked
-                return await http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2})
-            return await asyncio.gather(*(one(i) for i in range(MAX_WAITING + 3)))
+                return await http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2, "n": 64})
+            return await asyncio.gather(*(one(i) for i in range(5)))
 
     responses = asyncio.run(burst())
     blocked.result(10)
-    assert [r.status_code for r in responses] == [200] * MAX_WAITING + [429] * 3
-    for r in responses[MAX_WAITING:]:
+    assert [r.status_code for r in responses] == [200] * 2 + [429] * 3  # sequences count, not requests
+    for r in responses[2:]:
         _assert_envelope(r, 429, code="queue_full")
         assert r.headers["retry-after"] == "1"
     _still_serving(server)
