@@ -93,8 +93,8 @@ def _response(req: CompletionRequest, ctx: ServingContext, outputs: list[Request
                               usage=_usage(prompts, outputs))
 
 
-async def _stream(req: CompletionRequest, ctx: ServingContext, sub: Submission, prompts: list[list[int]], request_id: str,
-                  created: int, model: str) -> AsyncIterator[bytes]:
+async def _stream(req: CompletionRequest, ctx: ServingContext, sub: Submission, prompts: list[list[int]],
+                  request_id: str, created: int, model: str) -> AsyncIterator[bytes]:
     exclude = None if req.include_usage else {"usage"}
     deltas, offsets, last = DeltaTracker(), {}, {}
     try:
