@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from types import SimpleNamespace
 
@@ -42,7 +43,8 @@ def server(tiny_checkpoint):
 def _assert_envelope(response: httpx.Response, status: int, param=None, code=None) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["code"]
+    assert response.headers["x-request-id"]
     if param is not None:
         assert error["param"] == param, error
     if code is not None:
@@ -95,8 +97,72 @@ CHAT_400 = [
     ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools"),
     ({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": -1}, "max_tokens"),
     ({"messages": "hi"}, "messages"),
-    ({"messages": [{"role": "user", "content": "\udfff"}]}, "messages"),
+    ({"messages": [{"role": "user", "content": "\udfff"}]}, "messages.0.content"),
 ]
+
+
+# Every string field that JSON can fill with a lone surrogate: a 400 naming it, never a 500.
+SURROGATES = [
+    ("/v1/completions", {"prompt": "x", "model": "\ud800"}, "model"),
+    ("/v1/completions", {"prompt": "x", "user": "a\udc00"}, "user"),
+    ("/v1/completions", {"prompt": "x", "stop": "\ud800"}, "stop"),
+    ("/v1/completions", {"prompt": "x", "stop": ["ok", "\ud800"]}, "stop.1"),
+    ("/v1/completions", {"prompt": ["ok", "\ud800"]}, "prompt.1"),
+    ("/v1/completions", {"prompt": "x", "suffix": "\ud800"}, "suffix"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"\ud800": 1.0}}, "logit_bias"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "model": "\udfff"}, "model"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi", "name": "\ud800"}]},
+     "messages.0.name"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
+     "messages.0.content.0.text"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "\ud800"}},
+     "response_format.type"),
+]
+
+
+@pytest.mark.parametrize("path, body, param", SURROGATES)
+def test_lone_surrogates_are_a_400_naming_the_field(server, path, body, param):
+    _assert_envelope(_post(server, path, {"max_tokens": 2, **body}), 400, param, "invalid_value")
+
+
+@pytest.mark.parametrize("body", [b"[" * 4000 + b"]" * 4000, b'{"prompt": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+                                  b'{"prompt": "x",'], ids=["nested-list", "nested-prompt", "truncated"])
+def test_unparsable_bodies_are_a_400_with_a_code(server, body):
+    r = server.http.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+    _assert_envelope(r, 400, None, "invalid_json")
+
+
+class _BrokenMetrics:
+    def render(self, stats):
+        raise RuntimeError("a bug")
+
+
+def _http(sock, path: str) -> bytes:
+    """One GET on an open connection; the whole response (headers and body, by Content-Length)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_an_unexpected_error_is_a_500_with_request_id_and_the_connection_lives_on(server):
+    metrics, server.ctx.metrics = server.ctx.metrics, _BrokenMetrics()
+    try:
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+            failed = _http(sock, "/metrics")
+            assert failed.startswith(b"HTTP/1.1 500") and b"x-request-id: " in failed
+            assert json.loads(failed.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "internal_error"
+            assert _http(sock, "/health").startswith(b"HTTP/1.1 200")  # same connection: not reset
+    finally:
+        server.ctx.metrics = metrics
 
 
 @pytest.mark.parametrize("body, param", COMPLETION_400)

@@ -24,12 +24,14 @@ from llmfleet.server.common.prompts import chat_prompt
 from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
 from llmfleet.server.common.sse import DONE, error_event, event, sse_response
+from llmfleet.server.common.text import check_text
 from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError
 
 
 async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext, raw: Request) -> Response:
     """Answer one /v1/chat/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
+    check_text(req)
     model = ctx.resolve_model(req.model)
     _check_fields(req)
     prompt = await chat_prompt(_template_messages(req), ctx.tokenizers, ctx.max_prompt_chars,

@@ -21,6 +21,7 @@ from llmfleet.server.common.prompts import completion_prompts
 from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
 from llmfleet.server.common.sse import DONE, error_event, event, sse_response
+from llmfleet.server.common.text import check_text
 from llmfleet.protocol.openai.completions import (CompletionChoice, CompletionLogprobs, CompletionRequest,
                                                   CompletionResponse, CompletionStreamResponse)
 from llmfleet.server.context import ServingContext
@@ -31,6 +32,7 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 
 async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Request) -> Response:
     """Answer one /v1/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
+    check_text(req)
     model = ctx.resolve_model(req.model)
     _check_fields(req)
     prompts = await completion_prompts(req.prompt, ctx.tokenizers, req.n, ctx.config.max_waiting_requests,
