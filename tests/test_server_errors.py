@@ -220,11 +220,33 @@ def test_body_over_the_limit_gets_413(server):
     _still_serving(server)
 
 
-def test_api_key_is_required_on_v1_only(server):
+def test_api_key_is_required_everywhere_but_the_probes(server):
     _assert_envelope(httpx.post(server.url + "/v1/completions", json={"prompt": "x"}), 401, code="invalid_api_key")
     _assert_envelope(httpx.get(server.url + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
+    for path in ("/metrics", "/docs", "/openapi.json", "/redoc"):
+        _assert_envelope(httpx.get(server.url + path), 401, code="invalid_api_key")
+        assert server.http.get(path).status_code == 200, path
     assert httpx.get(server.url + "/health").status_code == 200
-    assert httpx.get(server.url + "/metrics").status_code == 200
+    assert httpx.get(server.url + "/ready").status_code == 200
+
+
+def test_probes_and_metrics_answer_head(server):
+    for path in ("/health", "/ready", "/metrics"):
+        r = server.http.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+    paths = server.http.get("/openapi.json").json()["paths"]
+    assert [set(paths[p]) for p in ("/health", "/ready", "/metrics")] == [{"get"}] * 3  # HEAD: not listed twice
+
+
+def test_metrics_public_opens_metrics_only(tiny_checkpoint):
+    config = EngineConfig(model=str(tiny_checkpoint("llama")), device="cpu", dtype="float32", num_kv_blocks=64,
+                          max_model_len=MAX_LEN)
+    app = create_app(ServerConfig(api_key=KEY, metrics_public=True), lambda: LLMEngine(config))
+    with BackgroundServer(app) as url:
+        assert httpx.get(url + "/metrics").status_code == 200
+        assert httpx.head(url + "/metrics").status_code == 200
+        for path in ("/docs", "/openapi.json", "/v1/models"):
+            _assert_envelope(httpx.get(url + path), 401, code="invalid_api_key")
 
 
 def test_request_id_is_echoed(server):

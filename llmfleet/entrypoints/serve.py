@@ -38,7 +38,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drain-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish after SIGTERM")
     group.add_argument("--api-key", default=None,
-                       help="require this bearer token on /v1/* (default: $LLMFLEET_API_KEY, else none)")
+                       help="require this bearer token on everything but /health and /ready, docs and /metrics "
+                            "included (default: $LLMFLEET_API_KEY, else none)")
+    group.add_argument("--metrics-public", action="store_true",
+                       help="with --api-key: serve /metrics without the key (for a scraper that has none)")
     group.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug", "trace"])
 
@@ -73,6 +76,7 @@ def build_configs(args: argparse.Namespace):
                           max_waiting_requests=args.max_waiting_requests, max_body_bytes=args.max_body_bytes,
                           drain_timeout=args.drain_timeout,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
+                          metrics_public=args.metrics_public,
                           log_level=args.log_level)
     return server, engine
 

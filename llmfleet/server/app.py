@@ -59,7 +59,7 @@ def create_app(config: ServerConfig, engine_factory: Callable[[], Any], lifecycl
         app.include_router(router)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
     if config.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, metrics_public=config.metrics_public)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

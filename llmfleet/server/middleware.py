@@ -16,6 +16,7 @@ from llmfleet.server.errors import envelope_bytes
 
 logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
+OPEN_PATHS = frozenset({"/health", "/ready"})  # what orchestrators probe without credentials
 
 
 async def send_error(send: Send, status: int, message: str, code: str, extra_headers: list | None = None) -> None:
@@ -110,14 +111,16 @@ class BodySizeLimitMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Require `Authorization: Bearer <key>` on /v1/*; compares digests in constant time. Probes stay open."""
+    """Require `Authorization: Bearer <key>` everywhere but the probes (/health, /ready) and, when `metrics_public`,
+    /metrics: the API, the docs and the OpenAPI schema all need the key. Compares digests in constant time."""
 
-    def __init__(self, app: ASGIApp, api_key: str):
+    def __init__(self, app: ASGIApp, api_key: str, metrics_public: bool = False):
         self.app = app
         self._digest = hashlib.sha256(api_key.encode()).digest()
+        self._open = OPEN_PATHS | ({"/metrics"} if metrics_public else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http" or scope["path"] in self._open:
             return await self.app(scope, receive, send)
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
