@@ -58,7 +58,7 @@ class LLMEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
         device = resolve_device(config.device)
-        source = resolve_model(config.model, config.tokenizer, config.load_format)
+        source = resolve_model(config.model, config.tokenizer, config.load_format, config.skip_tokenizer_init)
         self.model_name = source.name
         self.tokenizer = source.tokenizer
         self.runner = ModelRunner(config, device, resolve_dtype(config.dtype, device), source.path, source.hf_config)
@@ -85,6 +85,8 @@ class LLMEngine:
         if not isinstance(params, SamplingParams):
             raise ValueError("sampling_params: must be a SamplingParams")
         text, ids = self._tokenize(prompt)
+        if self.tokenizer is None and params.stop_strings:
+            raise ValueError("stop: stop strings need a tokenizer (the engine has skip_tokenizer_init=True)")
         max_total = self._check_lengths(len(ids), params)
         arrival = time.monotonic() if arrival_time is None else arrival_time
         group = _Group(request_id, text, [], [], {"arrival_time": arrival})
@@ -95,7 +97,7 @@ class LLMEngine:
             seq = Request(ids, child, arrival, max_total, self.eos_token_ids, priority, request_id, i, cache_salt=salt)
             group.seqs.append(seq)
             group.detoks.append(Detokenizer(self.tokenizer, ids, child.skip_special_tokens, child.stop_strings)
-                                if child.detokenize else None)
+                                if child.detokenize and self.tokenizer is not None else None)
         self._groups[request_id] = group
         self._num_sync_only += group.sync_only
         for seq in group.seqs:
@@ -105,6 +107,9 @@ class LLMEngine:
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("prompt: must not be empty")
+            if self.tokenizer is None:
+                raise ValueError("prompt: text needs a tokenizer (the engine has skip_tokenizer_init=True); give "
+                                 "token ids")
             return prompt, self.tokenizer.encode(prompt)
         if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) for t in prompt):
             raise ValueError("prompt: must be a string or a list of token ids")
@@ -216,9 +221,10 @@ class LLMEngine:
 
     def _logprob_entry(self, ids: list[int], values: list[float], sampled_rank: int) -> dict[int, Logprob]:
         """The sampled token first, then the top-N by rank."""
-        entry = {ids[0]: Logprob(values[0], sampled_rank, self.tokenizer.decode([ids[0]]))}
+        decode = self.tokenizer.decode if self.tokenizer is not None else lambda tokens: None
+        entry = {ids[0]: Logprob(values[0], sampled_rank, decode([ids[0]]))}
         for rank, (token, value) in enumerate(zip(ids[1:], values[1:]), start=1):
-            entry.setdefault(token, Logprob(value, rank, self.tokenizer.decode([token])))
+            entry.setdefault(token, Logprob(value, rank, decode([token])))
         return entry
 
     def _output(self, group: _Group) -> RequestOutput:
