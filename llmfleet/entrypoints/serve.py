@@ -33,7 +33,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--served-model-name", nargs="+", default=None,
                        help="names clients use for the model (default: the model's own name)")
     group.add_argument("--max-waiting-requests", type=int, default=1024,
-                       help="requests waiting for their first token beyond which new ones get 429")
+                       help="sequences (prompts x n) waiting for their first token beyond which new requests "
+                            "get 429; also the most one request may ask for")
     group.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger request bodies get 413")
     group.add_argument("--drain-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish after SIGTERM")

@@ -27,6 +27,8 @@ class TokenizerPool:
         self._local = threading.local()
         workers = max_workers or max(1, min(4, os.cpu_count() or 1))
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="llmfleet-tokenize")
+        for _ in range(workers):  # copy the tokenizers now, in the background, rather than on the first requests
+            self._executor.submit(self._call, lambda tokenizer: None, ())
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
