@@ -2,6 +2,9 @@
 built-in demo model, or (where it is missing) a tiny random checkpoint built once in the cache."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 
@@ -29,6 +32,20 @@ def test_flags_map_to_the_configs(tmp_path, monkeypatch):
                                   enforce_eager=True, max_num_seqs=8, dtype="float32")
     assert server == ServerConfig(host="0.0.0.0", port=9001, served_model_names=("a", "b"), max_waiting_requests=5,
                                   drain_timeout=2.5)
+
+
+def test_api_key_and_metrics_public_flags(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLMFLEET_API_KEY", raising=False)
+    server, _ = _configs(["--model", str(tmp_path), "--api-key", "k"])
+    assert server.api_key == "k" and not server.metrics_public
+    server, _ = _configs(["--model", str(tmp_path), "--api-key", "k", "--metrics-public"])
+    assert server.metrics_public
+
+
+def test_python_m_llmfleet_prints_help():
+    out = subprocess.run([sys.executable, "-m", "llmfleet", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("usage: llmfleet")
+    assert all(command in out.stdout for command in ("serve", "generate", "bench"))
 
 
 def test_engine_defaults_are_engine_configs_own(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from types import SimpleNamespace
 
@@ -25,7 +26,7 @@ except ImportError:
 
 KEY = "test-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MAX_WAITING = 2
+MAX_WAITING = 128  # sequences: a request of n = 128 just fits; the 429 test sends requests of n = 64
 MAX_BODY = 8192
 MAX_LEN = 256
 
@@ -46,7 +47,8 @@ def server(tiny_checkpoint):
 def _assert_envelope(response: httpx.Response, status: int, param=None, code=None) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["code"]
+    assert response.headers["x-request-id"]
     if param is not None:
         assert error["param"] == param, error
     if code is not None:
@@ -99,8 +101,72 @@ CHAT_400 = [
     ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools"),
     ({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": -1}, "max_tokens"),
     ({"messages": "hi"}, "messages"),
-    ({"messages": [{"role": "user", "content": "\udfff"}]}, "messages"),
+    ({"messages": [{"role": "user", "content": "\udfff"}]}, "messages.0.content"),
 ]
+
+
+# Every string field that JSON can fill with a lone surrogate: a 400 naming it, never a 500.
+SURROGATES = [
+    ("/v1/completions", {"prompt": "x", "model": "\ud800"}, "model"),
+    ("/v1/completions", {"prompt": "x", "user": "a\udc00"}, "user"),
+    ("/v1/completions", {"prompt": "x", "stop": "\ud800"}, "stop"),
+    ("/v1/completions", {"prompt": "x", "stop": ["ok", "\ud800"]}, "stop.1"),
+    ("/v1/completions", {"prompt": ["ok", "\ud800"]}, "prompt.1"),
+    ("/v1/completions", {"prompt": "x", "suffix": "\ud800"}, "suffix"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"\ud800": 1.0}}, "logit_bias"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "model": "\udfff"}, "model"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi", "name": "\ud800"}]},
+     "messages.0.name"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
+     "messages.0.content.0.text"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "\ud800"}},
+     "response_format.type"),
+]
+
+
+@pytest.mark.parametrize("path, body, param", SURROGATES)
+def test_lone_surrogates_are_a_400_naming_the_field(server, path, body, param):
+    _assert_envelope(_post(server, path, {"max_tokens": 2, **body}), 400, param, "invalid_value")
+
+
+@pytest.mark.parametrize("body", [b"[" * 4000 + b"]" * 4000, b'{"prompt": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+                                  b'{"prompt": "x",'], ids=["nested-list", "nested-prompt", "truncated"])
+def test_unparsable_bodies_are_a_400_with_a_code(server, body):
+    r = server.http.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+    _assert_envelope(r, 400, None, "invalid_json")
+
+
+class _BrokenMetrics:
+    def render(self, stats):
+        raise RuntimeError("a bug")
+
+
+def _http(sock, path: str) -> bytes:
+    """One GET on an open connection; the whole response (headers and body, by Content-Length)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_an_unexpected_error_is_a_500_with_request_id_and_the_connection_lives_on(server):
+    metrics, server.ctx.metrics = server.ctx.metrics, _BrokenMetrics()
+    try:
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+            failed = _http(sock, "/metrics")
+            assert failed.startswith(b"HTTP/1.1 500") and b"x-request-id: " in failed
+            assert json.loads(failed.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "internal_error"
+            assert _http(sock, "/health").startswith(b"HTTP/1.1 200")  # same connection: not reset
+    finally:
+        server.ctx.metrics = metrics
 
 
 @pytest.mark.parametrize("body, param", COMPLETION_400)
@@ -158,11 +224,33 @@ def test_body_over_the_limit_gets_413(server):
     _still_serving(server)
 
 
-def test_api_key_is_required_on_v1_only(server):
+def test_api_key_is_required_everywhere_but_the_probes(server):
     _assert_envelope(httpx.post(server.url + "/v1/completions", json={"prompt": "x"}), 401, code="invalid_api_key")
     _assert_envelope(httpx.get(server.url + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
+    for path in ("/metrics", "/docs", "/openapi.json", "/redoc"):
+        _assert_envelope(httpx.get(server.url + path), 401, code="invalid_api_key")
+        assert server.http.get(path).status_code == 200, path
     assert httpx.get(server.url + "/health").status_code == 200
-    assert httpx.get(server.url + "/metrics").status_code == 200
+    assert httpx.get(server.url + "/ready").status_code == 200
+
+
+def test_probes_and_metrics_answer_head(server):
+    for path in ("/health", "/ready", "/metrics"):
+        r = server.http.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+    paths = server.http.get("/openapi.json").json()["paths"]
+    assert [set(paths[p]) for p in ("/health", "/ready", "/metrics")] == [{"get"}] * 3  # HEAD: not listed twice
+
+
+def test_metrics_public_opens_metrics_only(tiny_checkpoint):
+    config = EngineConfig(model=str(tiny_checkpoint("llama")), device="cpu", dtype="float32", num_kv_blocks=64,
+                          max_model_len=MAX_LEN)
+    app = create_app(ServerConfig(api_key=KEY, metrics_public=True), config)
+    with BackgroundServer(app) as url:
+        assert httpx.get(url + "/metrics").status_code == 200
+        assert httpx.head(url + "/metrics").status_code == 200
+        for path in ("/docs", "/openapi.json", "/v1/models"):
+            _assert_envelope(httpx.get(url + path), 401, code="invalid_api_key")
 
 
 def test_request_id_is_echoed(server):
@@ -176,16 +264,16 @@ def test_waiting_queue_bound_gives_429_with_retry_after(server):
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as http:
             async def one(i):
                 await asyncio.sleep(0.05 * i)  # arrive in order, all while the core is frozen
-                return await http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2})
+                return await http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2, "n": 64})
             with frozen_core(server.ctx):  # the core admits nothing: every admitted request waits for its token
-                tasks = [asyncio.create_task(one(i)) for i in range(MAX_WAITING + 3)]
-                await asyncio.wait(tasks[MAX_WAITING:])  # the refused ones are answered while the core is frozen
-                assert not any(t.done() for t in tasks[:MAX_WAITING])
+                tasks = [asyncio.create_task(one(i)) for i in range(5)]
+                await asyncio.wait(tasks[2:])  # the refused ones are answered while the core is frozen
+                assert not any(t.done() for t in tasks[:2])
             return await asyncio.gather(*tasks)
 
     responses = asyncio.run(burst())
-    assert [r.status_code for r in responses] == [200] * MAX_WAITING + [429] * 3
-    for r in responses[MAX_WAITING:]:
+    assert [r.status_code for r in responses] == [200] * 2 + [429] * 3  # sequences count, not requests
+    for r in responses[2:]:
         _assert_envelope(r, 429, code="queue_full")
         assert r.headers["retry-after"] == "1"
     _still_serving(server)

@@ -2,7 +2,8 @@
 
 Every request is submitted at once (EOS ignored, so each produces exactly its output length), the engine steps
 until all finish, and one JSON record goes to benchmarks/results/<device>/ with throughput, the fraction of the
-bandwidth/compute bound where BENCHMARKS.md gives it, the peers' figures, and where the time went per step
+running device's bandwidth/compute bound and the peers' figures on that device where BENCHMARKS.md gives them
+(bench/ceilings.py; none for a device without figures), and where the time went per step
 (host: scheduling, input preparation, bookkeeping; device: the model and sampling, timed with CUDA events).
 """
 from __future__ import annotations
@@ -11,17 +12,9 @@ import argparse
 import statistics
 import time
 
+from llmfleet.bench.ceilings import bound_fields
+from llmfleet.bench.results import slug
 from llmfleet.bench.workloads import VOCAB_LIMIT, workload
-
-# Output tokens/s on nvidia-h100-x1 (BENCHMARKS.md, 2026-11-21): bounds and peers, per shape and workload.
-BOUNDS = {"qwen3-0.6b": {"W0": 2530, "W1": 26100, "W2": 34500}, "llama3-8b": {"W0": 188, "W1": 10400, "W2": 11400}}
-PEERS = {
-    "qwen3-0.6b": {"vllm-0.26.0": {"W0": 536, "W1": 18611, "W2": 23572, "W4": 15737, "W6": 415},
-                   "sglang-0.5.17": {"W0": 636, "W1": 18817, "W2": 24436, "W4": 16735}},
-    "llama3-8b": {"vllm-0.26.0": {"W0": 156, "W1": 8430, "W2": 9078, "W4": 8595},
-                  "sglang-0.5.17": {"W0": 155, "W1": 8440, "W2": 9112, "W4": 8605}},
-}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", required=True, help="qwen3-0.6b | llama3-8b | a model folder")
@@ -78,13 +71,18 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         cuda_graphs=engine.runner.graphs is not None, temperature=args.temperature,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         prefix_caching=not args.no_prefix_caching, **{k: v for k, v in timing.items() if k != "elapsed_s"})
-    bound = BOUNDS.get(args.shape, {}).get(args.workload)
-    if bound:
-        record["bound_output_tokens_per_s"] = bound
-        record["fraction_of_bound"] = record["output_tokens_per_s"] / bound
-    record["peers_output_tokens_per_s"] = {name: figures.get(args.workload)
-                                           for name, figures in PEERS.get(args.shape, {}).items()}
+    record["device"] = _device_name(engine.runner.device)
+    record.update(bound_fields(slug(record["device"]), args.shape, args.workload, record["output_tokens_per_s"]))
     return record
+
+
+def _device_name(device: str) -> str:
+    """The name of the device the engine ran on (a CUDA device's own name, else "cpu")."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return "cpu"
+    return torch.cuda.get_device_name(torch.device(device))
 
 
 def _warm_up(engine, requests) -> None:
@@ -159,7 +157,7 @@ def _pct(values: list[float], pct: float) -> float | None:
 
 
 def _print_summary(r: dict) -> None:
-    frac = f" ({r['fraction_of_bound']:.0%} of bound)" if r.get("fraction_of_bound") else ""
+    frac = f" ({r['fraction_of_bound']:.0%} of {r['ceilings_device']}'s bound)" if r.get("fraction_of_bound") else ""
     print(f"{r['shape']} {r['workload']}: {r['output_tokens_per_s']:.0f} output tok/s{frac}, "
           f"{r['total_tokens_per_s']:.0f} total tok/s, {r['elapsed_s']:.2f} s, {r['steps']} steps, "
           f"ready in {r['ready_s']:.1f} s; peers {r['peers_output_tokens_per_s']}")

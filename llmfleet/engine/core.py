@@ -22,7 +22,7 @@ class EngineCore:
     def __init__(self, config: EngineConfig):
         self.config = config
         device = resolve_device(config.device)
-        source = resolve_model(config.model, config.tokenizer, config.load_format)
+        source = resolve_model(config.model, config.tokenizer, config.load_format, config.skip_tokenizer_init)
         self.model_name = source.name
         self.tokenizer = source.tokenizer
         self.runner = ModelRunner(config, device, resolve_dtype(config.dtype, device), source.path, source.hf_config)

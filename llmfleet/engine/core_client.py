@@ -297,4 +297,4 @@ def _exit_cause(code: int | None) -> str:
 def _load_tokenizer(config: EngineConfig):
     from llmfleet.model.source import resolve_model
 
-    return resolve_model(config.model, config.tokenizer, config.load_format).tokenizer
+    return resolve_model(config.model, config.tokenizer, config.load_format, config.skip_tokenizer_init).tokenizer

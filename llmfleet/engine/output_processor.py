@@ -68,8 +68,8 @@ class OutputProcessor:
         """Registers a request; returns the core requests to send (one per sample)."""
         if request_id in self._requests:
             raise ValueError(f"request_id: {request_id!r} is already in use")
-        if self.tokenizer is None and (params.detokenize and (params.stop_strings or prompt is not None)):
-            raise ValueError("stop: stop strings need a tokenizer (the engine was built with skip_tokenizer_init)")
+        if self.tokenizer is None and params.stop_strings:
+            raise ValueError("stop: stop strings need a tokenizer (the engine has skip_tokenizer_init=True)")
         # With prefix caching off, the n samples still share their prompt's blocks, in a namespace of their own.
         salt = f"samples-{next(self._salts)}" if params.n > 1 and not self.enable_prefix_caching else ""
         state = _RequestState(request_id, prompt, list(prompt_token_ids), [], params.output_kind == "cumulative",

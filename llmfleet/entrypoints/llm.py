@@ -1,4 +1,9 @@
-"""The offline API, shaped like vLLM's: `LLM(model, ...).generate(prompts, sampling_params)`."""
+"""The offline API, shaped like vLLM's: `LLM(model, ...).generate(prompts, sampling_params)`.
+
+`generate` shows a progress bar over the prompts by default (`use_tqdm=False` turns it off). With
+`skip_tokenizer_init=True` no tokenizer is loaded: prompts must be token ids, and outputs carry token ids and empty
+text.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -16,11 +21,13 @@ PromptType = str | list[int]
 class LLM:
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", block_size: int = 16,
                  num_kv_blocks: int | None = None, max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
-                 enable_prefix_caching: bool = True, max_model_len: int | None = None, **engine_options):
+                 enable_prefix_caching: bool = True, max_model_len: int | None = None,
+                 skip_tokenizer_init: bool = False, **engine_options):
         config = EngineConfig(
             model=model, device=device, dtype=dtype, block_size=block_size, num_kv_blocks=num_kv_blocks,
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-            enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len, **engine_options)
+            enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len,
+            skip_tokenizer_init=skip_tokenizer_init, **engine_options)
         self.engine = LLMEngine(config)
         self._ids = itertools.count()
 
@@ -29,8 +36,9 @@ class LLM:
 
     def generate(self, prompts: PromptType | Sequence[PromptType],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-                 priority: Sequence[int] | None = None, use_tqdm: bool = False) -> list[RequestOutput]:
-        """Runs every prompt to completion; returns one RequestOutput per prompt, in order.
+                 priority: Sequence[int] | None = None, use_tqdm: bool = True) -> list[RequestOutput]:
+        """Runs every prompt to completion, with a progress bar unless `use_tqdm=False`; returns one RequestOutput
+        per prompt, in order.
 
         A bad prompt or parameter raises ValueError before anything runs; the engine stays usable.
         """
@@ -54,7 +62,7 @@ class LLM:
         progress = None
         if use_tqdm:
             from tqdm import tqdm
-            progress = tqdm(total=len(ids), desc="requests")
+            progress = tqdm(total=len(ids), desc="prompts", unit="prompt", dynamic_ncols=True)
         try:
             while len(finished) < len(ids):
                 for output in self.engine.step():
@@ -73,6 +81,8 @@ class LLM:
     def chat(self, messages: list[dict], sampling_params: SamplingParams | None = None) -> RequestOutput:
         """One conversation through the tokenizer's chat template."""
         tokenizer = self.engine.tokenizer
+        if tokenizer is None:
+            raise ValueError("messages: chat needs a tokenizer (this LLM has skip_tokenizer_init=True)")
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = tokenizer.encode(text, add_special_tokens=False)
         return self.generate([ids], sampling_params)[0]

@@ -33,12 +33,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--served-model-name", nargs="+", default=None,
                        help="names clients use for the model (default: the model's own name)")
     group.add_argument("--max-waiting-requests", type=int, default=1024,
-                       help="requests waiting for their first token beyond which new ones get 429")
+                       help="sequences (prompts x n) waiting for their first token beyond which new requests "
+                            "get 429; also the most one request may ask for")
     group.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger request bodies get 413")
     group.add_argument("--drain-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish after SIGTERM")
     group.add_argument("--api-key", default=None,
-                       help="require this bearer token on /v1/* (default: $LLMFLEET_API_KEY, else none)")
+                       help="require this bearer token on everything but /health and /ready, docs and /metrics "
+                            "included (default: $LLMFLEET_API_KEY, else none)")
+    group.add_argument("--metrics-public", action="store_true",
+                       help="with --api-key: serve /metrics without the key (for a scraper that has none)")
     group.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug", "trace"])
 
@@ -73,6 +77,7 @@ def build_configs(args: argparse.Namespace):
                           max_waiting_requests=args.max_waiting_requests, max_body_bytes=args.max_body_bytes,
                           drain_timeout=args.drain_timeout,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
+                          metrics_public=args.metrics_public,
                           log_level=args.log_level)
     return server, engine
 

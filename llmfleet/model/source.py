@@ -10,32 +10,47 @@ from dataclasses import dataclass
 from llmfleet.demo_models import demo_path
 
 
+# Files any Hugging Face tokenizer is loaded from; a folder with none of them has no tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
 @dataclass(slots=True)
 class ModelSource:
     path: str | None          # folder with config.json + safetensors; None for a shape built from config alone
     hf_config: object | None  # set for shapes
-    tokenizer: object
+    tokenizer: object | None  # None with skip_tokenizer_init
     name: str
 
 
-def resolve_model(model: str, tokenizer: str | None = None, load_format: str = "auto") -> ModelSource:
+def resolve_model(model: str, tokenizer: str | None = None, load_format: str = "auto",
+                  skip_tokenizer_init: bool = False) -> ModelSource:
     from llmfleet.model.shapes import SHAPES, shape_config, synthetic_tokenizer
 
     if model in SHAPES:
         if load_format != "dummy":
             raise ValueError(f"model: {model!r} is a benchmark shape with no weights; use load_format='dummy'")
         config = shape_config(model)
-        return ModelSource(None, config, synthetic_tokenizer(config.vocab_size), model)
+        words = None if skip_tokenizer_init else synthetic_tokenizer(config.vocab_size)
+        return ModelSource(None, config, words, model)
     if not isinstance(model, str) or not model:
         raise ValueError(f"model: must be a non-empty string, got {model!r}")
     path = demo_path(model) or model
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ValueError(f"model: {model!r} is not a folder with config.json, a demo model, or a benchmark shape "
                          f"({', '.join(sorted(SHAPES))})")
-    return ModelSource(path, None, load_tokenizer(tokenizer or path), model)
+    return ModelSource(path, None, None if skip_tokenizer_init else load_tokenizer(tokenizer or path), model)
 
 
 def load_tokenizer(path: str):
+    """The tokenizer in folder `path`; a ValueError naming `tokenizer` when there is none or it does not load."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        raise ValueError(f"tokenizer: {path!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); give a "
+                         f"tokenizer folder (tokenizer=...), or skip_tokenizer_init=True to prompt with token ids "
+                         f"and get token ids back without text")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; the user needs the folder and cause
+        raise ValueError(f"tokenizer: the tokenizer in {path!r} does not load: {type(exc).__name__}: {exc}") from exc

@@ -33,6 +33,7 @@ class EngineConfig:
     cuda_graph_max_batch: int = 256
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
     tokenizer: str | None = None              # None: the model folder
+    skip_tokenizer_init: bool = False         # True: load no tokenizer; prompts are token ids, outputs have no text
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")

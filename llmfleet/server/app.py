@@ -54,6 +54,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
         finally:
             watcher.cancel()
             await engine.shutdown()
+            ctx.tokenizers.shutdown()
 
     app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
@@ -61,7 +62,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
         app.include_router(router)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
     if config.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, metrics_public=config.metrics_public)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -13,10 +13,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     served_model_names: tuple[str, ...] = ()  # (): the engine's model name; the first is the primary name
-    max_waiting_requests: int = 1024          # admitted requests still waiting for their first token; above: 429
+    max_waiting_requests: int = 1024          # admitted sequences (prompts x n) without a token yet; above: 429
     max_body_bytes: int = 8 << 20             # request bodies above this get 413 (a 32k-token id prompt is ~200 KB)
     drain_timeout: float = 30.0               # seconds in-flight requests get after SIGTERM before being aborted
-    api_key: str | None = None                # when set, /v1/* requires `Authorization: Bearer <key>`
+    api_key: str | None = None                # when set, all but /health and /ready need `Authorization: Bearer`
+    metrics_public: bool = False              # with api_key: /metrics open to scrapers without the key
     retry_after_s: int = 1                    # Retry-After header of 429 and 503 answers
     log_level: str = "info"
 

@@ -39,9 +39,14 @@ class APIError(Exception):
 
 
 def envelope(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
-    """OpenAI's error body; `type` follows from the status."""
-    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+    """OpenAI's error body; `type` follows from the status. Lone surrogates a client sent (and a message may quote)
+    are escaped, so the body always encodes."""
+    return {"error": {"message": _printable(message), "type": _TYPES.get(status, "invalid_request_error"),
+                      "param": _printable(param), "code": code}}
+
+
+def _printable(text: str | None) -> str | None:
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def envelope_bytes(status: int, message: str, param: str | None = None, code: str | None = None) -> bytes:
@@ -70,24 +75,32 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(loc) or None
+    code = "invalid_value"
     if first.get("type") == "json_invalid":
         message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
-        param = None
+        param, code = None, "invalid_json"
     else:
         message = f"{param}: {first['msg']}" if param else str(first["msg"])
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return error_response(APIError(400, message, param, "invalid_value"))
+    return error_response(APIError(400, message, param, code))
+
+
+_HTTP_CODES = {400: "invalid_json", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
+               413: "request_too_large"}
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = str(exc.detail) if exc.detail else "error"
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 400:  # FastAPI's "There was an error parsing the body": e.g. JSON nested too deeply
+        message = f"the request body could not be parsed as JSON ({message})"
     return error_response(APIError(exc.status_code, message, None, code))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # RequestIdMiddleware answers unexpected errors first (with the request id); this covers errors outside it.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(APIError(500, f"internal error: {type(exc).__name__}", None, "internal_error"))

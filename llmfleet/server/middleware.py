@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmfleet.server.errors import envelope_bytes
 
+logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
+OPEN_PATHS = frozenset({"/health", "/ready"})  # what orchestrators probe without credentials
 
 
 async def send_error(send: Send, status: int, message: str, code: str, extra_headers: list | None = None) -> None:
@@ -36,13 +39,26 @@ class RequestIdMiddleware:
         request_id = given.decode("latin-1")[:128] if given else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [h for h in message.get("headers", []) if h[0].lower() != REQUEST_ID_HEADER]
                 message = {**message, "headers": headers + [(REQUEST_ID_HEADER, request_id.encode("latin-1"))]}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here rather than by Starlette's ServerErrorMiddleware, which sits outside every middleware
+            # (its 500 would lack the request id) and re-raises, so that the server drops the connection.
+            if started:
+                raise  # half an answer went out: only closing the connection can tell the client
+            logger.exception("unhandled error on %s %s (request %s)", scope.get("method"), scope.get("path"),
+                             request_id)
+            await send_error(send_with_id, 500, f"internal error: {type(exc).__name__}", "internal_error")
 
 
 class _BodyTooLarge(Exception):
@@ -95,14 +111,16 @@ class BodySizeLimitMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Require `Authorization: Bearer <key>` on /v1/*; compares digests in constant time. Probes stay open."""
+    """Require `Authorization: Bearer <key>` everywhere but the probes (/health, /ready) and, when `metrics_public`,
+    /metrics: the API, the docs and the OpenAPI schema all need the key. Compares digests in constant time."""
 
-    def __init__(self, app: ASGIApp, api_key: str):
+    def __init__(self, app: ASGIApp, api_key: str, metrics_public: bool = False):
         self.app = app
         self._digest = hashlib.sha256(api_key.encode()).digest()
+        self._open = OPEN_PATHS | ({"/metrics"} if metrics_public else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http" or scope["path"] in self._open:
             return await self.app(scope, receive, send)
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         token = auth[7:] if auth[:7].lower() == "bearer " else ""

@@ -18,30 +18,32 @@ from llmfleet.protocol.openai.chat import (AssistantMessage, ChatChoice, ChatChu
                                            ChatCompletionRequest, ChatCompletionResponse, ChoiceLogprobs,
                                            DeltaMessage)
 from llmfleet.server.common.deltas import DeltaTracker
-from llmfleet.server.common.generation import collect_for, merge, submit
+from llmfleet.server.common.generation import Submission, collect_for, merge, submit
 from llmfleet.server.common.logprobs import chat_logprobs
 from llmfleet.server.common.prompts import chat_prompt
 from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
 from llmfleet.server.common.sse import DONE, error_event, event, sse_response
+from llmfleet.server.common.text import check_text
 from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError
 
 
 async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext, raw: Request) -> Response:
     """Answer one /v1/chat/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
+    check_text(req)
     model = ctx.resolve_model(req.model)
     _check_fields(req)
-    prompt = chat_prompt(_template_messages(req), ctx.tokenizer, req.add_generation_prompt)
+    prompt = await chat_prompt(_template_messages(req), ctx.tokenizers, ctx.max_prompt_chars,
+                               req.add_generation_prompt)
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = resolve_max_tokens(requested, None, len(prompt), ctx.max_model_len, "messages")
     params = build_params(req, max_tokens, _top_n(req))
-    ctx.admit()
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    streams = await submit(ctx, [prompt], [params], request_id, req.priority, "messages")
+    sub = await submit(ctx, [prompt], [params], request_id, req.priority, "messages")
     if req.stream:
-        return sse_response(_stream(req, ctx, streams, len(prompt), request_id, created, model))
-    outputs = await collect_for(raw, streams)
+        return sse_response(_stream(req, ctx, sub, len(prompt), request_id, created, model), sub.close)
+    outputs = await collect_for(raw, sub)
     if outputs is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     return JSONResponse(_response(req, ctx, outputs[0], len(prompt), request_id, created, model).model_dump(
@@ -104,7 +106,7 @@ def _response(req: ChatCompletionRequest, ctx: ServingContext, out: RequestOutpu
                                   usage=_usage(prompt_len, out))
 
 
-async def _stream(req: ChatCompletionRequest, ctx: ServingContext, streams, prompt_len: int, request_id: str,
+async def _stream(req: ChatCompletionRequest, ctx: ServingContext, sub: Submission, prompt_len: int, request_id: str,
                   created: int, model: str) -> AsyncIterator[bytes]:
     exclude = None if req.include_usage else {"usage"}
 
@@ -116,7 +118,7 @@ async def _stream(req: ChatCompletionRequest, ctx: ServingContext, streams, prom
         yield chunk(ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
     deltas, last = DeltaTracker(), RequestOutput(request_id, None, [], [], False)
     try:
-        async for _, out in merge(streams):
+        async for _, out in merge(sub):
             last = out
             for c in out.outputs:
                 step = deltas.advance(c.index, c)

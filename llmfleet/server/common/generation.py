@@ -1,8 +1,9 @@
-"""Running a request's prompts on the engine client: submit, merge their streams, collect, stop on disconnect.
+"""Running a request's prompts on the engine client: admit, submit, merge their streams, collect, stop on disconnect.
 
-A request with several prompts (completions accept a list) becomes one engine request per prompt. Every stream is
-closed on every exit path (finish, error, cancellation), and closing an unfinished stream aborts it in the engine,
-so its KV blocks return to the pool.
+A request with several prompts (completions accept a list) becomes one engine request per prompt, each with n
+samples. Every sequence (prompts x n) counts against the waiting bound until it has its first token. A Submission
+closes every stream on every exit path (finish, error, cancellation, a client that left), and closing an
+unfinished stream aborts it in the engine, so its KV blocks return to the pool.
 """
 from __future__ import annotations
 
@@ -26,75 +27,121 @@ def engine_dead(exc: EngineDeadError) -> APIError:
     return APIError(503, str(exc), None, "engine_dead")
 
 
-async def submit(ctx: ServingContext, prompts: list[list[int]], params: list[SamplingParams], base_id: str,
-                 priority: int, prompt_param: str) -> list[RequestStream]:
-    """Add one engine request per prompt; all or none: on an error the ones already added are aborted."""
-    streams: list[RequestStream] = []
-    try:
-        for i, (prompt, sampling) in enumerate(zip(prompts, params)):
-            streams.append(await ctx.engine.add_request(prompt, sampling, f"{base_id}-{i}", priority))
-    except BaseException as exc:
-        for stream in streams:
+class Submission:
+    """The engine streams of one HTTP request, and its sequences still counted as waiting by the context."""
+
+    def __init__(self, ctx: ServingContext, streams: list[RequestStream], samples: list[int]):
+        self.ctx, self.streams = ctx, streams
+        self._waiting = list(samples)  # per stream: sequences without a token yet
+
+    def observe(self, index: int, output: RequestOutput) -> None:
+        """Sequences of stream `index` that got a token (or ended) stop counting as waiting."""
+        started = sum(1 for c in output.outputs if c.token_ids or c.finish_reason is not None)
+        waiting = 0 if output.finished else max(0, self._waiting[index] - started)
+        self._release(index, waiting)
+
+    def close(self) -> None:
+        """Stop reading every stream (aborting the unfinished ones) and release what still counted. Idempotent."""
+        for index, stream in enumerate(self.streams):
             stream.close()
-        if isinstance(exc, ValueError):
-            error = APIError.from_value_error(exc)
-            error.param = prompt_param if error.param == "prompt" else error.param  # chat: the prompt is messages
-            raise error from None
-        if isinstance(exc, EngineDeadError):
-            raise engine_dead(exc) from None
+            self._release(index, 0)
+
+    def _release(self, index: int, waiting: int) -> None:
+        if waiting < self._waiting[index]:
+            self.ctx.release(self._waiting[index] - waiting)
+            self._waiting[index] = waiting
+
+
+async def submit(ctx: ServingContext, prompts: list[list[int]], params: list[SamplingParams], base_id: str,
+                 priority: int, prompt_param: str) -> Submission:
+    """Admit every sequence, then add one engine request per prompt, all at once. All or none: on an error the
+    ones already added are aborted."""
+    samples = [p.n for p in params]
+    ctx.admit(sum(samples), "n" if len(prompts) == 1 else prompt_param)
+    adds = [ctx.engine.add_request(prompt, sampling, f"{base_id}-{i}", priority)
+            for i, (prompt, sampling) in enumerate(zip(prompts, params))]
+    try:
+        results = await asyncio.gather(*adds, return_exceptions=True)
+    except BaseException:  # cancelled: each add the engine took aborts itself
+        ctx.release(sum(samples))
         raise
-    return streams
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is None:
+        return Submission(ctx, results, samples)
+    for stream in results:
+        if isinstance(stream, RequestStream):
+            stream.close()
+    ctx.release(sum(samples))
+    raise _as_api_error(failure, prompt_param)
 
 
-async def merge(streams: list[RequestStream]) -> AsyncIterator[tuple[int, RequestOutput]]:
+def _as_api_error(exc: BaseException, prompt_param: str) -> BaseException:
+    if isinstance(exc, ValueError):
+        error = APIError.from_value_error(exc)
+        error.param = prompt_param if error.param == "prompt" else error.param  # chat: the prompt is messages
+        return error
+    if isinstance(exc, EngineDeadError):
+        return engine_dead(exc)
+    return exc
+
+
+async def merge(sub: Submission) -> AsyncIterator[tuple[int, RequestOutput]]:
     """(prompt index, cumulative output) from all streams as they come. RequestAbortedError ends a stream with
     its outputs marked "abort"; EngineDeadError propagates. Leaving early closes (aborts) every stream."""
-    if len(streams) == 1:
-        async with _closing(streams):
-            async for output in _until_aborted(streams[0]):
+    try:
+        if len(sub.streams) == 1:
+            async for output in _until_aborted(sub, 0):
                 yield 0, output
-        return
+            return
+        async for item in _merged(sub):
+            yield item
+    finally:
+        sub.close()
+
+
+async def _merged(sub: Submission) -> AsyncIterator[tuple[int, RequestOutput]]:
     queue: asyncio.Queue = asyncio.Queue()
 
-    async def pump(index: int, stream: RequestStream) -> None:
+    async def pump(index: int) -> None:
         try:
-            async for output in _until_aborted(stream):
+            async for output in _until_aborted(sub, index):
                 queue.put_nowait((index, output))
         except EngineDeadError as exc:
             queue.put_nowait((index, exc))
         queue.put_nowait((index, None))
 
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    tasks = [asyncio.create_task(pump(i)) for i in range(len(sub.streams))]
     try:
-        async with _closing(streams):
-            remaining = len(streams)
-            while remaining:
-                index, item = await queue.get()
-                if item is None:
-                    remaining -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield index, item
+        remaining = len(tasks)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
     finally:
         for task in tasks:
             task.cancel()
 
 
-async def collect(streams: list[RequestStream]) -> list[RequestOutput]:
+async def collect(sub: Submission) -> list[RequestOutput]:
     """The final output of every stream (aborted ones marked "abort")."""
-    last: list[RequestOutput | None] = [None] * len(streams)
-    async for index, output in merge(streams):
+    last: list[RequestOutput | None] = [None] * len(sub.streams)
+    async for index, output in merge(sub):
         last[index] = output
-    return [out if out is not None else _empty(s.request_id) for out, s in zip(last, streams)]
+    return [out if out is not None else _empty(s.request_id) for out, s in zip(last, sub.streams)]
 
 
-async def collect_for(request: Request, streams: list[RequestStream]) -> list[RequestOutput] | None:
+async def collect_for(request: Request, sub: Submission) -> list[RequestOutput] | None:
     """The final outputs of a non-streaming request; None when its client left first. A dead engine is a 503."""
     try:
-        return await until_disconnected(request, collect(streams))
+        return await until_disconnected(request, collect(sub))
     except EngineDeadError as exc:
         raise engine_dead(exc) from None
+    finally:
+        sub.close()
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
@@ -119,23 +166,15 @@ async def _wait_disconnect(request: Request) -> None:
         pass
 
 
-async def _until_aborted(stream: RequestStream) -> AsyncIterator[RequestOutput]:
-    last: RequestOutput | None = None
+async def _until_aborted(sub: Submission, index: int) -> AsyncIterator[RequestOutput]:
+    stream, last = sub.streams[index], None
     try:
         async for output in stream:
+            sub.observe(index, output)
             last = output
             yield output
     except RequestAbortedError:
         yield _mark_aborted(last, stream.request_id)
-
-
-@contextlib.asynccontextmanager
-async def _closing(streams: list[RequestStream]):
-    try:
-        yield
-    finally:
-        for stream in streams:
-            stream.close()
 
 
 def _mark_aborted(output: RequestOutput | None, request_id: str) -> RequestOutput:

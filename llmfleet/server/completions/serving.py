@@ -15,12 +15,13 @@ from fastapi.responses import JSONResponse
 from llmfleet.engine.streams import EngineDeadError
 from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
 from llmfleet.server.common.deltas import DeltaTracker
-from llmfleet.server.common.generation import collect_for, merge, submit
+from llmfleet.server.common.generation import Submission, collect_for, merge, submit
 from llmfleet.server.common.logprobs import completion_logprobs
 from llmfleet.server.common.prompts import completion_prompts
 from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
 from llmfleet.server.common.sse import DONE, error_event, event, sse_response
+from llmfleet.server.common.text import check_text
 from llmfleet.protocol.openai.completions import (CompletionChoice, CompletionLogprobs, CompletionRequest,
                                                   CompletionResponse, CompletionStreamResponse)
 from llmfleet.server.context import ServingContext
@@ -31,18 +32,19 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 
 async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Request) -> Response:
     """Answer one /v1/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
+    check_text(req)
     model = ctx.resolve_model(req.model)
     _check_fields(req)
-    prompts = completion_prompts(req.prompt, ctx.tokenizer, ctx.config.max_waiting_requests)
+    prompts = await completion_prompts(req.prompt, ctx.tokenizers, req.n, ctx.config.max_waiting_requests,
+                                       ctx.max_prompt_chars)
     requested, default = _max_tokens_asked(req)
     params = [build_params(req, resolve_max_tokens(requested, default, len(p), ctx.max_model_len, "prompt"),
                            req.logprobs) for p in prompts]
-    ctx.admit(len(prompts))
     request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    streams = await submit(ctx, prompts, params, request_id, req.priority, "prompt")
+    sub = await submit(ctx, prompts, params, request_id, req.priority, "prompt")
     if req.stream:
-        return sse_response(_stream(req, ctx, streams, prompts, request_id, created, model))
-    outputs = await collect_for(raw, streams)
+        return sse_response(_stream(req, ctx, sub, prompts, request_id, created, model), sub.close)
+    outputs = await collect_for(raw, sub)
     if outputs is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     body = _response(req, ctx, outputs, prompts, request_id, created, model)
@@ -93,12 +95,12 @@ def _response(req: CompletionRequest, ctx: ServingContext, outputs: list[Request
                               usage=_usage(prompts, outputs))
 
 
-async def _stream(req: CompletionRequest, ctx: ServingContext, streams, prompts: list[list[int]], request_id: str,
-                  created: int, model: str) -> AsyncIterator[bytes]:
+async def _stream(req: CompletionRequest, ctx: ServingContext, sub: Submission, prompts: list[list[int]],
+                  request_id: str, created: int, model: str) -> AsyncIterator[bytes]:
     exclude = None if req.include_usage else {"usage"}
     deltas, offsets, last = DeltaTracker(), {}, {}
     try:
-        async for p, out in merge(streams):
+        async for p, out in merge(sub):
             last[p] = out
             for c in out.outputs:
                 step = deltas.advance((p, c.index), c)

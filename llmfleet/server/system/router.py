@@ -1,5 +1,11 @@
-"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics."""
+"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics.
+
+The probes and /metrics answer HEAD too (what some load balancers and uptime checkers send); HEAD is left out of the
+OpenAPI schema, which would otherwise list each of them twice under one operation id.
+"""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
@@ -12,14 +18,22 @@ from llmfleet.server.context import ServingContext, serving_context
 router = APIRouter()
 
 
-@router.get("/health")
+def _get_and_head(path: str) -> Callable:
+    def register(endpoint: Callable) -> Callable:
+        router.add_api_route(path, endpoint, methods=["GET"])
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+        return endpoint
+    return register
+
+
+@_get_and_head("/health")
 async def health(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
     if ctx.engine.error is not None:
         return JSONResponse({"status": "engine_dead", "error": str(ctx.engine.error)}, 503)
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready")
+@_get_and_head("/ready")
 async def ready(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
     if ctx.lifecycle.draining:
         return JSONResponse({"status": "draining"}, 503)
@@ -34,7 +48,7 @@ async def models(ctx: ServingContext = Depends(serving_context)) -> ModelList:
                                      max_model_len=ctx.max_model_len) for name in ctx.model_names])
 
 
-@router.get("/metrics")
+@_get_and_head("/metrics")
 async def metrics(ctx: ServingContext = Depends(serving_context)) -> Response:
     try:
         stats = await ctx.engine.stats()
