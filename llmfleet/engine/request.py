@@ -18,12 +18,10 @@ class Status(enum.Enum):
     FINISHED_LENGTH = "length"
     FINISHED_ABORTED = "abort"
 
-    @property
-    def finished(self) -> bool:
-        return self in _FINISHED
 
-
-_FINISHED = frozenset({Status.FINISHED_STOPPED, Status.FINISHED_LENGTH, Status.FINISHED_ABORTED})
+# `status.finished` is read for every sequence several times a step: a plain member attribute, not a property.
+for _status in Status:
+    _status.finished = _status in (Status.FINISHED_STOPPED, Status.FINISHED_LENGTH, Status.FINISHED_ABORTED)
 
 
 @dataclass(slots=True, eq=False)

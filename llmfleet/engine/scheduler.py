@@ -19,6 +19,9 @@ from llmfleet.engine.request import Request, Status
 from llmfleet.protocol.scheduler_output import NewSeqData, SchedulerOutput
 
 
+_NO_BLOCKS: list[int] = []  # shared by every diff without new blocks: never modified
+
+
 class Scheduler:
     def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int):
         self.kv = kv
@@ -58,16 +61,19 @@ class Scheduler:
         return out
 
     def _describe(self, seq: Request, out: SchedulerOutput) -> None:
-        """The sequence as the worker needs it: whole the first time, a diff after."""
+        """The sequence as the worker needs it: whole the first time, a diff after (most decodes: no new block)."""
         ids = self.kv.block_ids(seq)
         sent = self._on_worker.get(seq.seq_id)
         if sent is None:
             out.new_seqs.append(NewSeqData(seq.seq_id, seq.prompt_token_ids, seq.output_token_ids, seq.params,
                                            list(ids), seq.num_computed_tokens))
+        elif sent[0] != seq.num_preemptions:
+            out.cached_seqs.add(seq.seq_id, list(ids), seq.num_computed_tokens, True)
+        elif len(ids) > sent[1]:
+            out.cached_seqs.add(seq.seq_id, ids[sent[1]:], seq.num_computed_tokens, False)
         else:
-            resumed = sent[0] != seq.num_preemptions
-            out.cached_seqs.add(seq.seq_id, list(ids) if resumed else ids[sent[1]:], seq.num_computed_tokens,
-                                resumed)
+            out.cached_seqs.add(seq.seq_id, _NO_BLOCKS, seq.num_computed_tokens, False)
+            return
         self._on_worker[seq.seq_id] = (seq.num_preemptions, len(ids))
 
     def _take_finished(self) -> list[int]:
@@ -148,9 +154,9 @@ class Scheduler:
         """The launched step's tokens arrived (seq id -> token): they replace pending ones. Returns the sequences
         a stop token ended (those ended earlier, or aborted, have dropped their pending tokens and are skipped)."""
         finished = []
-        for seq_id in out.num_scheduled_tokens:
-            seq, token = self.by_id.get(seq_id), sampled.get(seq_id)
-            if token is None or seq is None or seq.num_pending == 0:
+        for seq_id, token in sampled.items():
+            seq = self.by_id.get(seq_id)
+            if seq is None or seq.num_pending == 0:
                 continue
             was = seq.status
             seq.resolve_pending(token)
