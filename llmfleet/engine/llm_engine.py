@@ -13,6 +13,7 @@ from llmfleet.protocol.config import EngineConfig
 from llmfleet.worker.device import resolve_device, resolve_dtype
 from llmfleet.engine.detokenizer import Detokenizer
 from llmfleet.engine.kv_cache import KVCacheManager
+from llmfleet.engine.kv_events import start_publisher
 from llmfleet.model.source import resolve_model
 from llmfleet.engine.request import Request, Status
 from llmfleet.worker.runner import ModelRunner
@@ -66,6 +67,7 @@ class LLMEngine:
         self.vocab_size = self.runner.info.vocab_size
         self.kv = KVCacheManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
+        self.kv_events = start_publisher(config.kv_events_endpoint, config.block_size, self.kv.pool)  # None: off
         eos = set(self.runner.info.eos_token_ids)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
             eos.add(self.tokenizer.eos_token_id)
@@ -169,6 +171,8 @@ class LLMEngine:
         if launched is not None and not overlap:
             outputs += self._finish(launched)
             self._inflight = None
+        if self.kv_events is not None:
+            self.kv_events.publish_pending()
         return outputs
 
     def _finish(self, inflight) -> list[RequestOutput]:

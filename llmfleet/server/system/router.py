@@ -1,4 +1,5 @@
-"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics."""
+"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics,
+/kv_events (where the engine publishes its prefix-cache events, for the gateway)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
@@ -8,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from llmfleet.engine.async_engine import EngineDeadError
 from llmfleet.protocol.openai.common import ModelCard, ModelList
 from llmfleet.server.context import ServingContext, serving_context
+from llmfleet.server.errors import envelope
 
 router = APIRouter()
 
@@ -32,6 +34,15 @@ async def ready(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
 async def models(ctx: ServingContext = Depends(serving_context)) -> ModelList:
     return ModelList(data=[ModelCard(id=name, created=ctx.created, root=ctx.model_names[0],
                                      max_model_len=ctx.max_model_len) for name in ctx.model_names])
+
+
+@router.get("/kv_events")
+async def kv_events(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
+    publisher = getattr(ctx.engine.engine, "kv_events", None)
+    if publisher is None:
+        return JSONResponse(envelope(404, "this replica publishes no KV events (start it with --kv-events-endpoint)",
+                                     None, "kv_events_off"), 404)
+    return JSONResponse(publisher.info)
 
 
 @router.get("/metrics")
