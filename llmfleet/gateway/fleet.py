@@ -95,7 +95,6 @@ class Fleet:
             if not rep.healthy:
                 await self._up(rep)
             rep.draining = False
-            rep.breaker.probe_passed()
             return True
         if answer.status_code == 503 and _status(answer) == "draining":
             rep.draining = True
@@ -116,6 +115,7 @@ class Fleet:
         except (httpx.HTTPError, ValueError, AttributeError):
             logger.warning("replica %s: /v1/models did not answer a model list", rep.url)
         await self._follow_events(rep)
+        rep.breaker.probe_passed()   # back from down: one trial request decides, whatever the open timer says
         rep.healthy = True
         logger.info("replica %s is healthy (models: %s)", rep.url, ", ".join(rep.models) or "unknown")
 

@@ -2,7 +2,7 @@
 
 The breaker opens after `threshold` consecutive failures (connect errors, 5xx) and keeps the replica out of rotation
 for `open_s`; then one trial request is let through (half-open): success closes the circuit, failure re-opens it
-for twice as long (up to 30 s). A passing active health check also moves an open circuit to half-open.
+for twice as long (up to 30 s). A replica whose health check passes again after failing also gets its trial at once.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class CircuitBreaker:
             self.state, self._open_until = OPEN, time.monotonic() + self._open_for
 
     def probe_passed(self) -> None:
-        """An active health check succeeded: let a trial request decide."""
+        """The replica came back after failing its health checks: let a trial request decide."""
         if self.state == OPEN:
             self.state = HALF_OPEN
 
