@@ -112,6 +112,27 @@ def test_a_429_is_passed_on_when_no_other_replica_is_left(backends):
         assert answer.status_code == 429 and answer.headers["x-llmfleet-replica"] == a.url
 
 
+def test_weighted_versions_split_traffic_sticky_per_user(backends):
+    from llmfleet.gateway.splits import parse_models
+
+    a, b = backends
+    models = parse_models({"chat": [{"version": "stable", "weight": 80, "replicas": [a.url]},
+                                    {"version": "canary", "weight": 20, "replicas": [b.url]}]})
+    with gateway([a.url, b.url], models=models) as (url, fleet):
+        def ask(user: str) -> httpx.Response:
+            answer = httpx.post(url + "/v1/completions", json={**BODY, "model": "chat", "user": user})
+            assert answer.status_code == 200
+            return answer
+
+        first = {f"u{i}": ask(f"u{i}").headers["x-llmfleet-version"] for i in range(300)}
+        assert abs(list(first.values()).count("canary") / 300 - 0.2) <= 0.05
+        again = {user: ask(user) for user in list(first)[:20]}
+        assert all(r.headers["x-llmfleet-version"] == first[u] for u, r in again.items())
+        assert all(r.headers["x-llmfleet-replica"] == (b.url if first[u] == "canary" else a.url)
+                   for u, r in again.items())
+        assert "chat" in [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]]
+
+
 def test_kill_9_loses_no_request_and_the_replica_returns_within_5_s(backends):
     a, b = backends
     with gateway([a.url, b.url], policy="round-robin") as (url, fleet):

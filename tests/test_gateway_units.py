@@ -151,3 +151,18 @@ def test_the_gateway_imports_no_torch():
     code = ("import sys, llmfleet.gateway.app, llmfleet.entrypoints.gateway; "
             "bad = [m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_canary_split_keeps_its_weight_and_each_user_their_version():
+    from llmfleet.gateway.splits import TrafficSplit, parse_models
+
+    split = TrafficSplit(parse_models({"chat": [{"version": "v1", "weight": 95, "replicas": ["http://a:1"]},
+                                                {"version": "v2", "weight": 5, "replicas": ["http://b:1"]}]}))
+    picks = [split.version_for("chat", f"user-{i}").version for i in range(2000)]
+    assert abs(picks.count("v2") / 2000 - 0.05) <= 0.02
+    assert all(split.version_for("chat", f"user-{i}").version == picks[i] for i in range(0, 2000, 97))
+    assert split.version_for("other", "user-1") is None
+    with pytest.raises(ValueError, match="^models.chat: the weights add up to 0"):
+        parse_models({"chat": [{"version": "v1", "weight": 0, "replicas": ["http://a:1"]}]})
+    config = GatewayConfig.from_dict({"models": {"chat": [{"version": "v1", "replicas": ["http://a:1/"]}]}})
+    assert config.replicas == (ReplicaConfig("http://a:1"),)

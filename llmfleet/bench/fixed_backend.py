@@ -28,6 +28,10 @@ def create_app(model: str = "fixed", tokens: int = 4) -> Starlette:
         state["served"] += 1
         if state["delay_s"]:
             await asyncio.sleep(state["delay_s"])
+        if body.get("model") not in (None, model):
+            return JSONResponse({"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                           "type": "invalid_request_error", "param": "model",
+                                           "code": "model_not_found"}}, 404)
         if state["status"] != 200:
             code = "draining" if state["status"] == 503 and state["ready"] == "draining" else "fixed_failure"
             return JSONResponse({"error": {"message": "fixed backend failure", "type": "server_error",

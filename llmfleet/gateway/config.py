@@ -2,8 +2,10 @@
 YAML file (`--config fleet.yaml`). Every ValueError names its field."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from llmfleet.gateway.splits import ModelVersion, parse_models
 
 POLICIES = ("prefix-aware", "round-robin", "least-loaded", "power-of-two", "session")
 
@@ -50,6 +52,8 @@ class GatewayConfig:
     connect_timeout_s: float = 2.0
     request_timeout_s: float = 600.0
     max_connections: int = 1000
+    # traffic management: public model name -> weighted versions (splits.py); their replicas join `replicas`
+    models: dict[str, tuple[ModelVersion, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.replicas:
@@ -76,15 +80,22 @@ class GatewayConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GatewayConfig":
-        """From a parsed YAML mapping: `replicas` is a list of URLs or {url, kv_events} mappings."""
+        """From a parsed YAML mapping: `replicas` is a list of URLs or {url, kv_events} mappings; `models` maps
+        public names to weighted versions, whose replicas are added to `replicas`."""
         if not isinstance(data, dict):
             raise ValueError("config: must be a mapping")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
-        replicas = tuple(_replica(item, i) for i, item in enumerate(data.get("replicas") or []))
-        return cls(**{**data, "replicas": replicas})
+        replicas = [_replica(item, i) for i, item in enumerate(data.get("replicas") or [])]
+        models = parse_models(data.get("models"))
+        listed = {r.url for r in replicas}
+        for url in (url for versions in models.values() for v in versions for url in v.replicas):
+            if url not in listed:
+                replicas.append(ReplicaConfig(url))
+                listed.add(url)
+        return cls(**{**data, "replicas": tuple(replicas), "models": models})
 
 
 def load_yaml(path: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.policies import RoutingRequest, make_policy
 from llmfleet.gateway.prompts import PromptHasher
 from llmfleet.gateway.replica import CircuitBreaker, Replica
+from llmfleet.gateway.splits import TrafficSplit
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Fleet:
         self.hasher = PromptHasher(config.tokenizer, config.block_size) if config.tokenizer else None
         self.policy = make_policy(config.policy, config, self.index, self.hasher)
         self.metrics = GatewayMetrics(config.policy)
+        self.split = TrafficSplit(config.models)
         self.client: httpx.AsyncClient | None = None
         self.subscribers: dict[str, tuple[KVEventSubscriber, asyncio.Task]] = {}
         self._zmq: zmq.asyncio.Context | None = None
@@ -62,15 +64,18 @@ class Fleet:
     def pick(self, request: RoutingRequest, exclude: list[Replica]) -> Replica | None:
         """The policy's choice among available replicas serving the model, `exclude` left out; None if none."""
         now = time.monotonic()
-        candidates = [r for r in self.replicas
-                      if r not in exclude and r.serves(request.model) and r.available(now)]
+        version = request.version
+        candidates = [r for r in self.replicas if r not in exclude and r.available(now) and (
+            r.url in version.replicas if version is not None else r.serves(request.model))]
         return self.policy.choose(request, candidates) if candidates else None
 
     def models(self) -> list[str]:
-        return sorted({name for rep in self.replicas for name in rep.models})
+        return sorted({name for rep in self.replicas for name in rep.models} | set(self.split.models))
 
     def model_cards(self) -> list[dict]:
         cards: dict[str, dict] = {}
+        for name in self.split.models:
+            cards[name] = {"id": name, "object": "model", "created": 0, "owned_by": "llmfleet"}
         for rep in self.replicas:
             for card in rep.cards:
                 cards.setdefault(card.get("id"), card)

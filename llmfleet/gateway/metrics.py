@@ -13,8 +13,9 @@ class GatewayMetrics:
         self.policy = policy
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("llmfleet_gateway_requests", "Requests proxied, by replica, policy and status",
-                                ["replica", "policy", "status"], registry=r)
+        self.requests = Counter("llmfleet_gateway_requests",
+                                "Requests proxied, by replica, policy, model version (of a split) and status",
+                                ["replica", "policy", "version", "status"], registry=r)
         self.added_latency = Histogram("llmfleet_gateway_added_latency_seconds",
                                        "Time the gateway adds before a response starts (routing, proxying)",
                                        buckets=_LATENCY_BUCKETS, registry=r)

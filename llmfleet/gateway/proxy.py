@@ -24,6 +24,7 @@ _HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-e
                "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding"}
 _PASS_BACK = ("content-type", "x-request-id", "retry-after")
 REPLICA_HEADER = "x-llmfleet-replica"
+VERSION_HEADER = "x-llmfleet-version"
 
 
 class _Failed:
@@ -46,6 +47,7 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
         return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: {', '.join(known)}",
                               "model", "model_not_found")
     headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
+    route.version = fleet.split.version_for(route.model, route.session_key)
     tried: list[Replica] = []
     failed: _Failed | None = None
     for _ in range(fleet.config.max_retries + 1):
@@ -55,7 +57,7 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
         if failed is not None:
             fleet.metrics.retries.labels(tried[-1].url, failed.reason).inc()
         tried.append(rep)
-        outcome = await _attempt(fleet, rep, route, request.url.path, body, headers, start)
+        outcome = await _attempt(fleet, rep, route, request.url.path, _body_for(route, rep, body), headers, start)
         if not isinstance(outcome, _Failed):
             return outcome
         failed = outcome
@@ -73,6 +75,14 @@ def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response
     user = payload.get("user")
     session = request.headers.get("x-session-id") or (user if isinstance(user, str) and user else None)
     return RoutingRequest(request.url.path, payload, model if isinstance(model, str) and model else None, session)
+
+
+def _body_for(route: RoutingRequest, rep: Replica, body: bytes) -> bytes:
+    """The client's bytes, except that a split model's name becomes the version's (or the replica's) own."""
+    if route.version is None:
+        return body
+    served = route.version.served_model or (rep.models[0] if rep.models else route.model)
+    return json.dumps({**route.payload, "model": served}).encode()
 
 
 def _give_up(fleet: Fleet, failed: _Failed | None, tried: list[Replica]) -> Response:
@@ -129,7 +139,7 @@ async def _refused(fleet: Fleet, rep: Replica, upstream: httpx.Response) -> _Fai
             rep.draining = True   # the health check confirms or clears it
         else:
             rep.breaker.failure()
-    fleet.metrics.requests.labels(rep.url, fleet.metrics.policy, str(upstream.status_code)).inc()
+    fleet.metrics.requests.labels(rep.url, fleet.metrics.policy, "", str(upstream.status_code)).inc()
     passed_on = Response(content, upstream.status_code, headers=_answer_headers(rep, upstream, None))
     return _Failed(f"status:{upstream.status_code}", passed_on)
 
@@ -189,13 +199,16 @@ def _judge(rep: Replica, status: int) -> None:
 def _answer_headers(rep: Replica, upstream: httpx.Response, route: RoutingRequest | None) -> dict:
     headers = {k: upstream.headers[k] for k in _PASS_BACK if k in upstream.headers}
     headers[REPLICA_HEADER] = rep.url
+    if route is not None and route.version is not None:
+        headers[VERSION_HEADER] = route.version.version
     if route is not None and route.predicted_cached_tokens is not None:
         headers["x-llmfleet-predicted-cached-tokens"] = str(route.predicted_cached_tokens)
     return headers
 
 
 def _account(fleet: Fleet, rep: Replica, route: RoutingRequest, status: int, start: float, upstream_s: float):
-    fleet.metrics.requests.labels(rep.url, fleet.metrics.policy, str(status)).inc()
+    version = route.version.version if route.version is not None else ""
+    fleet.metrics.requests.labels(rep.url, fleet.metrics.policy, version, str(status)).inc()
     fleet.metrics.added_latency.observe(max(0.0, time.perf_counter() - start - upstream_s))
     if route.predicted_cached_tokens:
         fleet.metrics.predicted_cached.labels(rep.url).inc(route.predicted_cached_tokens)
