@@ -148,3 +148,18 @@ def test_kill_9_loses_no_request_and_the_replica_returns_within_5_s(backends):
         restarted = fixed_backend(a.port).start().wait_ready(60)
         backends[0] = restarted
         assert wait_until(lambda: fleet.replicas[0].available(), 5) < 5
+
+
+def test_a_tiered_model_goes_to_the_cheap_tier_unless_a_rule_escalates(backends):
+    from llmfleet.gateway.tiers import parse_tiers
+
+    a, _ = backends
+    tiers = parse_tiers({"auto": [{"model": "fixed", "max_prompt_tokens": 8, "escalate_on": ["(?i)prove"]},
+                                  {"model": "large"}]})
+    with gateway([a.url], tiers=tiers) as (url, fleet):
+        cheap = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto", "prompt": "hi there"})
+        assert cheap.status_code == 200 and cheap.headers["x-llmfleet-tier"] == "fixed"
+        for prompt, why in (("please PROVE it", "matched"), ("word " * 40, "tokens > 8")):
+            answer = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto", "prompt": prompt})
+            assert answer.headers["x-llmfleet-tier"] == "large" and why in answer.headers["x-llmfleet-tier-reason"]
+            assert answer.status_code == 404   # no replica serves "large" here: the fleet says so

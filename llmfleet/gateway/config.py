@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from llmfleet.gateway.splits import ModelVersion, parse_models
+from llmfleet.gateway.tiers import Tier, parse_tiers
 
 POLICIES = ("prefix-aware", "round-robin", "least-loaded", "power-of-two", "session")
 
@@ -54,6 +55,8 @@ class GatewayConfig:
     max_connections: int = 1000
     # traffic management: public model name -> weighted versions (splits.py); their replicas join `replicas`
     models: dict[str, tuple[ModelVersion, ...]] = field(default_factory=dict)
+    # tiered routing: virtual model name -> tiers, cheapest first (tiers.py)
+    tiers: dict[str, tuple[Tier, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.replicas:
@@ -95,7 +98,7 @@ class GatewayConfig:
             if url not in listed:
                 replicas.append(ReplicaConfig(url))
                 listed.add(url)
-        return cls(**{**data, "replicas": tuple(replicas), "models": models})
+        return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers"))})
 
 
 def load_yaml(path: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from llmfleet.gateway.policies import RoutingRequest, make_policy
 from llmfleet.gateway.prompts import PromptHasher
 from llmfleet.gateway.replica import CircuitBreaker, Replica
 from llmfleet.gateway.splits import TrafficSplit
+from llmfleet.gateway.tiers import TierRouter
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Fleet:
         self.policy = make_policy(config.policy, config, self.index, self.hasher)
         self.metrics = GatewayMetrics(config.policy)
         self.split = TrafficSplit(config.models)
+        self.tiers = TierRouter(config.tiers, self.hasher)
         self.client: httpx.AsyncClient | None = None
         self.subscribers: dict[str, tuple[KVEventSubscriber, asyncio.Task]] = {}
         self._zmq: zmq.asyncio.Context | None = None
@@ -70,11 +72,11 @@ class Fleet:
         return self.policy.choose(request, candidates) if candidates else None
 
     def models(self) -> list[str]:
-        return sorted({name for rep in self.replicas for name in rep.models} | set(self.split.models))
+        return sorted({name for rep in self.replicas for name in rep.models} | set(self.split.models) | set(self.tiers.tiers))
 
     def model_cards(self) -> list[dict]:
         cards: dict[str, dict] = {}
-        for name in self.split.models:
+        for name in [*self.split.models, *self.tiers.tiers]:
             cards[name] = {"id": name, "object": "model", "created": 0, "owned_by": "llmfleet"}
         for rep in self.replicas:
             for card in rep.cards:

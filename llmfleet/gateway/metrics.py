@@ -30,6 +30,8 @@ class GatewayMetrics:
                                         ["replica"], registry=r)
         self.kv_events_lost = Counter("llmfleet_gateway_kv_event_batches_lost",
                                       "KV event batches a replay could no longer deliver", ["replica"], registry=r)
+        self.tiers = Counter("llmfleet_gateway_tier_decisions", "Requests for a tiered model, by the tier chosen",
+                             ["tier"], registry=r)
         self.in_flight = Gauge("llmfleet_gateway_in_flight", "Requests open on each replica", ["replica"], registry=r)
         self.circuit = Gauge("llmfleet_gateway_circuit_state", "0 closed, 1 half-open, 2 open", ["replica"],
                              registry=r)

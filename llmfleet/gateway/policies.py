@@ -26,6 +26,7 @@ class RoutingRequest:
     session_key: str | None = None
     predicted_cached_tokens: int | None = None   # set by the prefix-aware policy for the chosen replica
     version: object | None = None                # the ModelVersion of a split model (splits.py)
+    tier: tuple[str, str] | None = None          # (tier model, why) for a virtual tiered model (tiers.py)
     cache: dict = field(default_factory=dict)    # per-request scratch (prompt hashes) shared across retries
 
 

@@ -41,11 +41,18 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
     route = _routing_request(request, body)
     if isinstance(route, Response):
         return route
+    tiered = fleet.tiers.resolve(route.model, route.path, route.payload)
+    if tiered is not None:
+        tier, reason = tiered
+        route.tier, route.model = (tier.model, reason), tier.model
+        route.payload = {**route.payload, "model": tier.model}
+        body = json.dumps(route.payload).encode()
+        fleet.metrics.tiers.labels(tier.model).inc()
     known = fleet.models()
     if route.model and known and route.model not in known:
         fleet.metrics.rejected.labels("model_not_found").inc()
         return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: {', '.join(known)}",
-                              "model", "model_not_found")
+                              "model", "model_not_found", _route_headers(route))
     headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
     route.version = fleet.split.version_for(route.model, route.session_key)
     tried: list[Replica] = []
@@ -199,9 +206,18 @@ def _judge(rep: Replica, status: int) -> None:
 def _answer_headers(rep: Replica, upstream: httpx.Response, route: RoutingRequest | None) -> dict:
     headers = {k: upstream.headers[k] for k in _PASS_BACK if k in upstream.headers}
     headers[REPLICA_HEADER] = rep.url
-    if route is not None and route.version is not None:
+    return headers | (_route_headers(route) if route is not None else {})
+
+
+def _route_headers(route: RoutingRequest) -> dict:
+    """What the gateway decided: the split version, the tier and why, the predicted cache hit."""
+    headers = {}
+    if route.version is not None:
         headers[VERSION_HEADER] = route.version.version
-    if route is not None and route.predicted_cached_tokens is not None:
+    if route.tier is not None:
+        headers["x-llmfleet-tier"] = route.tier[0]
+        headers["x-llmfleet-tier-reason"] = route.tier[1].encode("ascii", "replace").decode()
+    if route.predicted_cached_tokens is not None:
         headers["x-llmfleet-predicted-cached-tokens"] = str(route.predicted_cached_tokens)
     return headers
 
