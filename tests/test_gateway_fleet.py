@@ -20,6 +20,7 @@ except ImportError:  # tests/ imported as a package
     from tests.fleet_procs import gateway, replica, wait_until
 
 HEADER = "x-llmfleet-replica"
+_http = httpx.Client(timeout=60)   # one pool for the module's many short requests
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def _gateway(fleet, policy: str, **settings):
 
 def _complete(url: str, prompt, max_tokens: int = 2, **extra) -> httpx.Response:
     body = {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, **extra}
-    answer = httpx.post(url + "/v1/completions", json=body, timeout=60)
+    answer = _http.post(url + "/v1/completions", json=body)
     assert answer.status_code == 200, answer.text
     return answer
 

@@ -18,7 +18,8 @@ def test_import_contracts_hold():
 
 def test_protocol_imports_without_torch_or_fastapi():
     code = ("import sys, llmfleet.protocol.config, llmfleet.protocol.sampling_params, llmfleet.protocol.outputs, "
-            "llmfleet.protocol.block_hash, llmfleet.protocol.kv_events, llmfleet.protocol.openai.chat, llmfleet.protocol.openai.completions; "
+            "llmfleet.protocol.block_hash, llmfleet.protocol.kv_events, llmfleet.protocol.openai.chat, "
+            "llmfleet.protocol.openai.completions; "
             "bad = [m for m in ('torch', 'fastapi', 'transformers', 'numpy') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

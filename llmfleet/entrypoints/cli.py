@@ -18,7 +18,8 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="llmfleet", description="LLM serving: a continuous-batching engine, an OpenAI-compatible server and a fleet gateway")
+        prog="llmfleet",
+        description="LLM serving: a continuous-batching engine, an OpenAI-compatible server and a fleet gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

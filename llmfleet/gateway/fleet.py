@@ -72,7 +72,8 @@ class Fleet:
         return self.policy.choose(request, candidates) if candidates else None
 
     def models(self) -> list[str]:
-        return sorted({name for rep in self.replicas for name in rep.models} | set(self.split.models) | set(self.tiers.tiers))
+        served = {name for rep in self.replicas for name in rep.models}
+        return sorted(served | set(self.split.models) | set(self.tiers.tiers))
 
     def model_cards(self) -> list[dict]:
         cards: dict[str, dict] = {}

@@ -160,11 +160,39 @@ async def _stream(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: h
         await upstream.aclose()
         return _failure(rep, f"read:{type(exc).__name__}")
     _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
-    return StreamingResponse(_relay(fleet, rep, upstream, chunks, first), upstream.status_code,
-                             headers=_answer_headers(rep, upstream, route))
+    release = _Release(rep, upstream)
+    return _RelayResponse(release, _relay(fleet, rep, upstream, chunks, first, release), upstream.status_code,
+                          headers=_answer_headers(rep, upstream, route))
 
 
-async def _relay(fleet: Fleet, rep: Replica, upstream: httpx.Response, chunks, first: bytes):
+class _Release:
+    """Closes the upstream stream and frees the replica's in-flight slot exactly once: when the relay ends, or
+    when the response is abandoned before the relay ever ran (the client left first)."""
+    __slots__ = ("rep", "upstream", "done")
+
+    def __init__(self, rep: Replica, upstream: httpx.Response):
+        self.rep, self.upstream, self.done = rep, upstream, False
+
+    async def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.rep.in_flight -= 1
+            await self.upstream.aclose()
+
+
+class _RelayResponse(StreamingResponse):
+    def __init__(self, release: _Release, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+
+async def _relay(fleet: Fleet, rep: Replica, upstream: httpx.Response, chunks, first: bytes, release: _Release):
     """Whole SSE events from the replica; on a break, an error event and [DONE] instead of the partial tail."""
     tail = b""
     try:
@@ -184,8 +212,7 @@ async def _relay(fleet: Fleet, rep: Replica, upstream: httpx.Response, chunks, f
         fleet.metrics.stream_errors.labels(rep.url).inc()
         yield sse_error(f"the replica {rep.url} failed mid-stream: {type(exc).__name__}")
     finally:
-        rep.in_flight -= 1
-        await upstream.aclose()
+        await release()
 
 
 def _failure(rep: Replica, reason: str) -> _Failed:

@@ -36,7 +36,7 @@ class EngineConfig:
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
     tokenizer: str | None = None              # None: the model folder
     # Fleet
-    kv_events_endpoint: str | None = None     # e.g. tcp://127.0.0.1:5557: publish prefix-cache events (PUB; replay on +1)
+    kv_events_endpoint: str | None = None     # e.g. tcp://127.0.0.1:5557: publish prefix-cache events (replay: +1)
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")

@@ -69,7 +69,7 @@ def decode_request(data: bytes) -> ReplayRequest:
 
 
 def replay_endpoint(endpoint: str) -> str:
-    """The replay (ROUTER) socket beside a PUB endpoint: tcp://host:port -> tcp://host:port+1, ipc://p -> ipc://p.replay."""
+    """The replay (ROUTER) socket beside a PUB endpoint: tcp://host:port -> port + 1, ipc://path -> path.replay."""
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[6:].rpartition(":")
         if not host or not port.isdigit():
