@@ -53,14 +53,15 @@ def create_app(model: str = "fixed", tokens: int = 4) -> Starlette:
         state.update(json.loads(await request.body()))
         return JSONResponse(state)
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
     return Starlette(routes=[
         Route("/v1/completions", complete, methods=["POST"]), Route("/v1/chat/completions", complete,
                                                                      methods=["POST"]),
-        Route("/ready", ready), Route("/health", health), Route("/v1/models", models),
+        Route("/ready", ready), Route("/health", _health), Route("/v1/models", models),
         Route("/control", control, methods=["POST", "GET"])])
+
+
+async def _health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
 def _answer(model: str, tokens: int, chat: bool) -> dict:

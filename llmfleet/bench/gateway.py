@@ -5,7 +5,7 @@ percentiles is what the gateway adds. By default the backend is `llmfleet.bench.
 once, so the difference is the proxy's own cost) and both it and the gateway run as child processes on this
 machine; `--backend URL` measures over a running server instead (e.g. a real `llmfleet serve` replica).
 
-Phases: open-loop Poisson arrivals at `--rate` for `--duration` s, streamed (time to first event and to the end of
+Phases: 200 requests one at a time (no queueing), open-loop Poisson arrivals at `--rate` for `--duration` s, streamed (time to first event and to the end of
 the stream); then a closed loop of `--concurrency` workers sending short non-streaming completions for
 `--duration` s through the gateway (requests per second, errors).
 """
@@ -63,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
 async def _measure(args, backend: str, gateway: str) -> dict:
     model = args.model or await _first_model(backend)
     body = {"model": model, "prompt": "hello", "max_tokens": args.max_tokens}
+    alone = {name: await _sequential(url, 200, body) for name, url in (("direct", backend), ("gateway", gateway))}
     direct = await _open_loop(backend, args.rate, args.duration, body)
     through = await _open_loop(gateway, args.rate, args.duration, body)
     throughput = await _closed_loop(gateway, args.concurrency, args.duration, body)
     added = {f"{key}_ms": round((through[key] - direct[key]) * 1e3, 3) for key in ("p50", "p90", "p99")}
     return {"workload": f"open-loop-{args.rate:g}rps-stream", "shape": f"{args.max_tokens}-tokens", "model": model,
             "rate": args.rate, "duration_s": args.duration, "direct": _ms(direct), "gateway": _ms(through),
-            "added_latency": added, "throughput": throughput}
+            "added_latency": added, "throughput": throughput, "sequential": alone,
+            "sequential_added_p50_ms": round(alone["gateway"]["p50_ms"] - alone["direct"]["p50_ms"], 3)}
 
 
 async def _open_loop(url: str, rate: float, duration: float, body: dict) -> dict:
@@ -93,6 +95,17 @@ async def _open_loop(url: str, rate: float, duration: float, body: dict) -> dict
             "p90": float(np.percentile(lat, 90)), "p99": float(np.percentile(lat, 99)),
             "first_event_p50": float(np.percentile(first, 50)), "first_event_p99": float(np.percentile(first, 99)),
             "achieved_rate": len(results) / (time.perf_counter() - start)}
+
+
+async def _sequential(url: str, count: int, body: dict) -> dict:
+    """One streamed request at a time: latency without any queueing."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await _one(client, body)
+        results = [await _one(client, body) for _ in range(count)]
+    lat = np.array([r[1] for r in results if r is not None] or [0.0])
+    return {"requests": count, "errors": sum(r is None for r in results),
+            "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+            "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3)}
 
 
 async def _one(client: httpx.AsyncClient, body: dict) -> tuple[float, float] | None:
@@ -158,6 +171,7 @@ def _ms(stats: dict) -> dict:
 
 def _summary(record: dict) -> str:
     d, g, a = record["direct"], record["gateway"], record["added_latency"]
-    return (f"direct p50 {d['p50']} ms p99 {d['p99']} ms | gateway p50 {g['p50']} ms p99 {g['p99']} ms | "
+    return (f"one at a time: added p50 {record['sequential_added_p50_ms']} ms | "
+            f"direct p50 {d['p50']} ms p99 {d['p99']} ms | gateway p50 {g['p50']} ms p99 {g['p99']} ms | "
             f"added p50 {a['p50_ms']} ms p99 {a['p99_ms']} ms | closed loop "
             f"{record['throughput']['requests_per_s']} req/s, {record['throughput']['errors']} errors")

@@ -47,9 +47,6 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
                                         for name in fleet.models()]
         return JSONResponse({"object": "list", "data": cards})
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
     async def ready(request: Request) -> JSONResponse:
         available = sum(rep.available() for rep in fleet.replicas)
         status = 200 if available else 503
@@ -67,6 +64,10 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.fleet = fleet
     return app
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
