@@ -71,7 +71,8 @@ async def _measure(args, backend: str, gateway: str) -> dict:
     return {"workload": f"open-loop-{args.rate:g}rps-stream", "shape": f"{args.max_tokens}-tokens", "model": model,
             "rate": args.rate, "duration_s": args.duration, "direct": _ms(direct), "gateway": _ms(through),
             "added_latency": added, "throughput": throughput, "sequential": alone,
-            "sequential_added_p50_ms": round(alone["gateway"]["p50_ms"] - alone["direct"]["p50_ms"], 3)}
+            "sequential_added_p50_ms": round(alone["gateway"]["p50_ms"] - alone["direct"]["p50_ms"], 3),
+            "gateway_internal_mean_ms": await _internal_mean_ms(gateway)}
 
 
 async def _open_loop(url: str, rate: float, duration: float, body: dict) -> dict:
@@ -142,6 +143,16 @@ async def _closed_loop(url: str, workers: int, duration: float, body: dict) -> d
         elapsed = time.perf_counter() - start
     return {"workers": workers, "requests": counts["ok"] + counts["errors"], "errors": counts["errors"],
             "requests_per_s": round(counts["ok"] / elapsed, 1)}
+
+
+async def _internal_mean_ms(url: str) -> float:
+    """The gateway's own view: mean of llmfleet_gateway_added_latency_seconds (routing and bookkeeping)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(url + "/metrics")).text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("llmfleet_gateway_added_latency_seconds_")}
+    count = values.get("llmfleet_gateway_added_latency_seconds_count", 0.0)
+    return round(values.get("llmfleet_gateway_added_latency_seconds_sum", 0.0) / count * 1e3, 3) if count else 0.0
 
 
 async def _first_model(url: str) -> str:
