@@ -18,7 +18,7 @@ def test_import_contracts_hold():
 
 def test_protocol_imports_without_torch_or_fastapi():
     code = ("import sys, llmfleet.protocol.config, llmfleet.protocol.sampling_params, llmfleet.protocol.outputs, "
-            "llmfleet.protocol.block_hash, llmfleet.protocol.scheduler_output, llmfleet.protocol.openai.chat, "
+            "llmfleet.protocol.block_hash, llmfleet.protocol.scheduler_output, llmfleet.protocol.kv_events, llmfleet.protocol.openai.chat, "
             "llmfleet.protocol.openai.completions; "
             "bad = [m for m in ('torch', 'fastapi', 'transformers', 'numpy') if m in sys.modules]; "
             "assert not bad, bad")

@@ -6,6 +6,7 @@ Every block is in exactly one of three states:
   free    ref_count == 0, in the free list, no hash.
 Blocks are handed out from the front of the free list (least recently freed first); a cached block handed out
 loses its hash then, and only then (lazy eviction).
+`events`, when set (llmfleet.engine.kv_events), hears every hash entering and leaving the cache map.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class BlockPool:
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, Block] = OrderedDict((b.block_id, b) for b in self.blocks)
         self._cached: dict[bytes, Block] = {}
+        self.events = None   # KVEventRecorder: stored(hash, parent) / removed(hash) / cleared()
 
     @property
     def num_blocks(self) -> int:
@@ -72,11 +74,13 @@ class BlockPool:
             if block.ref_count == 0:
                 self._free[block.block_id] = block
 
-    def cache(self, block: Block, block_hash: bytes) -> None:
+    def cache(self, block: Block, block_hash: bytes, parent_hash: bytes | None = None) -> None:
         """Publishes a full block under its chain hash; an existing entry for that hash wins (no duplicates)."""
         if block.block_hash is None and block_hash not in self._cached:
             block.block_hash = block_hash
             self._cached[block_hash] = block
+            if self.events is not None:
+                self.events.stored(block_hash, parent_hash)
 
     def uncache(self, block: Block) -> None:
         self._evict(block)
@@ -86,12 +90,16 @@ class BlockPool:
         count = len(self._cached)
         for block in list(self._cached.values()):
             self._evict(block)
+        if self.events is not None:
+            self.events.cleared()
         return count
 
     def _evict(self, block: Block) -> None:
         if block.block_hash is not None:
             if self._cached.get(block.block_hash) is block:
                 del self._cached[block.block_hash]
+                if self.events is not None:
+                    self.events.removed(block.block_hash)
             block.block_hash = None
 
     def check_invariants(self) -> None:

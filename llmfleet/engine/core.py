@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 
 from llmfleet.engine.kv_cache import KVCacheManager
+from llmfleet.engine.kv_events import start_publisher
 from llmfleet.engine.limits import Limits
 from llmfleet.engine.request import Request, Status
 from llmfleet.engine.scheduler import Scheduler
@@ -30,6 +31,7 @@ class EngineCore:
         self.runner = ModelRunner(config, device, resolve_dtype(config.dtype, device), source.path, source.hf_config)
         self.kv = KVCacheManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
+        self.kv_events = start_publisher(config.kv_events_endpoint, config.block_size, self.kv.pool)  # None: off
         self.limits = Limits(self.runner.max_model_len, self.runner.info.vocab_size, self.runner.num_blocks,
                              config.block_size)
         eos = set(self.runner.info.eos_token_ids)
@@ -111,6 +113,8 @@ class EngineCore:
         if launched is not None and not overlap:
             outputs += self._finish(launched)
             self._inflight = None
+        if self.kv_events is not None:
+            self.kv_events.publish_pending()
         return outputs
 
     def _finish(self, inflight) -> list[SeqOutput]:

@@ -144,7 +144,7 @@ class KVCacheManager:
         hashes = self._full_block_hashes(seq)
         ready = min(full, len(hashes))   # a block holding a pending token is published once its id is known
         for i in range(done, ready):
-            self.pool.cache(table[i], hashes[i])
+            self.pool.cache(table[i], hashes[i], hashes[i - 1] if i else None)
         self._published[seq.seq_id] = ready
 
     def _full_block_hashes(self, seq: Request) -> list[bytes]:

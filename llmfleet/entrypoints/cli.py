@@ -11,13 +11,15 @@ import sys
 COMMANDS = {
     "generate": "llmfleet.entrypoints.generate",
     "serve": "llmfleet.entrypoints.serve",
+    "gateway": "llmfleet.entrypoints.gateway",
     "bench": "llmfleet.bench.cli",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="llmfleet", description="LLM serving: a continuous-batching engine and an OpenAI-compatible server")
+        prog="llmfleet",
+        description="LLM serving: a continuous-batching engine, an OpenAI-compatible server and a fleet gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

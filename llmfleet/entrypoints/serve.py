@@ -12,7 +12,7 @@ import sys
 # flag -> EngineConfig field; only flags the user set are passed on
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
-                "load_format", "enforce_eager", "attention_backend")
+                "load_format", "enforce_eager", "attention_backend", "kv_events_endpoint")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -62,6 +62,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--load-format", default=None, choices=["auto", "dummy"])
     group.add_argument("--enforce-eager", action="store_true", default=None, help="disable CUDA graphs")
     group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
+    group.add_argument("--kv-events-endpoint", default=None,
+                       help="publish prefix-cache events for the gateway on this ZeroMQ endpoint, e.g. "
+                            "tcp://127.0.0.1:5557 (replays on the next port)")
 
 
 def build_configs(args: argparse.Namespace):

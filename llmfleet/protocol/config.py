@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet.protocol.kv_events import replay_endpoint
+
 DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 
 
@@ -34,6 +36,8 @@ class EngineConfig:
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
     tokenizer: str | None = None              # None: the model folder
     skip_tokenizer_init: bool = False         # True: load no tokenizer; prompts are token ids, outputs have no text
+    # Fleet
+    kv_events_endpoint: str | None = None     # e.g. tcp://127.0.0.1:5557: publish prefix-cache events (replay: +1)
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
@@ -49,6 +53,8 @@ class EngineConfig:
             raise ValueError(f"dtype: unknown value {self.dtype!r}; use one of {', '.join(DTYPES)}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ValueError(f"device: unknown value {self.device!r}; use auto, cpu or cuda[:N]")
+        if self.kv_events_endpoint is not None:
+            replay_endpoint(self.kv_events_endpoint)  # ValueError naming kv_events_endpoint
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format: unknown value {self.load_format!r}")
 

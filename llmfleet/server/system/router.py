@@ -1,4 +1,5 @@
-"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics.
+"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics,
+/kv_events (where the engine core publishes its prefix-cache events, for the gateway).
 
 The probes and /metrics answer HEAD too (what some load balancers and uptime checkers send); HEAD is left out of the
 OpenAPI schema, which would otherwise list each of them twice under one operation id.
@@ -12,8 +13,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from llmfleet.engine.streams import EngineDeadError
+from llmfleet.protocol.kv_events import replay_endpoint
 from llmfleet.protocol.openai.common import ModelCard, ModelList
 from llmfleet.server.context import ServingContext, serving_context
+from llmfleet.server.errors import envelope
 
 router = APIRouter()
 
@@ -46,6 +49,16 @@ async def ready(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
 async def models(ctx: ServingContext = Depends(serving_context)) -> ModelList:
     return ModelList(data=[ModelCard(id=name, created=ctx.created, root=ctx.model_names[0],
                                      max_model_len=ctx.max_model_len) for name in ctx.model_names])
+
+
+@router.get("/kv_events")
+async def kv_events(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
+    endpoint = ctx.engine.config.kv_events_endpoint
+    if endpoint is None:
+        return JSONResponse(envelope(404, "this replica publishes no KV events (start it with --kv-events-endpoint)",
+                                     None, "kv_events_off"), 404)
+    return JSONResponse({"endpoint": endpoint, "replay_endpoint": replay_endpoint(endpoint),
+                         "block_size": ctx.engine.limits.block_size})
 
 
 @_get_and_head("/metrics")

@@ -1,0 +1,64 @@
+"""`llmfleet gateway`: one OpenAI-compatible endpoint over many replicas.
+
+Import-light on purpose (the top-level CLI imports every command's module to build its parser): the gateway's
+modules (Starlette, httpx, ZeroMQ) are imported only in `run`. Flags override what `--config fleet.yaml` sets.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+POLICY_NAMES = ("prefix-aware", "round-robin", "least-loaded", "power-of-two", "session")
+
+
+def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    """Register `llmfleet gateway` and its flags."""
+    parser = subparsers.add_parser(name, help="fleet gateway over several replicas",
+                                   description="Route OpenAI API requests over several replicas.")
+    parser.add_argument("--replica", action="append", default=None, metavar="URL[,kv_events=ENDPOINT]",
+                        help="a replica's base URL (repeat for each); kv_events= names its KV-event endpoint")
+    parser.add_argument("--config", default=None, help="fleet.yaml: any GatewayConfig field, replicas as a list")
+    parser.add_argument("--policy", default=None, choices=POLICY_NAMES, help="routing policy (default prefix-aware)")
+    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="the model's folder (tokenizer.json) or demo model name, for prefix-aware routing")
+    parser.add_argument("--block-size", type=int, default=None, help="the replicas' KV block size (default 16)")
+    parser.add_argument("--max-retries", type=int, default=None, help="other replicas tried before failing")
+    parser.add_argument("--no-kv-events", action="store_true", help="do not follow replicas' KV events")
+    parser.add_argument("--log-level", default=None, choices=["critical", "error", "warning", "info", "debug"])
+    return parser
+
+
+def build_config(args: argparse.Namespace):
+    """GatewayConfig from the optional YAML file, then the flags; ValueError names the bad field."""
+    from llmfleet.gateway.config import GatewayConfig, load_yaml, parse_replica_flag
+
+    data = load_yaml(args.config) if args.config else {}
+    flags = {"policy": args.policy, "host": args.host, "port": args.port, "tokenizer": args.tokenizer,
+             "block_size": args.block_size, "max_retries": args.max_retries, "log_level": args.log_level,
+             "kv_events": False if args.no_kv_events else None}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.replica:
+        data["replicas"] = [parse_replica_flag(url) for url in args.replica]
+    return GatewayConfig.from_dict(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; 2 for invalid flags (the message names the field)."""
+    import logging
+
+    level = (args.log_level or "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per health check otherwise
+    try:
+        config = build_config(args)
+        import uvicorn
+
+        from llmfleet.gateway.app import create_app
+        app = create_app(config)
+    except (ValueError, OSError) as exc:
+        print(f"llmfleet gateway: error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+    return 0

@@ -1,0 +1,144 @@
+"""Gateway settings: slotted dataclasses validated on construction, filled from `llmfleet gateway` flags or one
+YAML file (`--config fleet.yaml`). Every ValueError names its field."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from llmfleet.gateway.splits import ModelVersion, parse_models
+from llmfleet.gateway.tiers import Tier, parse_tiers
+
+POLICIES = ("prefix-aware", "round-robin", "least-loaded", "power-of-two", "session")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """One OpenAI-compatible replica. `kv_events` (a ZeroMQ endpoint) overrides what its /kv_events reports."""
+    url: str
+    kv_events: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"replicas.url: must start with http:// or https://, got {self.url!r}")
+        if self.url.endswith("/"):
+            object.__setattr__(self, "url", self.url.rstrip("/"))
+        if self.kv_events is not None and not self.kv_events.startswith(("tcp://", "ipc://")):
+            raise ValueError(f"replicas.kv_events: must start with tcp:// or ipc://, got {self.kv_events!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    replicas: tuple[ReplicaConfig, ...]
+    policy: str = "prefix-aware"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    # prefix-aware routing
+    tokenizer: str | None = None        # folder with tokenizer.json (or a demo model name); None: no prompt hashing
+    block_size: int = 16                # the replicas' KV block size: hashes must match theirs
+    load_weight: float = 1.0            # how much a replica's relative load costs against its cached fraction
+    balance_ratio: float = 1.5          # hot-prefix guard: a replica above ratio x the least in-flight gets no more
+    approx_capacity: int = 200_000      # block hashes the routing-history index keeps (LRU)
+    approx_ttl_s: float = 600.0         # ... and for how long
+    kv_events: bool = True              # subscribe to replicas' KV events where they publish them
+    # session routing
+    session_load_factor: float = 1.25   # bounded load: a replica above factor x mean in-flight is skipped
+    # reliability
+    health_interval_s: float = 0.5      # /ready polls while healthy; doubling up to health_max_interval_s otherwise
+    health_max_interval_s: float = 2.0
+    health_timeout_s: float = 1.0
+    max_retries: int = 2                # other replicas tried when one fails before its first byte
+    failure_threshold: int = 3          # consecutive failures that open a replica's circuit
+    open_s: float = 2.0                 # first open period; doubles on each failed trial, up to 30 s
+    connect_timeout_s: float = 2.0
+    request_timeout_s: float = 600.0
+    max_connections: int = 1000
+    # traffic management: public model name -> weighted versions (splits.py); their replicas join `replicas`
+    models: dict[str, tuple[ModelVersion, ...]] = field(default_factory=dict)
+    # tiered routing: virtual model name -> tiers, cheapest first (tiers.py)
+    tiers: dict[str, tuple[Tier, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.replicas:
+            raise ValueError("replicas: at least one replica URL is needed")
+        if len({r.url for r in self.replicas}) != len(self.replicas):
+            raise ValueError("replicas: the same URL is listed twice")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy: unknown value {self.policy!r}; use one of {', '.join(POLICIES)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: must be in [0, 65535], got {self.port}")
+        for name in ("block_size", "approx_capacity", "failure_threshold", "max_connections"):
+            _positive_int(self, name)
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries: must be an integer >= 0, got {self.max_retries!r}")
+        for name in ("approx_ttl_s", "health_interval_s", "health_max_interval_s", "health_timeout_s", "open_s",
+                     "connect_timeout_s", "request_timeout_s"):
+            _positive_number(self, name)
+        if self.load_weight < 0:
+            raise ValueError(f"load_weight: must be >= 0, got {self.load_weight}")
+        if self.balance_ratio < 1.0:
+            raise ValueError(f"balance_ratio: must be >= 1, got {self.balance_ratio}")
+        if self.session_load_factor < 1.0:
+            raise ValueError(f"session_load_factor: must be >= 1, got {self.session_load_factor}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GatewayConfig":
+        """From a parsed YAML mapping: `replicas` is a list of URLs or {url, kv_events} mappings; `models` maps
+        public names to weighted versions, whose replicas are added to `replicas`."""
+        if not isinstance(data, dict):
+            raise ValueError("config: must be a mapping")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
+        replicas = [_replica(item, i) for i, item in enumerate(data.get("replicas") or [])]
+        models = parse_models(data.get("models"))
+        listed = {r.url for r in replicas}
+        for url in (url for versions in models.values() for v in versions for url in v.replicas):
+            if url not in listed:
+                replicas.append(ReplicaConfig(url))
+                listed.add(url)
+        return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers"))})
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config: {path} must hold a mapping of settings")
+    return data
+
+
+def _replica(item: Any, index: int) -> ReplicaConfig:
+    if isinstance(item, ReplicaConfig):
+        return item
+    if isinstance(item, str):
+        return ReplicaConfig(item)
+    if isinstance(item, dict) and set(item) <= {"url", "kv_events"} and "url" in item:
+        return ReplicaConfig(**item)
+    raise ValueError(f"replicas[{index}]: must be a URL or a mapping with url and optionally kv_events")
+
+
+def _positive_int(cfg: Any, name: str) -> None:
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def _positive_number(cfg: Any, name: str) -> None:
+    value = getattr(cfg, name)
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name}: must be a positive number, got {value!r}")
+
+
+def parse_replica_flag(value: str) -> ReplicaConfig:
+    """`URL` or `URL,kv_events=tcp://host:port` (the --replica flag)."""
+    url, _, rest = value.partition(",")
+    extra = dict(part.split("=", 1) for part in rest.split(",") if "=" in part) if rest else {}
+    if set(extra) - {"kv_events"}:
+        raise ValueError(f"replicas: unknown option in {value!r}; only kv_events=ENDPOINT is known")
+    return ReplicaConfig(url, extra.get("kv_events"))

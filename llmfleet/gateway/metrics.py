@@ -1,0 +1,48 @@
+"""The gateway's Prometheus metrics, in a registry of its own (never the process-global one)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from llmfleet.gateway.replica import STATE_CODE, Replica
+
+_LATENCY_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+
+
+class GatewayMetrics:
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("llmfleet_gateway_requests",
+                                "Requests proxied, by replica, policy, model version (of a split) and status",
+                                ["replica", "policy", "version", "status"], registry=r)
+        self.added_latency = Histogram("llmfleet_gateway_added_latency_seconds",
+                                       "Time the gateway adds before a response starts (routing, proxying)",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.retries = Counter("llmfleet_gateway_retries", "Requests retried on another replica, by reason",
+                               ["replica", "reason"], registry=r)
+        self.stream_errors = Counter("llmfleet_gateway_stream_errors", "Streams that broke mid-way", ["replica"],
+                                     registry=r)
+        self.rejected = Counter("llmfleet_gateway_rejected", "Requests answered by the gateway itself", ["code"],
+                                registry=r)
+        self.predicted_cached = Counter("llmfleet_gateway_predicted_cached_tokens",
+                                        "Prompt tokens the router expected the chosen replica to have cached",
+                                        ["replica"], registry=r)
+        self.kv_events_lost = Counter("llmfleet_gateway_kv_event_batches_lost",
+                                      "KV event batches a replay could no longer deliver", ["replica"], registry=r)
+        self.tiers = Counter("llmfleet_gateway_tier_decisions", "Requests for a tiered model, by the tier chosen",
+                             ["tier"], registry=r)
+        self.in_flight = Gauge("llmfleet_gateway_in_flight", "Requests open on each replica", ["replica"], registry=r)
+        self.circuit = Gauge("llmfleet_gateway_circuit_state", "0 closed, 1 half-open, 2 open", ["replica"],
+                             registry=r)
+        self.healthy = Gauge("llmfleet_gateway_replica_healthy", "1 while /ready passes", ["replica"], registry=r)
+        self.draining = Gauge("llmfleet_gateway_replica_draining", "1 while the replica drains", ["replica"],
+                              registry=r)
+
+    def render(self, replicas: list[Replica]) -> bytes:
+        for rep in replicas:
+            self.in_flight.labels(rep.url).set(rep.in_flight)
+            self.circuit.labels(rep.url).set(STATE_CODE[rep.breaker.state])
+            self.healthy.labels(rep.url).set(int(rep.healthy))
+            self.draining.labels(rep.url).set(int(rep.draining))
+        return generate_latest(self.registry)

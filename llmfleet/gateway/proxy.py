@@ -1,0 +1,257 @@
+"""Forwarding one OpenAI request: pick a replica, send the client's bytes unchanged, relay the answer.
+
+A request that fails before the client got its first byte (connect error, connection lost before the answer,
+503, 429) is retried on another replica, up to `max_retries` times; the last 429/503 is passed on if none is left.
+Streams are relayed event by event (whole `\\n\\n`-terminated SSE events only), so a stream that breaks mid-way
+ends with one error event and `data: [DONE]` rather than a cut-off line. Connect errors, lost connections and 5xx
+answers count against the replica's circuit breaker.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from llmfleet.gateway.errors import error_response, sse_error
+from llmfleet.gateway.fleet import Fleet
+from llmfleet.gateway.policies import RoutingRequest
+from llmfleet.gateway.replica import Replica
+
+_HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
+               "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding"}
+_PASS_BACK = ("content-type", "x-request-id", "retry-after")
+REPLICA_HEADER = "x-llmfleet-replica"
+VERSION_HEADER = "x-llmfleet-version"
+
+
+class _Failed:
+    """One attempt's failure; `response` is what the client gets if no retry is left (None: a gateway 502)."""
+    __slots__ = ("reason", "response")
+
+    def __init__(self, reason: str, response: Response | None = None):
+        self.reason, self.response = reason, response
+
+
+async def proxy(fleet: Fleet, request: Request) -> Response:
+    start = time.perf_counter()
+    body = await request.body()
+    route = _routing_request(request, body)
+    if isinstance(route, Response):
+        return route
+    tiered = fleet.tiers.resolve(route.model, route.path, route.payload)
+    if tiered is not None:
+        tier, reason = tiered
+        route.tier, route.model = (tier.model, reason), tier.model
+        route.payload = {**route.payload, "model": tier.model}
+        body = json.dumps(route.payload).encode()
+        fleet.metrics.tiers.labels(tier.model).inc()
+    known = fleet.models()
+    if route.model and known and route.model not in known:
+        fleet.metrics.rejected.labels("model_not_found").inc()
+        return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: {', '.join(known)}",
+                              "model", "model_not_found", _route_headers(route))
+    headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
+    route.version = fleet.split.version_for(route.model, route.session_key)
+    tried: list[Replica] = []
+    failed: _Failed | None = None
+    for _ in range(fleet.config.max_retries + 1):
+        rep = fleet.pick(route, tried)
+        if rep is None:
+            break
+        if failed is not None:
+            fleet.metrics.retries.labels(tried[-1].url, failed.reason).inc()
+        tried.append(rep)
+        outcome = await _attempt(fleet, rep, route, request.url.path, _body_for(route, rep, body), headers, start)
+        if not isinstance(outcome, _Failed):
+            return outcome
+        failed = outcome
+    return _give_up(fleet, failed, tried)
+
+
+def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response:
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        return error_response(400, f"the request body is not valid JSON: {exc}", None, "invalid_value")
+    if not isinstance(payload, dict):
+        return error_response(400, "the request body must be a JSON object", None, "invalid_value")
+    model = payload.get("model")
+    user = payload.get("user")
+    session = request.headers.get("x-session-id") or (user if isinstance(user, str) and user else None)
+    return RoutingRequest(request.url.path, payload, model if isinstance(model, str) and model else None, session)
+
+
+def _body_for(route: RoutingRequest, rep: Replica, body: bytes) -> bytes:
+    """The client's bytes, except that a split model's name becomes the version's (or the replica's) own."""
+    if route.version is None:
+        return body
+    served = route.version.served_model or (rep.models[0] if rep.models else route.model)
+    return json.dumps({**route.payload, "model": served}).encode()
+
+
+def _give_up(fleet: Fleet, failed: _Failed | None, tried: list[Replica]) -> Response:
+    if failed is not None and failed.response is not None:
+        return failed.response
+    if failed is not None:
+        fleet.metrics.rejected.labels("replicas_failed").inc()
+        return error_response(502, f"every replica tried failed ({failed.reason}): "
+                                   f"{', '.join(r.url for r in tried)}", None, "replicas_failed")
+    fleet.metrics.rejected.labels("no_replica").inc()
+    return error_response(503, "no healthy replica serves this model right now; retry later", None,
+                          "no_replica_available", {"Retry-After": "1"})
+
+
+async def _attempt(fleet: Fleet, rep: Replica, route: RoutingRequest, path: str, body: bytes, headers: dict,
+                   start: float) -> Response | _Failed:
+    rep.in_flight += 1
+    rep.routed += 1
+    rep.breaker.on_send()
+    sent = time.perf_counter()
+    try:
+        upstream = await fleet.client.send(
+            fleet.client.build_request("POST", rep.url + path, content=body, headers=headers), stream=True)
+    except httpx.HTTPError as exc:
+        return _failure(rep, f"connect:{type(exc).__name__}")
+    if upstream.status_code in (429, 503):
+        return await _refused(fleet, rep, upstream)
+    if route.payload.get("stream") is True:
+        return await _stream(fleet, rep, route, upstream, start, sent)
+    try:
+        content = await upstream.aread()
+    except httpx.HTTPError as exc:
+        return _failure(rep, f"read:{type(exc).__name__}")
+    finally:
+        await upstream.aclose()
+    rep.in_flight -= 1
+    _judge(rep, upstream.status_code)
+    response = Response(content, upstream.status_code, headers=_answer_headers(rep, upstream, route))
+    _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
+    return response
+
+
+async def _refused(fleet: Fleet, rep: Replica, upstream: httpx.Response) -> _Failed:
+    """429 / 503 before any byte reached the client: someone else may take it."""
+    try:
+        content = await upstream.aread()
+    except httpx.HTTPError:
+        content = b""
+    finally:
+        await upstream.aclose()
+    rep.in_flight -= 1
+    if upstream.status_code == 503:
+        if b'"draining"' in content:
+            rep.draining = True   # the health check confirms or clears it
+        else:
+            rep.breaker.failure()
+    fleet.metrics.requests.labels(rep.url, fleet.metrics.policy, "", str(upstream.status_code)).inc()
+    passed_on = Response(content, upstream.status_code, headers=_answer_headers(rep, upstream, None))
+    return _Failed(f"status:{upstream.status_code}", passed_on)
+
+
+async def _stream(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: httpx.Response, start: float,
+                  sent: float) -> Response | _Failed:
+    chunks = upstream.aiter_raw()
+    try:
+        first = await anext(chunks, b"")
+    except httpx.HTTPError as exc:
+        await upstream.aclose()
+        return _failure(rep, f"read:{type(exc).__name__}")
+    _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
+    release = _Release(rep, upstream)
+    return _RelayResponse(release, _relay(fleet, rep, upstream, chunks, first, release), upstream.status_code,
+                          headers=_answer_headers(rep, upstream, route))
+
+
+class _Release:
+    """Closes the upstream stream and frees the replica's in-flight slot exactly once: when the relay ends, or
+    when the response is abandoned before the relay ever ran (the client left first)."""
+    __slots__ = ("rep", "upstream", "done")
+
+    def __init__(self, rep: Replica, upstream: httpx.Response):
+        self.rep, self.upstream, self.done = rep, upstream, False
+
+    async def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.rep.in_flight -= 1
+            await self.upstream.aclose()
+
+
+class _RelayResponse(StreamingResponse):
+    def __init__(self, release: _Release, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+
+async def _relay(fleet: Fleet, rep: Replica, upstream: httpx.Response, chunks, first: bytes, release: _Release):
+    """Whole SSE events from the replica; on a break, an error event and [DONE] instead of the partial tail."""
+    tail = b""
+    try:
+        data = first
+        while data:
+            buffer = tail + data
+            cut = buffer.rfind(b"\n\n") + 2
+            if cut >= 2:
+                yield buffer[:cut]
+            tail = buffer[cut:] if cut >= 2 else buffer
+            data = await anext(chunks, b"")
+        if tail:
+            yield tail
+        _judge(rep, upstream.status_code)
+    except httpx.HTTPError as exc:
+        rep.breaker.failure()
+        fleet.metrics.stream_errors.labels(rep.url).inc()
+        yield sse_error(f"the replica {rep.url} failed mid-stream: {type(exc).__name__}")
+    finally:
+        await release()
+
+
+def _failure(rep: Replica, reason: str) -> _Failed:
+    rep.in_flight -= 1
+    rep.failures += 1
+    rep.breaker.failure()
+    return _Failed(reason)
+
+
+def _judge(rep: Replica, status: int) -> None:
+    if status >= 500:
+        rep.failures += 1
+        rep.breaker.failure()
+    else:
+        rep.breaker.success()
+
+
+def _answer_headers(rep: Replica, upstream: httpx.Response, route: RoutingRequest | None) -> dict:
+    headers = {k: upstream.headers[k] for k in _PASS_BACK if k in upstream.headers}
+    headers[REPLICA_HEADER] = rep.url
+    return headers | (_route_headers(route) if route is not None else {})
+
+
+def _route_headers(route: RoutingRequest) -> dict:
+    """What the gateway decided: the split version, the tier and why, the predicted cache hit."""
+    headers = {}
+    if route.version is not None:
+        headers[VERSION_HEADER] = route.version.version
+    if route.tier is not None:
+        headers["x-llmfleet-tier"] = route.tier[0]
+        headers["x-llmfleet-tier-reason"] = route.tier[1].encode("ascii", "replace").decode()
+    if route.predicted_cached_tokens is not None:
+        headers["x-llmfleet-predicted-cached-tokens"] = str(route.predicted_cached_tokens)
+    return headers
+
+
+def _account(fleet: Fleet, rep: Replica, route: RoutingRequest, status: int, start: float, upstream_s: float):
+    version = route.version.version if route.version is not None else ""
+    fleet.metrics.requests.labels(rep.url, fleet.metrics.policy, version, str(status)).inc()
+    fleet.metrics.added_latency.observe(max(0.0, time.perf_counter() - start - upstream_s))
+    if route.predicted_cached_tokens:
+        fleet.metrics.predicted_cached.labels(rep.url).inc(route.predicted_cached_tokens)

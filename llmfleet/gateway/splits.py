@@ -1,0 +1,88 @@
+"""Weighted splits of one public model name across versions (canary, A/B), sticky per user.
+
+In fleet.yaml:
+
+    models:
+      chat:                                   # the name clients send
+        - {version: v1, weight: 95, replicas: [http://a:8000, http://b:8000]}
+        - {version: v2, weight: 5, replicas: [http://c:8000], served_model: tiny-v2}
+
+A request for `chat` goes to one version: by a hash of its session key (x-session-id, else `user`) into [0, 1)
+against the cumulative weights, so a user keeps its version while the weights stay; without a key, at random.
+The body's `model` is rewritten to `served_model`, or to the chosen replica's own model name when that is unset.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    version: str
+    weight: float
+    replicas: tuple[str, ...]
+    served_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.version, str) or not self.version:
+            raise ValueError("models.version: must be a non-empty string")
+        if not isinstance(self.weight, (int, float)) or self.weight < 0:
+            raise ValueError(f"models.weight: must be a number >= 0, got {self.weight!r}")
+        if not self.replicas:
+            raise ValueError(f"models.replicas: version {self.version!r} lists no replica")
+        if any(not str(url).startswith(("http://", "https://")) for url in self.replicas):
+            raise ValueError(f"models.replicas: version {self.version!r} has a URL without http:// or https://")
+        object.__setattr__(self, "replicas", tuple(str(url).rstrip("/") for url in self.replicas))
+
+
+def parse_models(data: Any) -> dict[str, tuple[ModelVersion, ...]]:
+    """`models` from fleet.yaml; ValueError names the field."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError("models: must map model names to lists of versions")
+    models = {}
+    for name, versions in data.items():
+        if not isinstance(versions, list) or not versions:
+            raise ValueError(f"models.{name}: must be a non-empty list of versions")
+        if any(not isinstance(v, dict) for v in versions):
+            raise ValueError(f"models.{name}: each version is a mapping (version, weight, replicas)")
+        parsed = tuple(ModelVersion(v.get("version"), v.get("weight", 1), tuple(v.get("replicas") or ()),
+                                    v.get("served_model")) for v in versions)
+        if len({v.version for v in parsed}) != len(parsed):
+            raise ValueError(f"models.{name}: version names must be unique")
+        if sum(v.weight for v in parsed) <= 0:
+            raise ValueError(f"models.{name}: the weights add up to 0")
+        models[str(name)] = parsed
+    return models
+
+
+class TrafficSplit:
+    def __init__(self, models: dict[str, tuple[ModelVersion, ...]], seed: int | None = None):
+        self.models = models
+        self._rng = random.Random(seed)
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def version_for(self, model: str | None, key: str | None) -> ModelVersion | None:
+        """The version a request for `model` goes to; None when `model` has no split."""
+        versions = self.models.get(model) if model else None
+        if not versions:
+            return None
+        point = _unit(f"{model}\0{key}") if key else self._rng.random()
+        total = sum(v.weight for v in versions)
+        cumulative = 0.0
+        for version in versions:
+            cumulative += version.weight / total
+            if point < cumulative:
+                return version
+        return versions[-1]
+
+
+def _unit(key: str) -> float:
+    """A stable point in [0, 1) for `key`."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2.0 ** 64
