@@ -36,9 +36,8 @@ def run_engine_core(config: EngineConfig, input_address: str, output_address: st
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s engine-core: %(message)s")
     threading.Thread(target=_exit_with_parent, args=(parent_alive,), daemon=True, name="parent-watch").start()
-    context = zmq.Context()
+    context = zmq.Context()   # the output socket's alone: terminating it flushes what is still queued
     output = context.socket(zmq.PUSH)
-    output.setsockopt(zmq.LINGER, 5000)
     output.connect(output_address)
     encoder = msgspec.msgpack.Encoder()
     try:
@@ -48,16 +47,23 @@ def run_engine_core(config: EngineConfig, input_address: str, output_address: st
     except BaseException as exc:  # noqa: BLE001 - the API server must learn why, then we are done
         logger.exception("the engine core failed to start")
         output.send(encoder.encode(Dead(f"the engine failed to start: {type(exc).__name__}: {exc}")))
-        output.close()
+        _flush(output, context)
         os._exit(1)
     limits = core.limits
     output.send(encoder.encode(Ready(core.model_name, limits.max_model_len, limits.vocab_size,
                                      limits.num_kv_blocks, limits.block_size, sorted(core.eos_token_ids))))
     inbox: queue.SimpleQueue = queue.SimpleQueue()
-    threading.Thread(target=_receive, args=(context, input_address, inbox), daemon=True, name="core-input").start()
+    threading.Thread(target=_receive, args=(input_address, inbox), daemon=True, name="core-input").start()
     code = _CoreLoop(core, inbox, output, encoder).run()
-    output.close()
+    _flush(output, context)
     os._exit(code)
+
+
+def _flush(output: zmq.Socket, context: zmq.Context) -> None:
+    """Blocks (up to 5 s) until the queued messages, a Dead with its cause above all, are out: os._exit would drop
+    them."""
+    output.close(linger=5000)
+    context.term()
 
 
 def _exit_with_parent(parent_alive) -> None:
@@ -69,9 +75,9 @@ def _exit_with_parent(parent_alive) -> None:
     os._exit(0)
 
 
-def _receive(context: zmq.Context, address: str, inbox: queue.SimpleQueue) -> None:
-    """Input thread: decoding happens here, so the main thread only applies messages."""
-    sock = context.socket(zmq.PULL)
+def _receive(address: str, inbox: queue.SimpleQueue) -> None:
+    """Input thread (with a context of its own): decoding happens here, so the main thread only applies messages."""
+    sock = zmq.Context().socket(zmq.PULL)
     sock.connect(address)
     decoder = msgspec.msgpack.Decoder(ClientMessage)
     while True:
