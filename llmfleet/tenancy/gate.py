@@ -1,0 +1,111 @@
+"""One metered completion request: estimate it, admit it against the key's and team's limits and budgets
+(reserving its maximum cost), pass it on, read its usage from the answer, settle, and book its spend."""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmfleet.tenancy.errors import TenancyError, ratelimit_headers
+from llmfleet.tenancy.limits import Ask, Rejected, Ticket
+from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
+from llmfleet.tenancy.records import KeyRecord
+from llmfleet.tenancy.service import Tenancy
+
+COST_HEADER = b"x-llmfleet-cost"
+_LIMIT_NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute", "parallel": "parallel requests"}
+
+
+async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope: Scope, receive: Receive,
+                        send: Send) -> None:
+    body = await _read_body(receive)
+    if body is None:
+        return  # the client left before sending its request
+    found = inspect_request(body, tenancy.config.default_max_tokens)
+    if not record.allows(found.model):
+        raise TenancyError(403, f"this key may not use model {found.model!r}", "model_not_allowed", param="model")
+    price = tenancy.prices.price(found.model)
+    ask = Ask(found.prompt_tokens + found.completion_tokens, price.cost(found.prompt_tokens, found.completion_tokens))
+    started = time.time()
+    try:
+        ticket = await tenancy.limiter.admit(record.subjects, ask, started)
+    except Rejected as exc:
+        raise _rejection(exc) from None
+    costs: list[float] = []
+
+    def finish_headers(usage: tuple[int, int] | None) -> list:
+        costs.append(price.cost(*usage) if usage else 0.0)
+        return [(COST_HEADER, f"{costs[0]:.8f}".encode())]
+
+    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status), finish_headers)
+    try:
+        await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
+    finally:
+        usage = meter.usage or _fallback_usage(meter, found)
+        cost = price.cost(*usage) if 0 < meter.status < 400 else 0.0
+        await asyncio.shield(tenancy.limiter.settle(ticket, sum(usage), cost))
+        tenancy.spend.add(_spend_row(scope, record, ticket, found, usage, cost, meter.status, started))
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()  # the disconnect, when it comes
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _with_length(scope: Scope, body: bytes) -> Scope:
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+    return {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
+
+
+def _fallback_usage(meter: ResponseMeter, found: Inspection) -> tuple[int, int]:
+    """No usage in the answer: an error costs nothing; a stream cut short costs its prompt and each event as a
+    token (a generous count: an event carries at least one)."""
+    if not 0 < meter.status < 400:
+        return 0, 0
+    return found.prompt_tokens, meter.events
+
+
+def _rejection(exc: Rejected) -> TenancyError:
+    headers = ratelimit_headers(exc.status)
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+    kind = exc.subject.name.split(":")[0]
+    if exc.reason == "budget":
+        return TenancyError(429, f"the {kind}'s budget is exhausted (max_budget {exc.subject.max_budget})",
+                            "insufficient_quota", headers=headers, type_="insufficient_quota")
+    limit = {"rpm": exc.subject.rpm_limit, "tpm": exc.subject.tpm_limit,
+             "parallel": exc.subject.max_parallel_requests}[exc.reason]
+    return TenancyError(429, f"rate limit reached for the {kind}: {_LIMIT_NAMES[exc.reason]} (limit {limit})",
+                        "rate_limit_exceeded", headers=headers)
+
+
+def _spend_row(scope: Scope, record: KeyRecord, ticket: Ticket, found: Inspection, usage: tuple[int, int],
+               cost: float, status: int, started: float) -> dict:
+    request_id = scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+    periods = ticket.periods + (0,)
+    return {"request_id": request_id, "key_id": record.key_id, "team_id": record.team_id,
+            "user_id": record.user_id, "model": found.model, "prompt_tokens": usage[0],
+            "completion_tokens": usage[1], "cost": cost, "status": status or 499, "started_at": started,
+            "ended_at": time.time(), "key_period": periods[0], "team_period": periods[1]}
