@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 PROMPT_TOKENS, COMPLETION_TOKENS = 10, 5
 
@@ -117,3 +118,41 @@ class TenantServer:
         payload = {"model": model, "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": max_tokens,
                    **body}
         return self.http.post("/v1/chat/completions", json=payload, headers={"authorization": f"Bearer {key}"})
+
+
+PRICES = {"default": {"input": 1000.0, "output": 2000.0}}  # a fixed answer (10 + 5 tokens) costs $0.02
+ANSWER_COST = 0.02
+RESERVATION = 0.021  # 44 prompt characters (11 tokens) at $1000/1M + 5 asked tokens at $2000/1M
+
+
+def wait_for_minute_room(seconds: float = 8.0) -> None:
+    """Sleep past the next minute boundary when fewer than `seconds` remain in this one, so that a test's burst
+    falls in one rate-limit window."""
+    left = 60.0 - time.time() % 60.0
+    if left < seconds:
+        time.sleep(left + 0.05)
+
+
+def until(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def race(urls_and_keys: list[tuple[str, str]], model: str = "hold") -> list:
+    """Send every (url, key) chat request at once from threads; returns the answers in order."""
+    import concurrent.futures
+
+    import httpx
+
+    def one(pair):
+        url, key = pair
+        body = {"model": model, "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 5}
+        return httpx.post(url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"},
+                          timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(len(urls_and_keys)) as pool:
+        return list(pool.map(one, urls_and_keys))
