@@ -60,9 +60,18 @@ def _as_postgres_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+def _pg_binary(name: str) -> str | None:
+    """On PATH, or where Debian's postgresql package puts it (/usr/lib/postgresql/<version>/bin)."""
+    found = shutil.which(name)
+    if found is None:
+        versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+        found = str(versions[-1]) if versions else None
+    return found
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (bash scripts/install.sh --test installs them)")
     prefix = _as_postgres_user()
