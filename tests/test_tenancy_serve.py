@@ -111,3 +111,62 @@ def test_spend_written_at_shutdown(server):
     assert len(rows) == server.requests == 3
     assert sorted(r[1] for r in rows) == [3, 3, 4] and all(r[0] == "tiny" and r[3] == 200 for r in rows)
     assert spend == pytest.approx(sum(r[2] for r in rows))
+
+
+def test_sigterm_drain_writes_every_request_spend(tiny_checkpoint, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from tests.services import free_port
+
+    db, port = tmp_path / "keys.db", free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "llmfleet", "serve", "--model", str(tiny_checkpoint("llama")), "--port", str(port),
+           "--served-model-name", "tiny", "--device", "cpu", "--dtype", "float32", "--num-kv-blocks", "128",
+           "--max-model-len", "256", "--log-level", "warning", "--master-key", MASTER,
+           "--database-url", f"sqlite:///{db}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMFLEET_")}
+    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(url):
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        key = httpx.post(url + "/key/generate", json={}, headers={"authorization": f"Bearer {MASTER}"}).json()["key"]
+        auth = {"authorization": f"Bearer {key}"}
+        body = {"model": "tiny", "prompt": "x", "max_tokens": 4, "ignore_eos": True}
+        for _ in range(3):
+            assert httpx.post(url + "/v1/completions", json=body, headers=auth, timeout=60).status_code == 200
+        started, done = threading.Event(), []
+
+        def stream():
+            with httpx.stream("POST", url + "/v1/completions", json={**body, "max_tokens": 200, "stream": True},
+                              headers=auth, timeout=60) as answer:
+                for line in answer.iter_lines():
+                    started.set()
+                    done.append(line)
+
+        thread = threading.Thread(target=stream)
+        thread.start()
+        assert started.wait(60)  # admitted and streaming: the drain must let it finish and book it
+        proc.send_signal(signal.SIGTERM)
+        thread.join(60)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with sqlite3.connect(db) as conn:
+        tokens = sorted(r[0] for r in conn.execute("select completion_tokens from tenancy_spend"))
+    assert "data: [DONE]" in done
+    assert tokens == [4, 4, 4, 200]
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
