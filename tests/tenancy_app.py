@@ -8,6 +8,7 @@ import threading
 import time
 
 PROMPT_TOKENS, COMPLETION_TOKENS = 10, 5
+LEAK = "call me at 415-555-0123 or mail bob@example.com"  # what model "leaky" answers
 
 
 class FixedApp:
@@ -40,7 +41,9 @@ class FixedApp:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if data.get("stream"):
             return await _stream(send, data, usage)
-        await _json(send, 200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0}], "usage": usage})
+        content = LEAK if data.get("model") == "leaky" else "ok"
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}}
+        await _json(send, 200, {"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage})
 
     async def _lifespan(self, receive, send):
         while True:
@@ -62,7 +65,7 @@ async def _json(send, status, payload):
 async def _stream(send, data, usage):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
     with_usage = (data.get("stream_options") or {}).get("include_usage")
-    for text in ("a", "b", "c"):
+    for text in ((LEAK, "b", "c") if data.get("model") == "leaky" else ("a", "b", "c")):
         chunk = {"id": "x", "choices": [{"index": 0, "delta": {"content": text}}]}
         if with_usage:
             chunk["usage"] = None

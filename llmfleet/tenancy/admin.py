@@ -64,12 +64,14 @@ async def _read_json(receive: Receive) -> dict:
 
 def _parse(model: type[BaseModel], body: dict) -> BaseModel:
     try:
-        return model.model_validate(body)
+        parsed = model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise TenancyError(400, f"{param}: {first['msg']}" if param else first["msg"], "invalid_value",
                            param=param) from None
+    m.check_metadata(parsed)
+    return parsed
 
 
 def _durations(body: BaseModel) -> dict:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from llmfleet.tenancy.config import PII_ACTIONS
 from llmfleet.tenancy.errors import TenancyError
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -28,6 +29,13 @@ class Limits(_Body):
     tpm_limit: Count | None = None
     max_parallel_requests: Count | None = None
     metadata: dict = {}
+
+
+def check_metadata(body: BaseModel) -> None:
+    action = (getattr(body, "metadata", None) or {}).get("pii_action")
+    if action is not None and action not in PII_ACTIONS:
+        raise TenancyError(400, f"metadata.pii_action: one of {', '.join(PII_ACTIONS)} expected",
+                           "invalid_value", param="metadata.pii_action")
 
 
 class KeyGenerate(Limits):

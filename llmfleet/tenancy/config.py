@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "sqlite:///llmfleet-tenancy.db"
 OPEN_PATHS = ("/health", "/ready")  # what orchestrators probe without credentials
+PII_ACTIONS = ("off", "log", "mask", "block")  # see guards/policy.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class TenancyConfig:
     spend_batch_size: int = 500                      # ... or as soon as this many are waiting
     open_paths: tuple[str, ...] = OPEN_PATHS         # served without any key
     redis_prefix: str = "llmfleet"                   # namespace of every Redis key and channel
+    pii_action: str = "off"                          # PII guard on prompts and answers; a key's metadata.pii_action wins
 
     def __post_init__(self) -> None:
         if not isinstance(self.master_key, str) or len(self.master_key) < 8:
@@ -41,6 +43,8 @@ class TenancyConfig:
         for name in ("cache_ttl_s", "spend_flush_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0 seconds, got {getattr(self, name)!r}")
+        if self.pii_action not in PII_ACTIONS:
+            raise ValueError(f"pii_action: one of {', '.join(PII_ACTIONS)} expected, got {self.pii_action!r}")
         if not isinstance(self.prices, dict):
             raise ValueError("prices: must be a mapping of model name to {input, output}")
 

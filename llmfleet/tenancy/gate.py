@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 import uuid
@@ -10,6 +11,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmfleet.tenancy.errors import TenancyError, ratelimit_headers
+from llmfleet.tenancy.guards.policy import guard_answer, guard_prompt
 from llmfleet.tenancy.limits import Ask, Rejected, Ticket
 from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
 from llmfleet.tenancy.records import KeyRecord
@@ -24,6 +26,9 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     body = await _read_body(receive)
     if body is None:
         return  # the client left before sending its request
+    action = record.pii_action or tenancy.config.pii_action
+    if action != "off":
+        body = _guard_prompt(body, action, record.key_id)
     found = inspect_request(body, tenancy.config.default_max_tokens)
     if not record.allows(found.model):
         raise TenancyError(403, f"this key may not use model {found.model!r}", "model_not_allowed", param="model")
@@ -40,7 +45,9 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
         costs.append(price.cost(*usage) if usage else 0.0)
         return [(COST_HEADER, f"{costs[0]:.8f}".encode())]
 
-    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status), finish_headers)
+    answer_filter = None if action == "off" else (lambda b: guard_answer(b, action, f"key {record.key_id}"))
+    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status), finish_headers,
+                          answer_filter)
     try:
         await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
     finally:
@@ -48,6 +55,16 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
         cost = price.cost(*usage) if 0 < meter.status < 400 else 0.0
         await asyncio.shield(tenancy.limiter.settle(ticket, sum(usage), cost))
         tenancy.spend.add(_spend_row(scope, record, ticket, found, usage, cost, meter.status, started))
+
+
+def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body  # inspect_request answers it
+    if not isinstance(data, dict):
+        return body
+    return json.dumps(guard_prompt(data, action, f"key {key_id}")).encode()
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -79,8 +79,9 @@ class ResponseMeter:
     """Wraps `send`: records the status and usage; `finish_headers(usage)` gives the headers a JSON answer gets."""
 
     def __init__(self, send: Send, stream: bool, strip_usage: bool,
-                 start_headers: list, finish_headers: Callable[[tuple[int, int] | None], list]):
-        self._send, self._stream, self._strip = send, stream, strip_usage
+                 start_headers: list, finish_headers: Callable[[tuple[int, int] | None], list],
+                 answer_filter: Callable[[bytes], bytes] | None = None):
+        self._send, self._stream, self._strip, self._filter = send, stream, strip_usage, answer_filter
         self._start_headers, self._finish_headers = start_headers, finish_headers
         self.status = 0
         self.usage: tuple[int, int] | None = None  # (prompt_tokens, completion_tokens)
@@ -106,11 +107,15 @@ class ResponseMeter:
             await self._send_whole()
 
     async def _send_whole(self) -> None:
-        self.usage = _usage_of(bytes(self._body)) if self.status < 400 else None
+        body = bytes(self._body)
+        self.usage = _usage_of(body) if self.status < 400 else None
+        if self._filter is not None and self.status < 400:
+            body = self._filter(body)
         start = self._start
-        start["headers"] = start["headers"] + self._finish_headers(self.usage)
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        start["headers"] = headers + [(b"content-length", str(len(body)).encode())] + self._finish_headers(self.usage)
         await self._send(start)
-        await self._send({"type": "http.response.body", "body": bytes(self._body)})
+        await self._send({"type": "http.response.body", "body": body})
 
     async def _send_events(self, message: Message) -> None:
         data = self._pending + message.get("body", b"")
@@ -123,6 +128,8 @@ class ResponseMeter:
 
     def _event(self, event: bytes) -> bytes | None:
         """The event to pass on (None: drop it), reading usage from the usage chunk."""
+        if self._filter is not None and event.startswith(b"data: {"):
+            event = b"data: " + self._filter(event[6:])
         if not event.startswith(b"data: {") or b'"usage"' not in event:
             self.events += 1
             return event

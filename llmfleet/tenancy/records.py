@@ -39,6 +39,7 @@ class KeyRecord:
     blocked: bool
     soft_budget: float | None
     subjects: tuple[Subject, ...]      # the key's own first, then its team's
+    pii_action: str | None = None      # the key's own PII guard action (metadata.pii_action), else the config's
 
     def allows(self, model: str | None) -> bool:
         return not self.models or model in self.models
@@ -57,5 +58,7 @@ def key_record(key_row, team_row) -> KeyRecord:
     if team_row is not None:
         subjects += (subject("team", team_row.team_id, team_row),)
     models = tuple(key_row.models or ()) or tuple(getattr(team_row, "models", None) or ())
+    pii_action = (key_row.metadata or {}).get("pii_action")
     return KeyRecord(key_row.key_hash, key_row.key_id, key_row.team_id, key_row.user_id, models,
-                     key_row.expires_at, bool(key_row.blocked), key_row.soft_budget, subjects)
+                     key_row.expires_at, bool(key_row.blocked), key_row.soft_budget, subjects,
+                     pii_action if isinstance(pii_action, str) else None)
