@@ -26,6 +26,8 @@ class TenancyConfig:
     open_paths: tuple[str, ...] = OPEN_PATHS         # served without any key
     redis_prefix: str = "llmfleet"                   # namespace of every Redis key and channel
     pii_action: str = "off"                          # PII guard on prompts and answers; a key's metadata.pii_action wins
+    request_log_dir: str | None = None               # encrypted request/response logs of keys with metadata.log_requests
+    request_log_key_file: str | None = None          # their AES-256-GCM key (32 bytes: raw, hex or base64)
 
     def __post_init__(self) -> None:
         if not isinstance(self.master_key, str) or len(self.master_key) < 8:
@@ -45,6 +47,8 @@ class TenancyConfig:
                 raise ValueError(f"{name}: must be > 0 seconds, got {getattr(self, name)!r}")
         if self.pii_action not in PII_ACTIONS:
             raise ValueError(f"pii_action: one of {', '.join(PII_ACTIONS)} expected, got {self.pii_action!r}")
+        if (self.request_log_dir is None) != (self.request_log_key_file is None):
+            raise ValueError("request_log_dir: request logs need both a folder and request_log_key_file")
         if not isinstance(self.prices, dict):
             raise ValueError("prices: must be a mapping of model name to {input, output}")
 

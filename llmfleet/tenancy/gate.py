@@ -54,7 +54,10 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
         usage = meter.usage or _fallback_usage(meter, found)
         cost = price.cost(*usage) if 0 < meter.status < 400 else 0.0
         await asyncio.shield(tenancy.limiter.settle(ticket, sum(usage), cost))
-        tenancy.spend.add(_spend_row(scope, record, ticket, found, usage, cost, meter.status, started))
+        row = _spend_row(scope, record, ticket, found, usage, cost, meter.status, started)
+        tenancy.spend.add(row)
+        if record.log_requests and tenancy.request_log is not None:
+            tenancy.request_log.write(_log_record(row, found, meter))
 
 
 def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:
@@ -116,6 +119,20 @@ def _rejection(exc: Rejected) -> TenancyError:
              "parallel": exc.subject.max_parallel_requests}[exc.reason]
     return TenancyError(429, f"rate limit reached for the {kind}: {_LIMIT_NAMES[exc.reason]} (limit {limit})",
                         "rate_limit_exceeded", headers=headers)
+
+
+def _log_record(row: dict, found: Inspection, meter: ResponseMeter) -> dict:
+    """What the request log keeps: the spend row's facts, the request as sent upstream, and the answer (a JSON
+    answer whole; for a stream, the count of its events)."""
+    keep = ("request_id", "key_id", "team_id", "user_id", "model", "prompt_tokens", "completion_tokens", "cost",
+            "status", "started_at", "ended_at")
+    record = {k: row[k] for k in keep}
+    record["request"] = json.loads(found.body)
+    try:
+        record["response"] = json.loads(meter.answer) if meter.answer else {"stream_events": meter.events}
+    except ValueError:
+        record["response"] = None
+    return record
 
 
 def _spend_row(scope: Scope, record: KeyRecord, ticket: Ticket, found: Inspection, usage: tuple[int, int],

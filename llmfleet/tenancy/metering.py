@@ -86,6 +86,7 @@ class ResponseMeter:
         self.status = 0
         self.usage: tuple[int, int] | None = None  # (prompt_tokens, completion_tokens)
         self.events = 0
+        self.answer = b""                      # a JSON answer as sent (for the request log)
         self._start: Message | None = None
         self._body = bytearray()
         self._pending = b""
@@ -114,6 +115,7 @@ class ResponseMeter:
         start = self._start
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         start["headers"] = headers + [(b"content-length", str(len(body)).encode())] + self._finish_headers(self.usage)
+        self.answer = body
         await self._send(start)
         await self._send({"type": "http.response.body", "body": body})
 

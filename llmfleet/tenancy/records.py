@@ -40,6 +40,7 @@ class KeyRecord:
     soft_budget: float | None
     subjects: tuple[Subject, ...]      # the key's own first, then its team's
     pii_action: str | None = None      # the key's own PII guard action (metadata.pii_action), else the config's
+    log_requests: bool = False         # metadata.log_requests: its requests and answers go to the request log
 
     def allows(self, model: str | None) -> bool:
         return not self.models or model in self.models
@@ -61,4 +62,5 @@ def key_record(key_row, team_row) -> KeyRecord:
     pii_action = (key_row.metadata or {}).get("pii_action")
     return KeyRecord(key_row.key_hash, key_row.key_id, key_row.team_id, key_row.user_id, models,
                      key_row.expires_at, bool(key_row.blocked), key_row.soft_budget, subjects,
-                     pii_action if isinstance(pii_action, str) else None)
+                     pii_action if isinstance(pii_action, str) else None,
+                     (key_row.metadata or {}).get("log_requests") is True)

@@ -33,6 +33,7 @@ class Tenancy:
         self.cache = KeyCache(self._load, config.cache_ttl_s, config.cache_max_keys)
         self._redis = None
         self._invalidation: RedisInvalidation | None = None
+        self.request_log = None
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.database_url)
@@ -40,6 +41,10 @@ class Tenancy:
         self.spend.start()
         if self.config.redis_url:
             await self._start_redis()
+        if self.config.request_log_dir:
+            from llmfleet.tenancy.request_log import RequestLog, load_key
+
+            self.request_log = RequestLog(self.config.request_log_dir, load_key(self.config.request_log_key_file))
         logger.info("tenancy: keys in %s, limits %s", self.store.engine.dialect.name,
                     "in Redis" if self._redis else "in process")
 
@@ -56,6 +61,8 @@ class Tenancy:
         await self._invalidation.start()
 
     async def close(self) -> None:
+        if self.request_log is not None:
+            self.request_log.close()
         if self.spend is not None:
             await self.spend.close()
         if self._invalidation is not None:
