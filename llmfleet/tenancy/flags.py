@@ -19,6 +19,12 @@ def add_tenancy_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default: $LLMFLEET_REDIS_URL, else in process)")
     group.add_argument("--price-file", default=None,
                        help="YAML or JSON: model -> {input, output} dollars per 1M tokens (cost and budgets)")
+    group.add_argument("--pii-action", default="off", choices=["off", "log", "mask", "block"],
+                       help="PII guard on prompts and answers (a key's metadata.pii_action overrides it)")
+    group.add_argument("--request-log-dir", default=None,
+                       help="encrypted request/response logs of keys whose metadata has log_requests: true")
+    group.add_argument("--request-log-key-file", default=None,
+                       help="the logs' AES-256-GCM key: 32 bytes, raw, hex or base64")
 
 
 def tenancy_config(args: argparse.Namespace):
@@ -30,8 +36,9 @@ def tenancy_config(args: argparse.Namespace):
     database = args.database_url or os.environ.get("LLMFLEET_DATABASE_URL") or None
     redis = args.redis_url or os.environ.get("LLMFLEET_REDIS_URL") or None
     if master is None:
-        if args.database_url or args.redis_url or args.price_file:
-            raise ValueError("master_key: --database-url, --redis-url and --price-file need --master-key")
+        if args.database_url or args.redis_url or args.price_file or args.request_log_dir:
+            raise ValueError("master_key: the tenancy flags (--database-url, --redis-url, ...) need --master-key")
         return None
     return TenancyConfig(master_key=master, database_url=database or DEFAULT_DATABASE_URL, redis_url=redis,
-                         price_file=args.price_file)
+                         price_file=args.price_file, pii_action=args.pii_action,
+                         request_log_dir=args.request_log_dir, request_log_key_file=args.request_log_key_file)
