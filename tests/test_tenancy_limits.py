@@ -141,3 +141,19 @@ def test_models_allowed_per_key(tenant):
     assert tenant.chat(key, model="m").status_code == 200
     error = _error(tenant.chat(key, model="other"), 403, "model_not_allowed")
     assert error["param"] == "model"
+
+
+class _BrokenLimiter:
+    async def admit(self, *args):
+        raise ConnectionError("no redis")
+
+
+def test_unreachable_limiter_refuses_with_503(tenant):
+    key = tenant.new_key()
+    working, tenant.middleware.tenancy.limiter = tenant.middleware.tenancy.limiter, _BrokenLimiter()
+    try:
+        answer = tenant.chat(key)
+    finally:
+        tenant.middleware.tenancy.limiter = working
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "limiter_unavailable"
+    assert answer.headers["retry-after"] == "1"

@@ -11,7 +11,7 @@ import math
 from starlette.types import Send
 
 _TYPES = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error",
-          429: "rate_limit_error", 500: "server_error"}
+          429: "rate_limit_error", 500: "server_error", 503: "service_unavailable"}
 
 
 class TenancyError(Exception):

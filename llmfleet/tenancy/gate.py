@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 import uuid
@@ -17,6 +18,7 @@ from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
 from llmfleet.tenancy.records import KeyRecord
 from llmfleet.tenancy.service import Tenancy
 
+logger = logging.getLogger(__name__)
 COST_HEADER = b"x-llmfleet-cost"
 _LIMIT_NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute", "parallel": "parallel requests"}
 
@@ -39,6 +41,10 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
         ticket = await tenancy.limiter.admit(record.subjects, ask, started)
     except Rejected as exc:
         raise _rejection(exc) from None
+    except Exception as exc:  # Redis unreachable: refuse (failing open would lift every limit and budget)
+        logger.warning("rate limiter unavailable: %s", exc)
+        raise TenancyError(503, "the rate limiter is unavailable; retry shortly", "limiter_unavailable",
+                           headers=[(b"retry-after", b"1")]) from None
     costs: list[float] = []
 
     def finish_headers(usage: tuple[int, int] | None) -> list:
@@ -53,11 +59,20 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     finally:
         usage = meter.usage or _fallback_usage(meter, found)
         cost = price.cost(*usage) if 0 < meter.status < 400 else 0.0
-        await asyncio.shield(tenancy.limiter.settle(ticket, sum(usage), cost))
+        await _settle(tenancy, ticket, sum(usage), cost)
         row = _spend_row(scope, record, ticket, found, usage, cost, meter.status, started)
         tenancy.spend.add(row)
         if record.log_requests and tenancy.request_log is not None:
             tenancy.request_log.write(_log_record(row, found, meter))
+
+
+async def _settle(tenancy: Tenancy, ticket: Ticket, tokens: int, cost: float) -> None:
+    """Shielded from the handler's cancellation (a client gone); a failure is logged, never raised over the
+    request's own outcome (Redis counters expire on their own; the spend row is still booked)."""
+    try:
+        await asyncio.shield(tenancy.limiter.settle(ticket, tokens, cost))
+    except Exception:
+        logger.exception("settling a request with the rate limiter failed")
 
 
 def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:

@@ -47,12 +47,28 @@ class TenancyMiddleware:
             await send_error(send, exc)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = await self.tenancy.authenticate(bearer_token(scope["headers"]))
+        try:
+            principal = await self.tenancy.authenticate(bearer_token(scope["headers"]))
+        except TenancyError:
+            raise
+        except Exception:  # the database is unreachable: refuse rather than let anyone in
+            logger.exception("key lookup failed")
+            raise TenancyError(503, "the key store is unavailable; retry shortly", "key_store_unavailable",
+                               headers=[(b"retry-after", b"1")]) from None
         if admin.is_admin_path(scope["path"]):
-            return await admin.handle(self.tenancy, principal, scope, receive, send)
+            return await self._admin(principal, scope, receive, send)
         if principal != ADMIN and scope["method"] == "POST" and scope["path"] in METERED_PATHS:
             return await serve_metered(self.tenancy, principal, self.app, scope, receive, send)
         await self.app(scope, receive, send)
+
+    async def _admin(self, principal, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await admin.handle(self.tenancy, principal, scope, receive, send)
+        except TenancyError:
+            raise
+        except Exception as exc:  # answered in the envelope here too: the gateway has no server error handler
+            logger.exception("admin call %s %s failed", scope["method"], scope["path"])
+            raise TenancyError(500, f"internal error: {type(exc).__name__}", "internal_error") from None
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def lifespan_receive() -> Message:
