@@ -28,6 +28,7 @@ class TenancyConfig:
     pii_action: str = "off"                          # PII guard on prompts and answers; a key's metadata.pii_action wins
     request_log_dir: str | None = None               # encrypted request/response logs of keys with metadata.log_requests
     request_log_key_file: str | None = None          # their AES-256-GCM key (32 bytes: raw, hex or base64)
+    alert_webhook_url: str | None = None             # soft_budget / max_budget reached: Slack-compatible JSON, daily
 
     def __post_init__(self) -> None:
         if not isinstance(self.master_key, str) or len(self.master_key) < 8:
@@ -49,6 +50,8 @@ class TenancyConfig:
             raise ValueError(f"pii_action: one of {', '.join(PII_ACTIONS)} expected, got {self.pii_action!r}")
         if (self.request_log_dir is None) != (self.request_log_key_file is None):
             raise ValueError("request_log_dir: request logs need both a folder and request_log_key_file")
+        if self.alert_webhook_url is not None and not self.alert_webhook_url.startswith(("http://", "https://")):
+            raise ValueError(f"alert_webhook_url: http(s):// expected, got {self.alert_webhook_url!r}")
         if not isinstance(self.prices, dict):
             raise ValueError("prices: must be a mapping of model name to {input, output}")
 

@@ -23,6 +23,8 @@ def add_tenancy_arguments(parser: argparse.ArgumentParser) -> None:
                        help="PII guard on prompts and answers (a key's metadata.pii_action overrides it)")
     group.add_argument("--request-log-dir", default=None,
                        help="encrypted request/response logs of keys whose metadata has log_requests: true")
+    group.add_argument("--alert-webhook-url", default=None,
+                       help="announce keys reaching soft_budget or max_budget here (Slack-compatible, once a day)")
     group.add_argument("--request-log-key-file", default=None,
                        help="the logs' AES-256-GCM key: 32 bytes, raw, hex or base64")
 
@@ -41,4 +43,5 @@ def tenancy_config(args: argparse.Namespace):
         return None
     return TenancyConfig(master_key=master, database_url=database or DEFAULT_DATABASE_URL, redis_url=redis,
                          price_file=args.price_file, pii_action=args.pii_action,
-                         request_log_dir=args.request_log_dir, request_log_key_file=args.request_log_key_file)
+                         request_log_dir=args.request_log_dir, request_log_key_file=args.request_log_key_file,
+                         alert_webhook_url=args.alert_webhook_url)

@@ -40,6 +40,8 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     try:
         ticket = await tenancy.limiter.admit(record.subjects, ask, started)
     except Rejected as exc:
+        if exc.reason == "budget" and tenancy.alerts is not None:
+            _background(tenancy.alerts.exhausted(exc.subject.name, exc.subject.max_budget))
         raise _rejection(exc) from None
     except Exception as exc:  # Redis unreachable: refuse (failing open would lift every limit and budget)
         logger.warning("rate limiter unavailable: %s", exc)
@@ -64,6 +66,15 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
         tenancy.spend.add(row)
         if record.log_requests and tenancy.request_log is not None:
             tenancy.request_log.write(_log_record(row, found, meter))
+
+
+_tasks: set[asyncio.Task] = set()  # alerts in flight (held so that they are not collected mid-way)
+
+
+def _background(coro) -> None:
+    task = asyncio.create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 async def _settle(tenancy: Tenancy, ticket: Ticket, tokens: int, cost: float) -> None:

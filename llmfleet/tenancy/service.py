@@ -34,13 +34,20 @@ class Tenancy:
         self._redis = None
         self._invalidation: RedisInvalidation | None = None
         self.request_log = None
+        self.alerts = None
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.database_url)
-        self.spend = SpendWriter(self.store, self.config.spend_flush_interval_s, self.config.spend_batch_size)
-        self.spend.start()
         if self.config.redis_url:
             await self._start_redis()
+        if self.config.alert_webhook_url:
+            from llmfleet.tenancy.alerts import BudgetAlerts
+
+            self.alerts = BudgetAlerts(self.config.alert_webhook_url, self.store, self._redis,
+                                       self.config.redis_prefix)
+        self.spend = SpendWriter(self.store, self.config.spend_flush_interval_s, self.config.spend_batch_size,
+                                 self.alerts.check if self.alerts else None)
+        self.spend.start()
         if self.config.request_log_dir:
             from llmfleet.tenancy.request_log import RequestLog, load_key
 
@@ -65,6 +72,8 @@ class Tenancy:
             self.request_log.close()
         if self.spend is not None:
             await self.spend.close()
+        if self.alerts is not None:
+            await self.alerts.close()
         if self._invalidation is not None:
             await self._invalidation.close()
         if self._redis is not None:

@@ -13,8 +13,9 @@ MAX_PENDING = 100_000  # rows kept for retry while the database is unreachable; 
 
 
 class SpendWriter:
-    def __init__(self, store: Store, interval: float, batch_size: int):
+    def __init__(self, store: Store, interval: float, batch_size: int, on_written=None):
         self._store, self._interval, self._batch_size = store, interval, batch_size
+        self._on_written = on_written  # async callable(key ids): budget alerts
         self._pending: list[dict] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -39,6 +40,12 @@ class SpendWriter:
             except Exception:
                 logger.exception("writing %d spend rows failed; kept for the next flush", len(rows))
                 self._pending = (rows + self._pending)[-MAX_PENDING:]
+                return
+        if self._on_written is not None:
+            try:
+                await self._on_written({r["key_id"] for r in rows})
+            except Exception:
+                logger.exception("budget alerts after a spend batch failed")
 
     async def close(self) -> None:
         # Stopped by a flag, not cancelled: a cancellation inside a write would lose the rows it had taken.
