@@ -70,7 +70,9 @@ class RequestLog:
 
     def _rotate(self) -> None:
         self.close()
-        self._name = f"requests-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.urandom(3).hex()}{SUFFIX}"
+        now = time.time_ns()  # names sort in the order the files were opened
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
+        self._name = f"requests-{stamp}.{now % 10**9:09d}-{os.urandom(3).hex()}{SUFFIX}"
         self._file = open(self._folder / self._name, "ab", buffering=0)
         os.chmod(self._folder / self._name, 0o600)
 
