@@ -2,7 +2,8 @@
 # Installs llmfleet from this checkout. On a machine without an NVIDIA GPU it first installs the CPU build of torch
 # (torch==2.13.0), so that resolving llmfleet's `torch` requirement never pulls the multi-GB CUDA wheels.
 #   bash scripts/install.sh          # the package
-#   bash scripts/install.sh --test   # the package and what the test suite needs
+#   bash scripts/install.sh --test   # the package and what the test suite needs (Redis and PostgreSQL included:
+#                                    # the tenancy tests start their own on loopback)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -12,3 +13,20 @@ if ! command -v nvidia-smi >/dev/null 2>&1 && ! "$python" -c "import torch" >/de
   "$python" -m pip install -q "torch==2.13.0"
 fi
 "$python" -m pip install -q -e ".${extras}"
+
+# Debian packages the tenancy tests run for real: redis-server, and PostgreSQL's initdb/pg_ctl/postgres.
+install_test_services() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install.sh: the tenancy tests need ${missing[*]}; install them (as root: apt-get install -y ${missing[*]})" >&2
+    return 0
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null \
+    || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null; }
+}
+if [ "${1:-}" = "--test" ]; then
+  install_test_services
+fi

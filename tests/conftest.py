@@ -21,3 +21,8 @@ except ImportError:  # tests/ imported as a package
 def tiny_checkpoint():
     """A function arch -> Path of that arch's tiny checkpoint (see tests/checkpoints.py), built once per session."""
     return checkpoint
+
+try:  # real Redis and PostgreSQL, for the tenancy tests
+    from services import postgres_url, redis_url  # noqa: F401
+except ImportError:
+    from tests.services import postgres_url, redis_url  # noqa: F401

@@ -61,7 +61,12 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
     for router in (completions_router, chat_router, system_router):
         app.include_router(router)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
-    if config.api_key is not None:
+    if config.tenancy is not None:  # virtual keys, limits and spend, in place of the single API key
+        from llmfleet.tenancy import TenancyMiddleware
+
+        app.add_middleware(TenancyMiddleware, config=config.tenancy,
+                           open_paths=("/metrics",) if config.metrics_public else ())
+    elif config.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, metrics_public=config.metrics_public)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

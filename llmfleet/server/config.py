@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet.tenancy.config import TenancyConfig
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -20,6 +22,7 @@ class ServerConfig:
     metrics_public: bool = False              # with api_key: /metrics open to scrapers without the key
     retry_after_s: int = 1                    # Retry-After header of 429 and 503 answers
     log_level: str = "info"
+    tenancy: TenancyConfig | None = None      # keys, limits, budgets and spend (replaces api_key): `--master-key`
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -34,5 +37,7 @@ class ServerConfig:
             raise ValueError("served_model_names: names must be non-empty strings")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key: must be a non-empty string or None")
+        if self.tenancy is not None and self.api_key is not None:
+            raise ValueError("api_key: give either an API key or tenancy's master key, not both")
         if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
             raise ValueError(f"log_level: unknown value {self.log_level!r}")

@@ -1,0 +1,171 @@
+"""One metered completion request: estimate it, admit it against the key's and team's limits and budgets
+(reserving its maximum cost), pass it on, read its usage from the answer, settle, and book its spend."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmfleet.tenancy.errors import TenancyError, ratelimit_headers
+from llmfleet.tenancy.guards.policy import guard_answer, guard_prompt
+from llmfleet.tenancy.limits import Ask, Rejected, Ticket
+from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
+from llmfleet.tenancy.records import KeyRecord
+from llmfleet.tenancy.service import Tenancy
+
+logger = logging.getLogger(__name__)
+COST_HEADER = b"x-llmfleet-cost"
+_LIMIT_NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute", "parallel": "parallel requests"}
+
+
+async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope: Scope, receive: Receive,
+                        send: Send) -> None:
+    body = await _read_body(receive)
+    if body is None:
+        return  # the client left before sending its request
+    action = record.pii_action or tenancy.config.pii_action
+    if action != "off":
+        body = _guard_prompt(body, action, record.key_id)
+    found = inspect_request(body, tenancy.config.default_max_tokens)
+    if not record.allows(found.model):
+        raise TenancyError(403, f"this key may not use model {found.model!r}", "model_not_allowed", param="model")
+    price = tenancy.prices.price(found.model)
+    ask = Ask(found.prompt_tokens + found.completion_tokens, price.cost(found.prompt_tokens, found.completion_tokens))
+    started = time.time()
+    try:
+        ticket = await tenancy.limiter.admit(record.subjects, ask, started)
+    except Rejected as exc:
+        if exc.reason == "budget" and tenancy.alerts is not None:
+            _background(tenancy.alerts.exhausted(exc.subject.name, exc.subject.max_budget))
+        raise _rejection(exc) from None
+    except Exception as exc:  # Redis unreachable: refuse (failing open would lift every limit and budget)
+        logger.warning("rate limiter unavailable: %s", exc)
+        raise TenancyError(503, "the rate limiter is unavailable; retry shortly", "limiter_unavailable",
+                           headers=[(b"retry-after", b"1")]) from None
+    costs: list[float] = []
+
+    def finish_headers(usage: tuple[int, int] | None) -> list:
+        costs.append(price.cost(*usage) if usage else 0.0)
+        return [(COST_HEADER, f"{costs[0]:.8f}".encode())]
+
+    answer_filter = None if action == "off" else (lambda b: guard_answer(b, action, f"key {record.key_id}"))
+    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status), finish_headers,
+                          answer_filter)
+    try:
+        await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
+    finally:
+        usage = meter.usage or _fallback_usage(meter, found)
+        cost = price.cost(*usage) if 0 < meter.status < 400 else 0.0
+        await _settle(tenancy, ticket, sum(usage), cost)
+        row = _spend_row(scope, record, ticket, found, usage, cost, meter.status, started)
+        tenancy.spend.add(row)
+        if record.log_requests and tenancy.request_log is not None:
+            tenancy.request_log.write(_log_record(row, found, meter))
+
+
+_tasks: set[asyncio.Task] = set()  # alerts in flight (held so that they are not collected mid-way)
+
+
+def _background(coro) -> None:
+    task = asyncio.create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _settle(tenancy: Tenancy, ticket: Ticket, tokens: int, cost: float) -> None:
+    """Shielded from the handler's cancellation (a client gone); a failure is logged, never raised over the
+    request's own outcome (Redis counters expire on their own; the spend row is still booked)."""
+    try:
+        await asyncio.shield(tenancy.limiter.settle(ticket, tokens, cost))
+    except Exception:
+        logger.exception("settling a request with the rate limiter failed")
+
+
+def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body  # inspect_request answers it
+    if not isinstance(data, dict):
+        return body
+    return json.dumps(guard_prompt(data, action, f"key {key_id}")).encode()
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()  # the disconnect, when it comes
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _with_length(scope: Scope, body: bytes) -> Scope:
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+    return {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
+
+
+def _fallback_usage(meter: ResponseMeter, found: Inspection) -> tuple[int, int]:
+    """No usage in the answer: an error costs nothing; a stream cut short costs its prompt and each event as a
+    token (a generous count: an event carries at least one)."""
+    if not 0 < meter.status < 400:
+        return 0, 0
+    return found.prompt_tokens, meter.events
+
+
+def _rejection(exc: Rejected) -> TenancyError:
+    headers = ratelimit_headers(exc.status)
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+    kind = exc.subject.name.split(":")[0]
+    if exc.reason == "budget":
+        return TenancyError(429, f"the {kind}'s budget is exhausted (max_budget {exc.subject.max_budget})",
+                            "insufficient_quota", headers=headers, type_="insufficient_quota")
+    limit = {"rpm": exc.subject.rpm_limit, "tpm": exc.subject.tpm_limit,
+             "parallel": exc.subject.max_parallel_requests}[exc.reason]
+    return TenancyError(429, f"rate limit reached for the {kind}: {_LIMIT_NAMES[exc.reason]} (limit {limit})",
+                        "rate_limit_exceeded", headers=headers)
+
+
+def _log_record(row: dict, found: Inspection, meter: ResponseMeter) -> dict:
+    """What the request log keeps: the spend row's facts, the request as sent upstream, and the answer (a JSON
+    answer whole; for a stream, the count of its events)."""
+    keep = ("request_id", "key_id", "team_id", "user_id", "model", "prompt_tokens", "completion_tokens", "cost",
+            "status", "started_at", "ended_at")
+    record = {k: row[k] for k in keep}
+    record["request"] = json.loads(found.body)
+    try:
+        record["response"] = json.loads(meter.answer) if meter.answer else {"stream_events": meter.events}
+    except ValueError:
+        record["response"] = None
+    return record
+
+
+def _spend_row(scope: Scope, record: KeyRecord, ticket: Ticket, found: Inspection, usage: tuple[int, int],
+               cost: float, status: int, started: float) -> dict:
+    request_id = scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+    periods = ticket.periods + (0,)
+    return {"request_id": request_id, "key_id": record.key_id, "team_id": record.team_id,
+            "user_id": record.user_id, "model": found.model, "prompt_tokens": usage[0],
+            "completion_tokens": usage[1], "cost": cost, "status": status or 499, "started_at": started,
+            "ended_at": time.time(), "key_period": periods[0], "team_period": periods[1]}
