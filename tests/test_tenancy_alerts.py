@@ -9,9 +9,9 @@ import pytest
 from llmfleet.server.background import BackgroundServer
 
 try:
-    from tenancy_app import PRICES, TenantServer, tenancy_config, until
+    from tenancy_app import PRICES, TenantServer, read_body, tenancy_config, until
 except ImportError:
-    from tests.tenancy_app import PRICES, TenantServer, tenancy_config, until
+    from tests.tenancy_app import PRICES, TenantServer, read_body, tenancy_config, until
 
 
 class Receiver:
@@ -21,12 +21,7 @@ class Receiver:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.posts.append(json.loads(body))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
