@@ -28,8 +28,7 @@ import zmq.asyncio
 
 from llmfleet.engine.core_proc import run_engine_core
 from llmfleet.engine.limits import Limits
-from llmfleet.engine.llm_engine import tokenize_prompt
-from llmfleet.engine.output_processor import OutputProcessor
+from llmfleet.engine.output_processor import OutputProcessor, tokenize_prompt
 from llmfleet.engine.streams import EngineDeadError, RequestAbortedError, RequestObserver, RequestStream
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.engine_messages import (AbortRequests, AddRequests, Call, CallName, CallResult, CoreMessage,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from llmfleet.engine.core import EngineCore
-from llmfleet.engine.output_processor import OutputProcessor
+from llmfleet.engine.output_processor import OutputProcessor, tokenize_prompt
 from llmfleet.engine.request import Status
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.outputs import RequestOutput
@@ -65,17 +65,3 @@ class LLMEngine:
 
     def stats(self):
         return self.core.stats()
-
-
-def tokenize_prompt(prompt, tokenizer) -> tuple[str | None, list[int]]:
-    """(text or None, token ids) of a prompt given as text or token ids; ValueError naming `prompt`."""
-    if isinstance(prompt, str):
-        if not prompt:
-            raise ValueError("prompt: must not be empty")
-        if tokenizer is None:
-            raise ValueError("prompt: text prompts need a tokenizer (the engine was built with "
-                             "skip_tokenizer_init); pass token ids")
-        return prompt, tokenizer.encode(prompt)
-    if not isinstance(prompt, (list, tuple)):
-        raise ValueError("prompt: must be a string or a list of token ids")
-    return None, list(prompt)

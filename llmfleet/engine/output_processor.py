@@ -155,3 +155,17 @@ class OutputProcessor:
                 logprobs=list(s.logprobs) if s.params.logprobs is not None else None))
         return RequestOutput(state.request_id, state.prompt, state.prompt_token_ids, completions, finished,
                              state.num_cached_tokens, dict(state.metrics))
+
+
+def tokenize_prompt(prompt, tokenizer) -> tuple[str | None, list[int]]:
+    """(text or None, token ids) of a prompt given as text or token ids; ValueError naming `prompt`."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError("prompt: must not be empty")
+        if tokenizer is None:
+            raise ValueError("prompt: text prompts need a tokenizer (the engine was built with "
+                             "skip_tokenizer_init); pass token ids")
+        return prompt, tokenizer.encode(prompt)
+    if not isinstance(prompt, (list, tuple)):
+        raise ValueError("prompt: must be a string or a list of token ids")
+    return None, list(prompt)
