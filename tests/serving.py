@@ -89,12 +89,19 @@ def alive(pid: int) -> bool:
         return False
 
 
+def wait_until(condition, timeout: float = 30.0, poll: float = 0.02) -> bool:
+    """Polls `condition()` until it holds (True) or `timeout` seconds have passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 def gone_within(pids: list[int], timeout: float) -> bool:
     """Waits up to `timeout` seconds for every process of `pids` to end; whether they all did."""
-    deadline = time.monotonic() + timeout
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not any(alive(pid) for pid in pids)
+    return wait_until(lambda: not any(alive(pid) for pid in pids), timeout, poll=0.05)
 
 
 

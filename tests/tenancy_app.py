@@ -7,6 +7,11 @@ import json
 import threading
 import time
 
+try:
+    from serving import wait_until as until
+except ImportError:
+    from tests.serving import wait_until as until
+
 PROMPT_TOKENS, COMPLETION_TOKENS = 10, 5
 LEAK = "call me at 415-555-0123 or mail bob@example.com"  # what model "leaky" answers
 
@@ -141,13 +146,6 @@ def wait_for_minute_room(seconds: float = 8.0) -> None:
         time.sleep(left + 0.05)
 
 
-def until(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def race(urls_and_keys: list[tuple[str, str]], model: str = "hold") -> list:

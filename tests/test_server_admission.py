@@ -8,7 +8,6 @@ import copy
 import json
 import socket
 import threading
-import time
 from types import SimpleNamespace
 
 import httpx
@@ -21,9 +20,9 @@ from llmfleet.server.common.tokenizer_pool import TokenizerPool
 from llmfleet.server.config import ServerConfig
 
 try:
-    from serving import engine_stats, frozen_core
+    from serving import engine_stats, frozen_core, wait_until
 except ImportError:
-    from tests.serving import engine_stats, frozen_core
+    from tests.serving import engine_stats, frozen_core, wait_until
 
 MAX_WAITING = 64
 MAX_LEN = 1024
@@ -76,13 +75,8 @@ def _stats(server):
     return engine_stats(server.ctx)
 
 
-def _wait_for(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+def _wait_for(condition) -> bool:
+    return wait_until(condition, timeout=60.0, poll=0.005)
 
 
 def _idle(server) -> bool:
