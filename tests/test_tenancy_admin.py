@@ -88,6 +88,7 @@ def test_tenants_never_read_each_other(tenant):
     _envelope(tenant.admin("GET", "/spend/logs", key=key_a, params={"team_id": team_b}), 403)
     rows = _spend(tenant, key_a, {})
     assert rows and {r["key_id"] for r in rows} != {id_b} and all(r["team_id"] == team_a for r in rows)
+    assert _spend(tenant, key_b, {})  # B's row may come in a later batch than A's: wait for it too
     report = tenant.admin("GET", "/global/spend/report", params={"group_by": "team_id"}).json()
     assert {team_a, team_b} <= {r["team_id"] for r in report}
 

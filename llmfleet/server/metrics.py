@@ -1,7 +1,8 @@
 """Prometheus metrics under vLLM's names, so existing dashboards and autoscalers work unchanged.
 
-Per-request latencies are observed on the event loop (ServerMetrics is the engine client's RequestObserver), with
-the engine's own step times, so a busy event loop does not distort them. Gauges and token counters are read from a
+Per-request latencies are observed on the event loop (ServerMetrics is the engine client's RequestObserver): token
+times are when each step's message reached the API server, queue times start from the core's own step start (one
+monotonic clock for both processes). Gauges and token counters are read from a
 fresh EngineStats at scrape time by a custom collector. One registry per app: two apps in a process never mix.
 
 Queue time is measured from arrival to the start of the step that produced the request's first output: the engine
