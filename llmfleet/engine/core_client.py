@@ -33,7 +33,8 @@ from llmfleet.engine.streams import EngineDeadError, RequestAbortedError, Reques
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.engine_messages import (AbortRequests, AddRequests, Call, CallName, CallResult, CoreMessage,
                                                Dead, EngineStats, Ready, StepOutputs, StopStrings)
-from llmfleet.protocol.outputs import RequestOutput
+from llmfleet.protocol.outputs import PoolingRequestOutput, RequestOutput
+from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class EngineCoreClient:
         self.on_dead: Callable[[EngineDeadError], None] | None = None
         self.tokenizer = None
         self.model_name, self.max_model_len = "", 0
+        self.tasks: tuple[str, ...] = ()              # "generate" and/or "embed", as the core reports
+        self.embedding_size = 0                       # length of a pooled vector
         self.limits: Limits | None = None
         self.processor: OutputProcessor | None = None
         self._streams: dict[str, RequestStream] = {}
@@ -95,6 +98,8 @@ class EngineCoreClient:
             await self.shutdown()
             raise
         self.model_name, self.max_model_len = ready.model_name, ready.max_model_len
+        self.tasks = tuple(ready.tasks)
+        self.embedding_size = ready.embedding_size
         self.limits = Limits(ready.max_model_len, ready.vocab_size, ready.num_kv_blocks, ready.block_size)
         self.processor = OutputProcessor(self.tokenizer, config.enable_prefix_caching)
         self.loop.add_reader(self._process.sentinel, self._process_exited)
@@ -156,13 +161,38 @@ class EngineCoreClient:
         self.limits.check_token_ids(ids)
         self.limits.max_total_tokens(len(ids), params)
         arrival = time.monotonic()
-        requests = self.processor.add(request_id, text, ids, params, arrival, priority)
+        return self._submit(request_id, self.processor.add(request_id, text, ids, params, arrival, priority), arrival)
+
+    async def add_pooling_request(self, prompt: str | list[int], params: PoolingParams | None = None,
+                                  request_id: str | None = None, priority: int = 0) -> RequestStream:
+        """Submit a pooling (embedding) request; its stream yields one PoolingRequestOutput. Raises ValueError
+        naming the field, or EngineDeadError."""
+        if self._closed:
+            raise self.error or EngineDeadError("the engine is shut down")
+        request_id = request_id or uuid.uuid4().hex
+        text, ids = tokenize_prompt(prompt, self.tokenizer)
+        self.limits.check_token_ids(ids)
+        self.limits.check_pooling_prompt(len(ids), self.config.max_num_batched_tokens)
+        arrival = time.monotonic()
+        request = self.processor.add_pooling(request_id, ids, params or PoolingParams(), arrival, priority)
+        return self._submit(request_id, [request], arrival)
+
+    def _submit(self, request_id: str, requests: list, arrival: float) -> RequestStream:
         stream = RequestStream(request_id, self.loop, self.abort)
         self._streams[request_id] = stream
-        self._unstarted[request_id] = params.n
+        self._unstarted[request_id] = len(requests)
         self._send(AddRequests(requests))
         self._notify("on_added", request_id, arrival)
         return stream
+
+    async def embed(self, prompt: str | list[int], params: PoolingParams | None = None,
+                    request_id: str | None = None, priority: int = 0) -> PoolingRequestOutput:
+        """The pooled vector of one prompt. Cancelling the caller aborts the request."""
+        stream = await self.add_pooling_request(prompt, params, request_id, priority)
+        try:
+            return await anext(stream)
+        finally:
+            stream.close()
 
     async def generate(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None,
                        priority: int = 0) -> AsyncIterator[RequestOutput]:

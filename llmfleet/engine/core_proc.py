@@ -51,7 +51,8 @@ def run_engine_core(config: EngineConfig, input_address: str, output_address: st
         os._exit(1)
     limits = core.limits
     output.send(encoder.encode(Ready(core.model_name, limits.max_model_len, limits.vocab_size,
-                                     limits.num_kv_blocks, limits.block_size, sorted(core.eos_token_ids))))
+                                     limits.num_kv_blocks, limits.block_size, sorted(core.eos_token_ids),
+                                     core.tasks, core.runner.info.hidden_size)))
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_receive, args=(input_address, inbox), daemon=True, name="core-input").start()
     code = _CoreLoop(core, inbox, output, encoder).run()

@@ -132,8 +132,9 @@ class KVCacheManager:
 
     def _caching(self, seq: Request) -> bool:
         """Whether the sequence's full blocks are published and looked up: always with prefix caching on; with it
-        off, only within a salt namespace (the samples of one n > 1 request share their prompt that way)."""
-        return self.enable_caching or bool(seq.cache_salt)
+        off, only within a salt namespace (the samples of one n > 1 request share their prompt that way). Pooling
+        requests never are: they must compute every token (mean pooling, encoders' bidirectional attention)."""
+        return (self.enable_caching or bool(seq.cache_salt)) and seq.pooling is None
 
     def _publish(self, seq: Request, table: list[Block], num_tokens: int) -> None:
         """Publishes the sequence's newly full blocks (those before are published already)."""

@@ -32,6 +32,17 @@ class Limits:
         if bad is not None:
             raise ValueError(f"prompt: token id {bad} is outside the vocabulary [0, {self.vocab_size})")
 
+    def check_pooling_prompt(self, num_prompt: int, max_num_batched_tokens: int) -> None:
+        """A pooling prompt may fill the context (nothing is generated) but runs in one step: ValueError naming
+        `input` when it cannot."""
+        if num_prompt > self.max_model_len:
+            raise ValueError(f"input: has {num_prompt} tokens; this model takes at most {self.max_model_len}")
+        if num_prompt > max_num_batched_tokens:
+            raise ValueError(f"input: has {num_prompt} tokens; pooling requests run whole in one step, whose "
+                             f"budget is {max_num_batched_tokens} tokens (max_num_batched_tokens)")
+        if -(-num_prompt // self.block_size) > self.num_kv_blocks:
+            raise ValueError(f"input: has {num_prompt} tokens but the KV cache holds only {self.kv_capacity}")
+
     def max_total_tokens(self, num_prompt: int, params: SamplingParams) -> int:
         """Prompt + output tokens the sequence may reach; ValueError naming the field when it cannot fit."""
         if num_prompt >= self.max_model_len:

@@ -11,7 +11,8 @@ from llmfleet.engine.core import EngineCore
 from llmfleet.engine.output_processor import OutputProcessor, tokenize_prompt
 from llmfleet.engine.request import Status
 from llmfleet.protocol.config import EngineConfig
-from llmfleet.protocol.outputs import RequestOutput
+from llmfleet.protocol.outputs import PoolingRequestOutput, RequestOutput
+from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 
 
@@ -49,6 +50,17 @@ class LLMEngine:
         for request in self.processor.add(request_id, text, ids, params, arrival, priority):
             self.core.add_request(request)
 
+    def add_pooling_request(self, request_id: str, prompt: str | list[int], params: PoolingParams | None = None,
+                            priority: int = 0) -> None:
+        """Queues a pooling (embedding) request; ValueError naming the field for bad input."""
+        params = params or PoolingParams()
+        if not isinstance(params, PoolingParams):
+            raise ValueError("pooling_params: must be a PoolingParams")
+        text, ids = tokenize_prompt(prompt, self.tokenizer)
+        self.core.limits.check_token_ids(ids)
+        self.core.limits.check_pooling_prompt(len(ids), self.config.max_num_batched_tokens)
+        self.core.add_request(self.processor.add_pooling(request_id, ids, params, time.monotonic(), priority))
+
     def abort_request(self, request_ids: str | list[str]) -> None:
         for request_id in [request_ids] if isinstance(request_ids, str) else request_ids:
             self.core.abort_requests(self.processor.abort(request_id))
@@ -56,7 +68,7 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return len(self.processor) > 0
 
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[RequestOutput | PoolingRequestOutput]:
         """One core step; the outputs of the requests whose tokens arrived (see EngineCore.step)."""
         outputs, stopped = self.processor.process(self.core.step(), time.monotonic())
         if stopped:

@@ -4,6 +4,8 @@ A user request with n samples becomes n core sequences (ids `<request id>#<i>` w
 prompt's blocks through the prefix cache (in a namespace of their own when prefix caching is off). Each sample
 keeps its token ids, an incremental detokenizer holding back what may start a stop string, and its logprobs. A
 stop string ends the sample here: `process` returns its core id, and the caller ends it in the core.
+A pooling request is one core request with no samples: its single output carries the vector
+(a PoolingRequestOutput).
 Runs in the API server process (on its event loop) or, for the offline LLMEngine, beside the core.
 """
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field
 
 from llmfleet.engine.detokenizer import Detokenizer
 from llmfleet.protocol.engine_messages import CoreRequest, SeqOutput, params_to_wire
-from llmfleet.protocol.outputs import CompletionOutput, Logprob, RequestOutput
+from llmfleet.protocol.outputs import CompletionOutput, Logprob, PoolingOutput, PoolingRequestOutput, RequestOutput
+from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 
 
@@ -50,13 +53,14 @@ class OutputProcessor:
         self.enable_prefix_caching = enable_prefix_caching
         self._requests: dict[str, _RequestState] = {}
         self._by_core_id: dict[str, tuple[_RequestState, _Sample]] = {}
+        self._pooling: dict[str, tuple[list[int], float]] = {}   # request id -> (prompt ids, arrival time)
         self._salts = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._requests)
+        return len(self._requests) + len(self._pooling)
 
     def __contains__(self, request_id: str) -> bool:
-        return request_id in self._requests
+        return request_id in self._requests or request_id in self._pooling
 
     @property
     def num_sequences(self) -> int:
@@ -88,8 +92,19 @@ class OutputProcessor:
         self._requests[request_id] = state
         return core
 
+    def add_pooling(self, request_id: str, prompt_token_ids: list[int], params: PoolingParams,
+                    arrival_time: float, priority: int = 0) -> CoreRequest:
+        """Registers a pooling request; returns the one core request to send."""
+        if request_id in self:
+            raise ValueError(f"request_id: {request_id!r} is already in use")
+        self._pooling[request_id] = (list(prompt_token_ids), arrival_time)
+        return CoreRequest(request_id, self._pooling[request_id][0], {}, arrival_time, priority,
+                           pooling={"normalize": params.normalize})
+
     def abort(self, request_id: str) -> list[str]:
         """Forgets a request; returns the core ids of its unfinished samples (to abort in the core)."""
+        if self._pooling.pop(request_id, None) is not None:
+            return [request_id]
         state = self._requests.pop(request_id, None)
         if state is None:
             return []
@@ -100,7 +115,11 @@ class OutputProcessor:
         for final_only requests) and the core ids that a stop string ended."""
         touched: dict[str, _RequestState] = {}
         stopped: list[str] = []
+        results: list = []
         for out in outputs:
+            if out.request_id in self._pooling:
+                results.append(self._pooled(out, now))
+                continue
             entry = self._by_core_id.get(out.request_id)
             if entry is None:
                 continue  # finished by a stop string or aborted here, while the core still ran it
@@ -110,7 +129,6 @@ class OutputProcessor:
             if sample.finish_reason is not None:
                 del self._by_core_id[sample.core_id]
             touched[state.request_id] = state
-        results = []
         for state in touched.values():
             finished = state.finished
             if finished:
@@ -119,6 +137,13 @@ class OutputProcessor:
             if finished or state.cumulative:
                 results.append(self._output(state, finished))
         return results, stopped
+
+    def _pooled(self, out: SeqOutput, now: float) -> PoolingRequestOutput:
+        """A pooling request's one output: its vector, or an empty one when the core aborted it."""
+        ids, arrival = self._pooling.pop(out.request_id)
+        metrics = {"arrival_time": arrival, "finished_time": now}
+        return PoolingRequestOutput(out.request_id, ids, PoolingOutput(out.embedding or []),
+                                    finish_reason=out.finish_reason or "stop", metrics=metrics)
 
     def _apply(self, state: _RequestState, sample: _Sample, out: SeqOutput, now: float) -> bool:
         """Adds the sample's new tokens; True when a stop string ended it."""

@@ -9,6 +9,10 @@ be cached). No admissions happen in a step that preempted.
 The step goes to the worker as plain data (protocol/scheduler_output.py): a sequence whole the first time it is
 scheduled, diffs after, its table whole again after a preemption, and the ids of sequences that ended once the
 next step runs. Sampled tokens come back by seq id; until then they are counted as pending on the Request.
+
+Pooling requests (embeddings) are never chunked: one is admitted only when its whole prompt fits the budget left in
+the step (the core refuses prompts longer than the whole budget), and it finishes, its blocks freed, in the step
+that computes it. Encoders attend bidirectionally, so a chunk could not see the tokens after it.
 """
 from __future__ import annotations
 
@@ -66,7 +70,7 @@ class Scheduler:
         sent = self._on_worker.get(seq.seq_id)
         if sent is None:
             out.new_seqs.append(NewSeqData(seq.seq_id, seq.prompt_token_ids, seq.output_token_ids, seq.params,
-                                           list(ids), seq.num_computed_tokens))
+                                           list(ids), seq.num_computed_tokens, seq.pooling))
         elif sent[0] != seq.num_preemptions:
             out.cached_seqs.add(seq.seq_id, list(ids), seq.num_computed_tokens, True)
         elif len(ids) > sent[1]:
@@ -107,6 +111,8 @@ class Scheduler:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
             computed, num_hit = self.kv.get_computed_blocks(seq)
+            if seq.pooling is not None and seq.num_tokens > budget:
+                break  # not chunked: waits for a step with room for all of it (FCFS: nothing passes it)
             n = min(seq.num_tokens - num_hit, budget)
             if self.kv.allocate_slots(seq, n, computed) is None:
                 break
@@ -143,7 +149,12 @@ class Scheduler:
         for seq_id, n in out.num_scheduled_tokens.items():
             seq = self.by_id[seq_id]
             seq.num_computed_tokens += n
-            if seq.num_computed_tokens == seq.num_tokens:
+            if seq.pooling is not None:  # computed whole: done; its vector arrives with the step's results
+                seq.status = Status.FINISHED_STOPPED
+                self._retire(seq)
+                self._forget_if_done(seq)
+                finished.append(seq)
+            elif seq.num_computed_tokens == seq.num_tokens:
                 seq.append_pending()
                 if seq.status.finished:
                     self._retire(seq)

@@ -1,5 +1,6 @@
 """The offline API, shaped like vLLM's: `LLM(model, ...).generate(prompts, sampling_params)`.
 
+`embed(texts)` returns one pooled vector per text (an embedding model, or a decoder with `pooling=`).
 `generate` shows a progress bar over the prompts by default (`use_tqdm=False` turns it off). With
 `skip_tokenizer_init=True` no tokenizer is loaded: prompts must be token ids, and outputs carry token ids and empty
 text.
@@ -12,7 +13,8 @@ from collections.abc import Sequence
 
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.engine.llm_engine import LLMEngine
-from llmfleet.protocol.outputs import RequestOutput
+from llmfleet.protocol.outputs import PoolingRequestOutput, RequestOutput
+from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 
 PromptType = str | list[int]
@@ -57,7 +59,20 @@ class LLM:
             raise
         return self._run(ids, use_tqdm)
 
-    def _run(self, ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
+    def embed(self, prompts: PromptType | Sequence[PromptType], pooling_params: PoolingParams | None = None,
+              use_tqdm: bool = False) -> list[PoolingRequestOutput]:
+        """One pooled vector per prompt, in order (`outputs.data`); ValueError before anything runs for bad input."""
+        prompts = _as_prompt_list(prompts)
+        ids = [f"offline-embed-{next(self._ids)}" for _ in prompts]
+        try:
+            for request_id, prompt in zip(ids, prompts):
+                self.engine.add_pooling_request(request_id, prompt, pooling_params)
+        except ValueError:
+            self.engine.abort_request(ids)
+            raise
+        return self._run(ids, use_tqdm)
+
+    def _run(self, ids: list[str], use_tqdm: bool) -> list:
         finished: dict[str, RequestOutput] = {}
         progress = None
         if use_tqdm:

@@ -20,7 +20,8 @@ from llmfleet.model.layers.linear import default_weight_loader
 INDEX_FILE = "model.safetensors.index.json"
 PROGRESS_MIN_BYTES = 1 << 30
 # Buffers some checkpoints carry that are rebuilt from the config here.
-_SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
+_SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached",
+                     "embeddings.position_ids")
 
 
 def safetensors_files(model_path: str | os.PathLike) -> list[Path]:
@@ -58,10 +59,11 @@ def load_weights(model: nn.Module, weights: Iterator[tuple[str, torch.Tensor]]) 
     params = dict(model.named_parameters())
     mapping = getattr(model, "packed_modules_mapping", {})
     tied = getattr(model, "tied", False)
+    ignored = tuple(getattr(model, "ignored_checkpoint_prefixes", ()))  # heads the model does not use
     loaded: set[tuple[str, object]] = set()
     unmatched: list[str] = []
     for name, tensor in weights:
-        if name.endswith(_SKIPPED_SUFFIXES) or (tied and name == "lm_head.weight"):
+        if name.endswith(_SKIPPED_SUFFIXES) or (tied and name == "lm_head.weight") or name.startswith(ignored):
             continue
         param_name, shard_id = map_checkpoint_name(name, mapping)
         if param_name not in params:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmfleet.protocol.kv_events import replay_endpoint
+from llmfleet.protocol.pooling_params import check_pooling_method
 
 DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 
@@ -38,6 +39,9 @@ class EngineConfig:
     skip_tokenizer_init: bool = False         # True: load no tokenizer; prompts are token ids, outputs have no text
     # Fleet
     kv_events_endpoint: str | None = None     # e.g. tcp://127.0.0.1:5557: publish prefix-cache events (replay: +1)
+    # Embeddings
+    pooling: str | None = None                # mean | last | cls; None: the model folder's (sentence-transformers)
+    #                                           config, else mean for encoders and last for decoders
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
@@ -55,6 +59,7 @@ class EngineConfig:
             raise ValueError(f"device: unknown value {self.device!r}; use auto, cpu or cuda[:N]")
         if self.kv_events_endpoint is not None:
             replay_endpoint(self.kv_events_endpoint)  # ValueError naming kv_events_endpoint
+        check_pooling_method(self.pooling)
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format: unknown value {self.load_format!r}")
 

@@ -33,6 +33,7 @@ class CoreRequest(msgspec.Struct, array_like=True, omit_defaults=True):
     arrival_time: float
     priority: int = 0
     cache_salt: str = ""            # prefix-cache namespace (the n samples share their prompt's blocks in one)
+    pooling: dict[str, Any] | None = None  # set: a pooling request (PoolingParams fields); `params` is ignored
 
 
 class AddRequests(msgspec.Struct, tag=True, array_like=True):
@@ -69,6 +70,7 @@ class SeqOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     num_cached_tokens: int = 0                     # prompt tokens served from the prefix cache
     # Per new token: (token ids: the sampled one first, then the top-N), their logprobs, the sampled one's rank.
     logprobs: list[tuple[list[int], list[float], int]] | None = None
+    embedding: list[float] | None = None           # a pooling request's vector (it finishes in the same output)
 
 
 class EngineStats(msgspec.Struct, array_like=True):
@@ -92,6 +94,8 @@ class Ready(msgspec.Struct, tag=True, array_like=True):
     num_kv_blocks: int
     block_size: int
     eos_token_ids: list[int]
+    tasks: list[str] = msgspec.field(default_factory=lambda: ["generate"])  # "generate" and/or "embed"
+    embedding_size: int = 0         # the length of a pooled vector (the model's hidden size)
 
 
 class StepOutputs(msgspec.Struct, tag=True, array_like=True):

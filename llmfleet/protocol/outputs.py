@@ -1,4 +1,5 @@
-"""What generation returns: cumulative per request (text and token ids so far), shaped like vLLM's outputs."""
+"""What the engine returns: generation cumulative per request (text and token ids so far), and pooling (one vector
+per prompt), shaped like vLLM's outputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,3 +35,20 @@ class RequestOutput:
     finished: bool
     num_cached_tokens: int = 0                # prompt tokens served from the prefix cache
     metrics: dict = field(default_factory=dict)  # arrival_time, first_token_time, finished_time (time.monotonic)
+
+
+@dataclass(slots=True)
+class PoolingOutput:
+    data: list[float]                         # the prompt's pooled hidden state (normalized when asked)
+
+
+@dataclass(slots=True)
+class PoolingRequestOutput:
+    """The result of a pooling request: always finished (a pooling request runs in one step, no generation)."""
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: PoolingOutput
+    finished: bool = True
+    finish_reason: str = "stop"               # "abort": the core refused or dropped it (no vector then)
+    num_cached_tokens: int = 0
+    metrics: dict = field(default_factory=dict)

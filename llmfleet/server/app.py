@@ -17,6 +17,7 @@ from llmfleet.server.chat.router import router as chat_router
 from llmfleet.server.completions.router import router as completions_router
 from llmfleet.server.config import ServerConfig
 from llmfleet.server.context import ServingContext
+from llmfleet.server.embeddings.router import router as embeddings_router
 from llmfleet.server.errors import install_error_handlers
 from llmfleet.server.lifecycle import Lifecycle
 from llmfleet.server.metrics import ServerMetrics
@@ -58,7 +59,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
 
     app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for router in (completions_router, chat_router, system_router):
+    for router in (completions_router, chat_router, embeddings_router, system_router):
         app.include_router(router)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
     if config.tenancy is not None:  # virtual keys, limits and spend, in place of the single API key

@@ -69,7 +69,8 @@ class ServerMetrics:
         if not timing.queue_observed:
             timing.queue_observed = True
             self.queue.observe(max(0.0, step_start - timing.arrival))
-        num_tokens = sum(len(choice.token_ids) for choice in output.outputs)
+        choices = output.outputs if isinstance(output, RequestOutput) else ()  # pooling outputs have none
+        num_tokens = sum(len(choice.token_ids) for choice in choices)
         if num_tokens > timing.num_tokens:
             if timing.first_token is None:
                 timing.first_token = now
@@ -87,6 +88,9 @@ class ServerMetrics:
     def _finish(self, output: RequestOutput, timing: _Timing, now: float) -> None:
         del self._timings[output.request_id]
         self.e2e.observe(now - timing.arrival)
+        if not isinstance(output, RequestOutput):  # a pooling request: one vector, no tokens
+            self.success.labels(self.model_name, output.finish_reason).inc()
+            return
         longest = max((len(choice.token_ids) for choice in output.outputs), default=0)
         if longest > 1 and timing.first_token is not None:
             self.tpot.observe((now - timing.first_token) / (longest - 1))

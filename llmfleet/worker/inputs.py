@@ -6,7 +6,7 @@ ids still on the device) end their sequence's query; they are packed as id 0 and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class StepInputs:
     num_decodes: int
     max_query_len: int
     max_seq_len: int
+    pool_rows: list[int] = field(default_factory=list)  # which of the B sequences are pooled (whole this step)
 
 
 def prepare_inputs(seqs: list[SeqState], num_scheduled_tokens: list[int], block_size: int) -> StepInputs:
@@ -51,12 +52,14 @@ def prepare_inputs(seqs: list[SeqState], num_scheduled_tokens: list[int], block_
     slot_mapping = block_tables[seq_of_token, positions // block_size].astype(np.int64) * block_size \
         + positions % block_size
 
-    sample_rows = [i for i, seq in enumerate(seqs) if seq_lens[i] == seq.num_tokens]  # reaches its end: samples
+    # A sequence whose query reaches its end samples, unless it is a pooling request (pooled instead).
+    sample_rows = [i for i, seq in enumerate(seqs) if seq_lens[i] == seq.num_tokens and seq.pooling is None]
+    pool_rows = [i for i, seq in enumerate(seqs) if seq.pooling is not None]
     return StepInputs(
         input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
         query_start_loc=cu.astype(np.int32), seq_lens=seq_lens.astype(np.int32), block_tables=block_tables,
         logits_indices=cu[1:][sample_rows] - 1, sample_rows=sample_rows, num_decodes=int((query_lens == 1).sum()),
-        max_query_len=int(query_lens.max(initial=0)), max_seq_len=int(seq_lens.max(initial=0)))
+        max_query_len=int(query_lens.max(initial=0)), max_seq_len=int(seq_lens.max(initial=0)), pool_rows=pool_rows)
 
 
 def _block_table_array(block_ids: list[list[int]]) -> np.ndarray:

@@ -3,7 +3,9 @@
 `launch(scheduler_output)` applies the step's contract to the worker's own sequence states (seq_state.py), queues
 the step on the device without waiting and returns; `collect(launched)` then returns, by seq id, the token each
 sampling sequence drew (a prefill chunk that has not reached its sequence's end draws none) and its logprobs when
-asked.
+asked, and the pooled vector of each pooling request (pooled as `pooler` says: model/layers/pooler.py).
+An encoder model (BERT) has no KV cache: its blocks are the scheduler's bookkeeping only, and it serves pooling
+requests alone.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
+from llmfleet.model.layers.pooler import pool, pooler_config
 from llmfleet.model.layers.sampler import SamplerOutput, SamplingBatch, sample
 from llmfleet.model.loader import load_model
 
@@ -35,6 +38,8 @@ class LaunchedStep:
     seqs: list[SeqState]                     # the sequences that sample, in batch order
     result: SamplerOutput | None = None      # device tensors, row i for seqs[i]
     tokens: HostCopy | None = None           # the sampled ids on their way to the host
+    pooled_seqs: list[SeqState] | None = None  # the pooling sequences, in batch order
+    pooled: HostCopy | None = None           # their vectors [P, H] on their way to the host
     _rows: dict[int, int] | None = None
 
     def row_of(self, seq_id: int) -> int:
@@ -49,6 +54,7 @@ class StepResult:
     sampled: dict[int, int]                     # seq id -> token it sampled, in batch order (sampling rows only)
     logprobs: dict[int, tuple[list[int], list[float], int]]  # seq id -> (token ids, logprobs, sampled rank),
     #                                                          for the sampling sequences that asked
+    pooled: dict[int, list[float]] | None = None  # seq id -> pooled vector, for the pooling sequences
 
 
 class ModelRunner:
@@ -64,13 +70,17 @@ class ModelRunner:
         self.model, self.hf_config, self.info = load_model(
             model_path, dtype, device, load_format=config.load_format, hf_config=hf_config)
         self.weight_bytes = torch.cuda.memory_allocated() - self.memory_before_load if cuda else 0
+        self.is_encoder = bool(getattr(self.model, "is_encoder", False))
+        self.pooler = pooler_config(model_path, self.is_encoder, config.pooling)
         logger.info("model loaded in %.1f s", time.perf_counter() - began)
         self.backend = get_attention_backend(config.attention_backend, device)
         self.layers = self.model.attention_layers()
         for layer in self.layers:
             layer.backend = self.backend
-        self.max_model_len = min(config.max_model_len or self.info.max_position_embeddings,
-                                 self.info.max_position_embeddings)
+        limit = self.info.max_position_embeddings
+        if self.is_encoder and self.pooler.max_seq_length:  # sentence-transformers' input limit
+            limit = min(limit, self.pooler.max_seq_length)
+        self.max_model_len = min(config.max_model_len or limit, limit)
         began = time.perf_counter()
         self.num_blocks = config.num_kv_blocks or self._blocks_from_memory()
         self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
@@ -79,12 +89,13 @@ class ModelRunner:
                     self.block_size, self.num_blocks * self.block_size,
                     self.num_blocks * self.bytes_per_block / 2**30, time.perf_counter() - began)
         self.graphs = self._capture_graphs()
-        warm_up(self)  # compiles every eager kernel variant now, so no request pays for it
+        if not self.is_encoder:
+            warm_up(self)  # compiles every eager kernel variant now, so no request pays for it
 
     @property
     def kv_heads(self) -> int:
         """KV heads held by this rank (under tensor parallelism, its shard)."""
-        return self.layers[0].num_kv_heads
+        return self.layers[0].num_kv_heads if self.layers else 0
 
     @property
     def bytes_per_block(self) -> int:
@@ -99,7 +110,7 @@ class ModelRunner:
             layer.kv_cache = cache
 
     def _capture_graphs(self) -> DecodeGraphs | None:
-        if self.config.enforce_eager or not self.device.startswith("cuda"):
+        if self.config.enforce_eager or not self.device.startswith("cuda") or self.is_encoder:
             return None
         max_batch = min(self.config.cuda_graph_max_batch, self.config.max_num_seqs)
         graphs = DecodeGraphs(self.model, self.device, max_batch, -(-self.max_model_len // self.block_size),
@@ -108,8 +119,10 @@ class ModelRunner:
         return graphs
 
     def _blocks_from_memory(self) -> int:
+        seqs_worth = self.config.max_num_seqs * -(-self.max_model_len // self.block_size)
+        if not self.layers:   # an encoder: blocks cost nothing, enough for every sequence at full length
+            return seqs_worth
         if not self.device.startswith("cuda"):
-            seqs_worth = self.config.max_num_seqs * -(-self.max_model_len // self.block_size)
             return max(1, min(self.config.cpu_kv_cache_bytes // self.bytes_per_block, seqs_worth))
         from llmfleet.worker.memory import profile_kv_blocks
         return profile_kv_blocks(self)
@@ -124,9 +137,11 @@ class ModelRunner:
         inputs = prepare_inputs(seqs, list(out.num_scheduled_tokens.values()), self.block_size)
         fix = self._placeholder_fix(seqs, out, inputs, prev)
         events = self._events_begin(time.perf_counter() - began)
-        logits = self._logits(inputs, fix)
+        logits, pooled = self._execute(inputs, fix, seqs)
         self._num_launched += 1
         step = LaunchedStep(self._num_launched, [seqs[i] for i in inputs.sample_rows])
+        if pooled is not None:
+            step.pooled_seqs, step.pooled = [seqs[i] for i in inputs.pool_rows], HostCopy(pooled)
         if logits is not None:
             step.result = sample(logits, self._sampling_batch(step.seqs))
             step.tokens = HostCopy(step.result.token_ids)
@@ -136,13 +151,16 @@ class ModelRunner:
 
     def collect(self, step: LaunchedStep) -> StepResult:
         """Waits for a launched step's tokens (and only for them); the worker's states take them in."""
+        pooled = None
+        if step.pooled is not None:
+            pooled = {seq.seq_id: row for seq, row in zip(step.pooled_seqs, step.pooled.wait().tolist())}
         if step.tokens is None:
-            return StepResult({}, {})
+            return StepResult({}, {}, pooled)
         tokens = step.tokens.wait().tolist()
         self.seqs.received(step.step_id, step.seqs, tokens)
         sampled = {seq.seq_id: token for seq, token in zip(step.seqs, tokens)}
         logprobs = self._collect_logprobs(step.result, step.seqs) if step.result.logprobs is not None else {}
-        return StepResult(sampled, logprobs)
+        return StepResult(sampled, logprobs, pooled)
 
     def _placeholder_fix(self, seqs: list[SeqState], out: SchedulerOutput, inputs: StepInputs,
                          prev: LaunchedStep | None):
@@ -179,15 +197,32 @@ class ModelRunner:
 
     def _logits(self, inputs: StepInputs, fix=None) -> torch.Tensor | None:
         """Logits [S, V] of the sequences that sample this step (None when none does)."""
-        if self.graphs is not None and self.graphs.can_run(inputs):
+        return self._execute(inputs, fix)[0]
+
+    def _execute(self, inputs: StepInputs, fix=None, seqs: list[SeqState] | None = None):
+        """(logits [S, V] of the sampling sequences or None, pooled vectors [P, H] of the pooling ones or None)."""
+        if self.graphs is not None and not inputs.pool_rows and self.graphs.can_run(inputs):
             logits = self.graphs.run(inputs, fix)
             if len(inputs.sample_rows) == len(inputs.seq_lens):
-                return logits
-            return logits[to_device(inputs.sample_rows, self.device, torch.int64)] if inputs.sample_rows else None
+                return logits, None
+            rows = inputs.sample_rows
+            return (logits[to_device(rows, self.device, torch.int64)] if rows else None), None
         hidden = self._forward(inputs, fix)
+        pooled = self._pool(hidden, inputs, seqs) if inputs.pool_rows else None
         if not inputs.sample_rows:
-            return None
-        return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)])
+            return None, pooled
+        return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)]), pooled
+
+    def _pool(self, hidden: torch.Tensor, inputs: StepInputs, seqs: list[SeqState]) -> torch.Tensor:
+        """Pooled vectors [P, H] of the pooling sequences (each whole in this step: its query is its prompt)."""
+        rows = inputs.pool_rows
+        starts = inputs.query_start_loc[rows]
+        lengths = inputs.query_start_loc[[r + 1 for r in rows]] - starts
+        normalize = [self.pooler.normalize if seqs[r].pooling.normalize is None else seqs[r].pooling.normalize
+                     for r in rows]
+        return pool(hidden, to_device(starts.astype(np.int64), self.device),
+                    to_device(lengths.astype(np.int64), self.device), self.pooler.method,
+                    to_device(normalize, self.device, torch.bool))
 
     def _forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
         meta = self._metadata(inputs)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.protocol.scheduler_output import NewSeqData, SchedulerOutput
 
@@ -29,6 +30,7 @@ class SeqState:
     generator: torch.Generator | None     # only with a seed; its position survives preemption
     pending_steps: list[int] = field(default_factory=list)  # per sampled token not read back, oldest first:
     #                                                          the id of the step that sampled it
+    pooling: PoolingParams | None = None  # a pooling request: its hidden states are pooled, nothing sampled
 
     @property
     def num_tokens(self) -> int:
@@ -46,7 +48,7 @@ def _from_new(new: NewSeqData) -> SeqState:
         generator = torch.Generator()
         generator.manual_seed(new.params.seed)
     return SeqState(new.seq_id, new.prompt_token_ids, new.prompt_token_ids + new.output_token_ids, new.params,
-                    list(new.block_ids), new.num_computed_tokens, generator)
+                    list(new.block_ids), new.num_computed_tokens, generator, pooling=new.pooling)
 
 
 class SeqStates:

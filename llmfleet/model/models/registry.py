@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from llmfleet.model.models.bert import BertModel
 from llmfleet.model.models.llama import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
 MODEL_REGISTRY: dict[str, type[nn.Module]] = {
+    "BertModel": BertModel,
     "LlamaForCausalLM": LlamaForCausalLM,
     "MistralForCausalLM": MistralForCausalLM,
     "Qwen2ForCausalLM": Qwen2ForCausalLM,
@@ -13,7 +15,8 @@ MODEL_REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 # For configs built in memory (no `architectures` field): HF model_type -> architecture.
-_BY_MODEL_TYPE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+_BY_MODEL_TYPE = {"bert": "BertModel",
+                  "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                   "qwen3": "Qwen3ForCausalLM"}
 
 
