@@ -14,7 +14,7 @@ from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 # flag -> EngineConfig field; only flags the user set are passed on
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
-                "load_format", "enforce_eager", "attention_backend", "kv_events_endpoint")
+                "load_format", "enforce_eager", "attention_backend", "kv_events_endpoint", "pooling")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -46,6 +46,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                             "included (default: $LLMFLEET_API_KEY, else none)")
     group.add_argument("--metrics-public", action="store_true",
                        help="with --api-key: serve /metrics without the key (for a scraper that has none)")
+    group.add_argument("--batch-dir", default=None,
+                       help="folder for /v1/files and /v1/batches (uploads, results, a SQLite index); batches "
+                            "left unfinished resume when the server restarts with the same folder (default: a "
+                            "temporary folder, removed at exit)")
+    group.add_argument("--batch-concurrency", type=int, default=32, help="requests of one batch in flight at once")
     group.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug", "trace"])
 
@@ -68,6 +73,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kv-events-endpoint", default=None,
                        help="publish prefix-cache events for the gateway on this ZeroMQ endpoint, e.g. "
                             "tcp://127.0.0.1:5557 (replays on the next port)")
+    group.add_argument("--pooling", default=None, choices=["mean", "last", "cls"],
+                       help="how embeddings pool a sequence (default: the model folder's sentence-transformers "
+                            "config; else mean for encoders, the last token for decoders)")
 
 
 def build_configs(args: argparse.Namespace):
@@ -84,7 +92,8 @@ def build_configs(args: argparse.Namespace):
                           drain_timeout=args.drain_timeout,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
                           metrics_public=args.metrics_public,
-                          log_level=args.log_level, tenancy=tenancy_config(args))
+                          log_level=args.log_level, tenancy=tenancy_config(args), batch_dir=args.batch_dir,
+                          batch_concurrency=args.batch_concurrency)
     return server, engine
 
 

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import copy
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -13,6 +15,9 @@ from fastapi import FastAPI
 
 from llmfleet.engine.core_client import EngineCoreClient
 from llmfleet.protocol.config import EngineConfig
+from llmfleet.server.batches.router import router as batches_router
+from llmfleet.server.batches.service import BatchService
+from llmfleet.server.batches.store import BatchStore
 from llmfleet.server.chat.router import router as chat_router
 from llmfleet.server.completions.router import router as completions_router
 from llmfleet.server.config import ServerConfig
@@ -48,18 +53,25 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
         ctx = ServingContext(config, engine, copy.deepcopy(engine.tokenizer), metrics, lifecycle, names, int(time.time()))
         watcher = asyncio.create_task(lifecycle.watch(engine))
         logger.info("serving %s (max_model_len %d) as %s", engine.model_name, engine.max_model_len, ", ".join(names))
+        batch_dir = config.batch_dir or tempfile.mkdtemp(prefix="llmfleet-batches-")
+        store = await BatchStore.open(batch_dir)
+        batches = await BatchService.start(store, ctx, config.batch_concurrency)
         if on_ready is not None:
             on_ready(ctx)
         try:
-            yield {"ctx": ctx}
+            yield {"ctx": ctx, "batches": batches}
         finally:
             watcher.cancel()
+            await batches.stop()   # unfinished batches resume on the next start (with the same batch_dir)
+            await store.close()
+            if config.batch_dir is None:
+                shutil.rmtree(batch_dir, ignore_errors=True)
             await engine.shutdown()
             ctx.tokenizers.shutdown()
 
     app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for router in (completions_router, chat_router, embeddings_router, system_router):
+    for router in (completions_router, chat_router, embeddings_router, batches_router, system_router):
         app.include_router(router)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
     if config.tenancy is not None:  # virtual keys, limits and spend, in place of the single API key

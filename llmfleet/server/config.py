@@ -23,11 +23,14 @@ class ServerConfig:
     retry_after_s: int = 1                    # Retry-After header of 429 and 503 answers
     log_level: str = "info"
     tenancy: TenancyConfig | None = None      # keys, limits, budgets and spend (replaces api_key): `--master-key`
+    batch_dir: str | None = None              # /v1/files + /v1/batches state (survives restarts); None: a
+    #                                           temporary folder removed at exit
+    batch_concurrency: int = 32               # requests of one batch in flight at once
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port: must be in [0, 65535], got {self.port}")
-        for name in ("max_waiting_requests", "max_body_bytes", "retry_after_s"):
+        for name in ("max_waiting_requests", "max_body_bytes", "retry_after_s", "batch_concurrency"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
