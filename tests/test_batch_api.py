@@ -3,6 +3,7 @@ poll, results in OpenAI's JSONL shapes, errors, invalid inputs, cancel (every KV
 resumes an unfinished batch, and the offline `llmfleet run-batch`."""
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -156,29 +157,42 @@ def test_cancel_stops_the_batch_and_frees_every_block(served):
     done = _wait(client, batch.id)
     assert done.status == "cancelled" and done.cancelled_at and done.request_counts.completed < 40
     assert wait_until(lambda: _all_blocks_free(served.ctx), 30)
-    with pytest.raises(openai.ConflictError):
-        client.batches.cancel(_wait(client, client.batches.create(
-            input_file_id=_upload(client, lines[:1]).id, endpoint="/v1/completions", completion_window="24h").id).id)
+    short = [_line("one", "/v1/completions", _completion("hi", 2))]
+    finished = _wait(client, client.batches.create(input_file_id=_upload(client, short).id,
+                                                   endpoint="/v1/completions", completion_window="24h").id)
+    with pytest.raises(openai.ConflictError):   # a completed batch cannot be cancelled
+        client.batches.cancel(finished.id)
 
 
 def test_unfinished_batch_resumes_after_a_restart(tiny_checkpoint, tmp_path):
     checkpoint = tiny_checkpoint("llama")
-    lines = [_line(f"r{i}", "/v1/completions", _completion(PROMPTS[i % 3] + f" {i}", 40)) for i in range(24)]
-    server, handle = _serve(checkpoint, tmp_path, concurrency=2)
+    lines = [_line(f"r{i}", "/v1/completions", _completion(PROMPTS[i % 3] + f" {i}", 24)) for i in range(12)]
+    server, handle = _serve(checkpoint, tmp_path, concurrency=1)
     try:
         batch = handle.client.batches.create(input_file_id=_upload(handle.client, lines).id,
                                              endpoint="/v1/completions", completion_window="24h")
-        assert wait_until(lambda: handle.client.batches.retrieve(batch.id).request_counts.completed >= 2, 60)
+        assert wait_until(lambda: handle.client.batches.retrieve(batch.id).request_counts.completed >= 1, 60)
     finally:
         server.stop()
+    stopped = asyncio.run(_stored_batch(tmp_path, batch.id))
+    assert stopped["status"] == "in_progress" and 1 <= stopped["request_counts"]["completed"] < 12
     server, handle = _serve(checkpoint, tmp_path, concurrency=8)
     try:
         done = _wait(handle.client, batch.id)
-        assert done.status == "completed" and done.request_counts.completed == 24
+        assert done.status == "completed" and done.request_counts.completed == 12
         results = handle.client.files.content(done.output_file_id).text.splitlines()
-        assert sorted(json.loads(r)["custom_id"] for r in results) == sorted(f"r{i}" for i in range(24))
+        assert sorted(json.loads(r)["custom_id"] for r in results) == sorted(f"r{i}" for i in range(12))
     finally:
         server.stop()
+
+
+async def _stored_batch(folder, batch_id: str) -> dict:
+    from llmfleet.server.batches.store import BatchStore
+    store = await BatchStore.open(folder)
+    try:
+        return await store.get_batch(batch_id)
+    finally:
+        await store.close()
 
 
 def test_run_batch_cli(tiny_checkpoint, tmp_path):
