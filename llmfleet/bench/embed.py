@@ -60,27 +60,34 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     import torch
 
     from llmfleet.bench.results import device_name
-    from llmfleet.entrypoints.llm import LLM
+    from llmfleet.engine.llm_engine import LLMEngine
+    from llmfleet.protocol.config import EngineConfig
 
-    llm = LLM(args.model, device=args.device, dtype=args.dtype, max_num_seqs=args.batch_size,
-              max_num_batched_tokens=args.max_num_batched_tokens, pooling=args.pooling,
-              load_format=args.load_format)
-    texts = sentences(args.num_sentences)
-    tokenizer = llm.get_tokenizer()
-    ids = [tokenizer.encode(t) for t in texts]     # tokenized up front: the engine is what is measured
-    llm.embed(ids[:args.batch_size])               # warm-up, untimed
-    if torch.cuda.is_available() and llm.engine.runner.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    engine = LLMEngine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
+                                    max_num_seqs=args.batch_size, max_num_batched_tokens=args.max_num_batched_tokens,
+                                    pooling=args.pooling, load_format=args.load_format))
+    ids = [engine.tokenizer.encode(t) for t in sentences(args.num_sentences)]  # the engine is what is measured
+    _embed_all(engine, ids[:args.batch_size])    # warm-up, untimed
     began = time.perf_counter()
-    outputs = llm.embed(ids)
+    outputs = _embed_all(engine, ids)
     seconds = time.perf_counter() - began
     num_tokens = sum(map(len, ids))
     return {
         "workload": f"embed-{args.num_sentences}", "shape": f"batch-{args.batch_size}",
-        "model": str(args.model), "load_format": args.load_format, "device": device_name(), "dtype": str(llm.engine.runner.dtype),
-        "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size,
+        "model": str(args.model), "load_format": args.load_format, "device": device_name(),
+        "dtype": str(engine.runner.dtype), "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size,
         "max_num_batched_tokens": args.max_num_batched_tokens, "sentences": len(outputs),
         "mean_tokens": num_tokens / len(ids), "seconds": seconds, "sentences_per_s": len(outputs) / seconds,
         "tokens_per_s": num_tokens / seconds, "dimensions": len(outputs[0].outputs.data),
         "load_average_1m": os.getloadavg()[0],   # other work on the machine while it ran (CPU runs share cores)
     }
+
+
+def _embed_all(engine, prompts: list[list[int]]) -> list:
+    """Every prompt's PoolingRequestOutput (the last one read back to the host ends the timing)."""
+    for i, prompt in enumerate(prompts):
+        engine.add_pooling_request(f"bench-{i}", prompt)
+    outputs = []
+    while engine.has_unfinished_requests():
+        outputs += engine.step()
+    return outputs

@@ -57,10 +57,10 @@ def pool(hidden: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, meth
 
 
 def _mean(hidden: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    segment = torch.repeat_interleave(torch.arange(len(lengths), device=hidden.device), lengths)   # [N]
-    token = torch.arange(segment.numel(), device=hidden.device) - torch.repeat_interleave(
-        torch.cumsum(lengths, 0) - lengths, lengths) + torch.repeat_interleave(starts, lengths)     # [N]
-    sums = hidden.new_zeros(len(lengths), hidden.shape[-1]).index_add_(0, segment, hidden[token])
+    # The pooled sequences' tokens, gathered contiguously in their order, then summed per sequence.
+    offsets = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)       # [N]
+    tokens = hidden.index_select(0, torch.arange(offsets.numel(), device=hidden.device) + offsets)  # [N, H]
+    sums = torch.segment_reduce(tokens, "sum", lengths=lengths, axis=0)                           # [P, H]
     return sums / lengths[:, None].to(hidden.dtype)
 
 

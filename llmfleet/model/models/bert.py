@@ -30,19 +30,33 @@ class BertEmbeddings(nn.Module):
         return self.LayerNorm(hidden)                                                  # [T, H]
 
 
+class PackedLinear(nn.Linear):
+    """One linear holding several of the checkpoint's (query, key, value: one GEMM instead of three); each part's
+    weight and bias load into their rows."""
+
+    def __init__(self, in_features: int, part_sizes: list[int], parts: tuple[str, ...]):
+        super().__init__(in_features, sum(part_sizes))
+        self.packed_shards = parts
+        self._rows = dict(zip(parts, zip([sum(part_sizes[:i]) for i in range(len(parts))], part_sizes)))
+        self.weight.weight_loader = self.bias.weight_loader = self._load
+
+    def _load(self, param: nn.Parameter, tensor: torch.Tensor, shard_id: str) -> None:
+        start, size = self._rows[shard_id]
+        param.data[start:start + size].copy_(tensor)
+
+
 class BertSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.qkv = PackedLinear(config.hidden_size, [config.hidden_size] * 3, ("query", "key", "value"))
 
     def forward(self, hidden: torch.Tensor, layout: "PaddedLayout") -> torch.Tensor:
-        # hidden: [T, H] -> q, k, v: [B, heads, L, D] (padded), attention within each sequence only
-        q, k, v = (layout.pad(proj(hidden)).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
-                   for proj in (self.query, self.key, self.value))
+        # hidden: [T, H] -> qkv padded [B, L, 3, heads, D] -> q, k, v: [B, heads, L, D]; attention stays within
+        # each sequence (the key mask hides the padding and every other sequence)
+        qkv = layout.pad(self.qkv(hidden)).unflatten(-1, (3, self.num_heads, self.head_dim))
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.key_mask)       # [B, heads, L, D]
         return layout.unpad(out.transpose(1, 2).flatten(-2))                           # [T, H]
 
@@ -124,6 +138,8 @@ class BertModel(nn.Module):
     engine's, as the model folder's sentence-transformers config says)."""
 
     is_encoder = True   # no KV cache, no logits; requests are pooling requests, never chunked
+    # checkpoint module -> (our packed module, part): attention.self.{query,key,value} -> attention.self.qkv
+    packed_modules_mapping = {"query": ("qkv", "query"), "key": ("qkv", "key"), "value": ("qkv", "value")}
     ignored_checkpoint_prefixes = ("pooler.",)   # BERT's [CLS] pooler head: sentence embeddings do not use it
 
     def __init__(self, config):
