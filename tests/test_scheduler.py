@@ -194,3 +194,28 @@ def test_asynchronous_steps_keep_accounting_exact(ops, num_blocks, block_size, b
             assert out[-1] == 0 and 0 not in out[:-1]          # ends exactly at its first EOS
         elif seq.status is Status.FINISHED_LENGTH:
             assert len(out) == seq.params.max_tokens and 0 not in out
+
+
+def _pooling_seq(prompt_len: int, base: int = 0) -> Request:
+    from llmfleet.protocol.pooling_params import PoolingParams
+    prompt = [(base + i) % 97 + 3 for i in range(prompt_len)]
+    return Request(prompt, SamplingParams(max_tokens=1), 0.0, prompt_len, frozenset(), pooling=PoolingParams())
+
+
+def test_pooling_requests_are_never_chunked_and_free_their_blocks_in_their_step():
+    sched = Scheduler(KVCacheManager(16, 4, enable_caching=True), max_num_seqs=8, max_num_batched_tokens=10)
+    gen, big, small = make_seq(6, 3), _pooling_seq(8, base=10), _pooling_seq(3, base=20)
+    for seq in (gen, big, small):
+        sched.add(seq)
+    out, finished = run_step(sched)
+    # gen takes 6 of the 10 tokens; big (8) does not fit the 4 left and is not chunked; FCFS: small waits too.
+    assert lens(out) == [6] and finished == []
+    out, finished = run_step(sched)
+    assert dict(out.num_scheduled_tokens) == {gen.seq_id: 1, big.seq_id: 8}
+    assert out.new_seqs[0].pooling is not None and big in finished and big.status is Status.FINISHED_STOPPED
+    assert sched.kv.block_ids(big) == [] and big.seq_id not in sched.by_id
+    out, finished = run_step(sched)
+    assert dict(out.num_scheduled_tokens) == {gen.seq_id: 1, small.seq_id: 3} and big.seq_id in out.finished_seq_ids
+    assert small in finished and gen in finished   # gen reached its 3 tokens
+    check_accounting(sched, [])
+    assert sched.kv.stats.queries == 6   # pooling requests never query (or fill) the prefix cache

@@ -102,7 +102,7 @@ class KVCacheManager:
         revived = sum(1 for b in hit if b.ref_count == 0)  # cached free blocks a hit takes out of the pool
         if needed + revived > self.pool.num_free_blocks:
             return None
-        if seq.seq_id not in self._blocks and self.enable_caching:  # admission: count the prefix-cache query
+        if seq.seq_id not in self._blocks and self.enable_caching and seq.pooling is None:  # admission: a query
             self.stats.queries += seq.num_tokens
             self.stats.hits += len(hit) * self.block_size
         self.pool.touch(hit)
