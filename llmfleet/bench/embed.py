@@ -73,8 +73,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - began
     num_tokens = sum(map(len, ids))
     return {
-        "workload": f"embed-{args.num_sentences}", "shape": f"batch-{args.batch_size}",
-        "model": str(args.model), "load_format": args.load_format, "device": device_name(),
+        "workload": f"{args.num_sentences}-sentences", "shape": f"batch-{args.batch_size}",
+        "model": str(args.model), "load_format": args.load_format,
+        "device": device_name() if engine.runner.device.startswith("cuda") else f"cpu-{os.cpu_count()}-core",
         "dtype": str(engine.runner.dtype), "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size,
         "max_num_batched_tokens": args.max_num_batched_tokens, "sentences": len(outputs),
         "mean_tokens": num_tokens / len(ids), "seconds": seconds, "sentences_per_s": len(outputs) / seconds,
