@@ -37,9 +37,12 @@ until python3 -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('$
 done
 echo "server ready in $(( $(date +%s) - start )) s"
 
+python3 scripts/proc_cpu.py "$server" >"$out/cpu-before.json"
 python3 -m llmfleet.entrypoints.cli bench serve --url "$url" --workload "$workload" --rate "$rates" --shape "$shape" \
   --results-dir "$out/results" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
 status=${PIPESTATUS[0]}
+echo "CPU time of the server's processes during the bench:"
+python3 scripts/proc_cpu.py "$server" --since "$out/cpu-before.json" | tee "$out/cpu.txt"
 python3 -c "import urllib.request; print(urllib.request.urlopen('$url/metrics').read().decode())" >"$out/metrics.txt"
 
 kill -TERM "$server"
