@@ -14,7 +14,7 @@ from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 # flag -> EngineConfig field; only flags the user set are passed on
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
-                "load_format", "enforce_eager", "attention_backend", "kv_events_endpoint")
+                "load_format", "enforce_eager", "cuda_graph_max_tokens", "attention_backend", "kv_events_endpoint")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -64,6 +64,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu-memory-utilization", type=float, default=None)
     group.add_argument("--load-format", default=None, choices=["auto", "dummy"])
     group.add_argument("--enforce-eager", action="store_true", default=None, help="disable CUDA graphs")
+    group.add_argument("--cuda-graph-max-tokens", type=int, default=None,
+                       help="steps of up to this many tokens (prefill chunks beside decodes) replay piecewise CUDA "
+                            "graphs, attention running eagerly between the pieces; 0: such steps run eagerly")
     group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
     group.add_argument("--kv-events-endpoint", default=None,
                        help="publish prefix-cache events for the gateway on this ZeroMQ endpoint, e.g. "

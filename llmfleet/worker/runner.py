@@ -18,6 +18,7 @@ from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.scheduler_output import SchedulerOutput
 from llmfleet.worker.cuda_graphs import DecodeGraphs
 from llmfleet.worker.inputs import StepInputs, prepare_inputs
+from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
@@ -58,6 +59,8 @@ class ModelRunner:
         self.block_size = config.block_size
         self.seqs = SeqStates()
         self._num_launched = 0
+        self.graphs: DecodeGraphs | None = None
+        self.piecewise: PiecewiseGraphs | None = None
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
@@ -79,6 +82,7 @@ class ModelRunner:
                     self.block_size, self.num_blocks * self.block_size,
                     self.num_blocks * self.bytes_per_block / 2**30, time.perf_counter() - began)
         self.graphs = self._capture_graphs()
+        self.piecewise = self._capture_piecewise()
         warm_up(self)  # compiles every eager kernel variant now, so no request pays for it
 
     @property
@@ -104,6 +108,14 @@ class ModelRunner:
         max_batch = min(self.config.cuda_graph_max_batch, self.config.max_num_seqs)
         graphs = DecodeGraphs(self.model, self.device, max_batch, -(-self.max_model_len // self.block_size),
                               self.max_model_len)
+        graphs.capture()
+        return graphs
+
+    def _capture_piecewise(self) -> PiecewiseGraphs | None:
+        max_tokens = min(self.config.cuda_graph_max_tokens, self.config.max_num_batched_tokens)
+        if self.config.enforce_eager or not self.device.startswith("cuda") or max_tokens == 0:
+            return None
+        graphs = PiecewiseGraphs(self.model, self.layers, self.backend, self.device, self.dtype, max_tokens)
         graphs.capture()
         return graphs
 
@@ -191,6 +203,8 @@ class ModelRunner:
 
     def _forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
         meta = self._metadata(inputs)
+        if self.piecewise is not None and self.piecewise.can_run(inputs):
+            return self.piecewise.run(inputs, meta, fix)
         ids = to_device(inputs.input_ids, self.device)
         if fix is not None:
             ids.index_copy_(0, *fix)
