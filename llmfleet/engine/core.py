@@ -38,6 +38,7 @@ class EngineCore:
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
+        self.runner.eos_token_ids = self.eos_token_ids
         self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
         self._num_sync_only = 0               # unfinished sequences that need one step at a time
         self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet

@@ -19,6 +19,7 @@ class CompletionOutput:
     finish_reason: str | None = None          # "stop" | "length" | "abort" | None while running
     stop_reason: int | str | None = None      # the stop string or stop token that ended it
     logprobs: list[dict[int, Logprob]] | None = None
+    cumulative_logprob: float | None = None   # sum of the sampled tokens' logprobs (when logprobs were asked)
 
     @property
     def finished(self) -> bool:

@@ -22,6 +22,7 @@ from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
+from llmfleet.model.layers.logits_adjust import LogitAdjustments
 from llmfleet.model.layers.sampler import SamplerOutput, SamplingBatch, sample
 from llmfleet.model.loader import load_model
 
@@ -57,6 +58,7 @@ class ModelRunner:
         self.step_timings: list | None = None
         self.block_size = config.block_size
         self.seqs = SeqStates()
+        self.eos_token_ids: frozenset[int] = frozenset()  # set by the engine core: what min_tokens holds back
         self._num_launched = 0
         began = time.perf_counter()
         cuda = device.startswith("cuda")
@@ -207,10 +209,13 @@ class ModelRunner:
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 
-    @staticmethod
-    def _sampling_batch(seqs: list[SeqState]) -> SamplingBatch:
+    def _sampling_batch(self, seqs: list[SeqState]) -> SamplingBatch:
         params = [s.params for s in seqs]
         batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
+        if any(p.logit_bias or p.min_tokens for p in params):
+            # Counts known at launch (pending tokens included): the asynchronous path needs no read-back for them.
+            batch.adjustments = LogitAdjustments.build(
+                params, [s.num_tokens - len(s.prompt_token_ids) for s in seqs], self.eos_token_ids)
         if any(p.has_penalties for p in params):
             batch.output_token_ids = [s.output_token_ids for s in seqs]
             batch.prompt_token_ids = [s.prompt_token_ids for s in seqs]
