@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.server.app import create_app
@@ -96,6 +98,46 @@ def test_echo_puts_the_prompt_first(server):
     stream = server.client.completions.create(model=MODEL, prompt="Hello", max_tokens=4, temperature=0, echo=True,
                                               stream=True)
     assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices) == out.choices[0].text
+
+
+def _reference_logprobs(checkpoint, ids: list[int]) -> torch.Tensor:
+    """[len(ids), V]: Hugging Face's log-probabilities after each prompt token, in float32."""
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint("qwen2")), dtype=torch.float32)
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].log_softmax(-1)
+
+
+def test_prompt_logprobs_equal_the_models(server, tiny_checkpoint):
+    ids = server.tokenizer.encode("The quick brown fox jumps over the lazy dog")
+    ref = _reference_logprobs(tiny_checkpoint, ids)
+    out = server.client.completions.create(model=MODEL, prompt=ids, max_tokens=2, temperature=0,
+                                           extra_body={"prompt_logprobs": 2})
+    entries = out.choices[0].model_extra["prompt_logprobs"]  # a vLLM field: not in the openai client's model
+    assert entries[0] is None and len(entries) == len(ids)
+    for i in range(1, len(ids)):
+        own = entries[i][str(ids[i])]
+        assert own["logprob"] == pytest.approx(ref[i - 1, ids[i]].item(), abs=1e-4)
+        assert own["rank"] == int((ref[i - 1] > ref[i - 1, ids[i]]).sum()) + 1
+        top = ref[i - 1].topk(2).indices.tolist()
+        assert set(top) <= {int(t) for t in entries[i]}
+
+
+def test_echo_with_logprobs_starts_with_the_prompts_tokens(server, tiny_checkpoint):
+    ids = server.tokenizer.encode("Hello, world")
+    ref = _reference_logprobs(tiny_checkpoint, ids)
+    whole = server.client.completions.create(model=MODEL, prompt="Hello, world", max_tokens=3, temperature=0,
+                                             echo=True, logprobs=1, extra_body={"ignore_eos": True})
+    lp = whole.choices[0].logprobs
+    assert len(lp.tokens) == len(ids) + 3 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.token_logprobs[1:len(ids)] == pytest.approx([ref[i - 1, ids[i]].item() for i in range(1, len(ids))],
+                                                          abs=1e-4)
+    assert lp.text_offset[len(ids)] == len("Hello, world")
+    stream = server.client.completions.create(model=MODEL, prompt="Hello, world", max_tokens=3, temperature=0,
+                                              echo=True, logprobs=1, stream=True, extra_body={"ignore_eos": True})
+    chunks = [chunk.choices[0] for chunk in stream if chunk.choices]
+    assert "".join(c.text for c in chunks) == whole.choices[0].text
+    assert sum((c.logprobs.token_logprobs for c in chunks), []) == lp.token_logprobs
+    assert sum((c.logprobs.text_offset for c in chunks), []) == lp.text_offset
 
 
 def test_continuous_usage_stats_in_every_chunk(server):

@@ -43,6 +43,7 @@ class _RequestState:
     num_returned: int                   # n: the samples given back (best_of > n ranks them at the end)
     show_logprobs: bool                 # the user asked for logprobs (best_of asks for them on its own)
     num_cached_tokens: int = 0
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None  # from the first sample's first output
 
     @property
     def finished(self) -> bool:
@@ -85,6 +86,8 @@ class OutputProcessor:
         for i in range(params.num_samples):
             child = params.child(i) if many else params
             core_id = f"{request_id}#{i}" if many else request_id
+            # A cached prefix is not prefilled, so it would have no prompt logprobs: a namespace of its own.
+            own_salt = f"prompt-logprobs-{next(self._salts)}" if child.prompt_logprobs is not None else salt
             detok = (Detokenizer(self.tokenizer, prompt_token_ids, child.skip_special_tokens, child.stop_strings,
                                  child.include_stop_str_in_output)
                      if child.detokenize and self.tokenizer is not None else None)
@@ -92,7 +95,7 @@ class OutputProcessor:
             state.samples.append(sample)
             self._by_core_id[core_id] = (state, sample)
             core.append(CoreRequest(core_id, state.prompt_token_ids, params_to_wire(child), arrival_time, priority,
-                                    salt))
+                                    own_salt))
         self._requests[request_id] = state
         return core
 
@@ -133,6 +136,9 @@ class OutputProcessor:
         state.metrics.setdefault("first_token_time", now)
         if sample.index == 0 and not sample.token_ids:
             state.num_cached_tokens = out.num_cached_tokens
+        if out.prompt_logprobs is not None:
+            state.prompt_logprobs = [None] + [self._logprob_entry(*e) if e is not None else None
+                                              for e in out.prompt_logprobs]
         for i, token in enumerate(out.new_token_ids):
             sample.token_ids.append(token)
             if out.logprobs is not None and sample.params.logprobs is not None:
@@ -169,7 +175,7 @@ class OutputProcessor:
                 logprobs=list(s.logprobs) if state.show_logprobs else None,
                 cumulative_logprob=s.cumulative_logprob if s.params.logprobs is not None else None))
         return RequestOutput(state.request_id, state.prompt, state.prompt_token_ids, completions, finished,
-                             state.num_cached_tokens, dict(state.metrics))
+                             state.num_cached_tokens, dict(state.metrics), state.prompt_logprobs)
 
 
 def tokenize_prompt(prompt, tokenizer) -> tuple[str | None, list[int]]:

@@ -35,3 +35,5 @@ class RequestOutput:
     finished: bool
     num_cached_tokens: int = 0                # prompt tokens served from the prefix cache
     metrics: dict = field(default_factory=dict)  # arrival_time, first_token_time, finished_time (time.monotonic)
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None  # per prompt token (None for the first), when
+    #                                                                  SamplingParams.prompt_logprobs was set

@@ -20,6 +20,7 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     logprobs: int | None = None               # top-N log-probabilities per generated token (plus the sampled one)
+    prompt_logprobs: int | None = None        # top-N per prompt token (plus the prompt's own), from the prefill
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
@@ -51,9 +52,11 @@ class SamplingParams:
             _require(_is_number(value) and -2 <= value <= 2, name, f"must be in [-2, 2], got {value!r}")
         _require(_is_number(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty",
                  f"must be > 0, got {self.repetition_penalty!r}")
-        if self.logprobs is not None:
-            _require(isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20, "logprobs",
-                     f"must be an integer in [0, 20], got {self.logprobs!r}")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None:
+                _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 20, name,
+                         f"must be an integer in [0, 20], got {value!r}")
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         _require(all(isinstance(s, str) and s for s in stops), "stop", "must be non-empty strings")
         self._stop_strings = tuple(stops)
@@ -105,10 +108,12 @@ class SamplingParams:
 
     def child(self, index: int) -> "SamplingParams":
         """Parameters of the index-th of the samples: n=1, a distinct seed derived from the parent's, and the
-        sampled token's logprob when samples are ranked (best_of > n) by their cumulative logprob."""
+        sampled token's logprob when samples are ranked (best_of > n) by their cumulative logprob. The prompt's
+        logprobs are the same for every sample: the first computes them."""
         seed = None if self.seed is None else (self.seed + index * 1_000_003) % 2**63
         logprobs = 0 if self.logprobs is None and self.ranks_samples else self.logprobs
-        return replace(self, n=1, best_of=None, seed=seed, logprobs=logprobs, stop=list(self._stop_strings))
+        return replace(self, n=1, best_of=None, seed=seed, logprobs=logprobs, stop=list(self._stop_strings),
+                       prompt_logprobs=self.prompt_logprobs if index == 0 else None)
 
 
 def _is_number(value) -> bool:

@@ -2,7 +2,8 @@
 
 Choice i of prompt p has index p * n + i, as OpenAI numbers them. Outputs are cumulative; each stream chunk carries
 the text and logprobs added since the previous one for that choice. With `echo` each choice's text starts with its
-prompt's text (a stream sends it first, in a chunk of its own).
+prompt's text (in a stream, its first chunk's), and with `logprobs` the prompt's tokens start its logprobs (the
+first with none); `prompt_logprobs` come with each choice (a stream's first chunk of it) in vLLM's shape.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from llmfleet.engine.streams import EngineDeadError
 from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
 from llmfleet.server.common.deltas import DeltaTracker
 from llmfleet.server.common.generation import Submission, collect_for, merge, submit
-from llmfleet.server.common.logprobs import completion_logprobs
+from llmfleet.server.common.logprobs import completion_logprobs, echo_logprobs, prompt_logprobs_field
 from llmfleet.server.common.prompts import completion_prompts, echo_texts, fill_in_the_middle
 from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_fields, resolve_max_tokens
@@ -44,7 +45,7 @@ async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Re
     echoes = await echo_texts(req.prompt, prompts, ctx.tokenizers) if req.echo else None
     requested, default = _max_tokens_asked(req)
     params = [build_params(req, resolve_max_tokens(requested, default, len(p), ctx.max_model_len, "prompt"),
-                           req.logprobs, best_of=req.best_of) for p in prompts]
+                           req.logprobs, best_of=req.best_of, prompt_logprobs=_prompt_top_n(req)) for p in prompts]
     request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     sub = await submit(ctx, prompts, params, request_id, req.priority, "prompt")
     if req.stream:
@@ -60,11 +61,6 @@ def _check_fields(req: CompletionRequest) -> None:
     if req.best_of is not None and req.best_of > req.n and req.stream:
         raise APIError(400, "best_of: cannot be streamed when best_of > n (the best samples are known only at the "
                             "end)", "best_of", "invalid_value")
-    if req.prompt_logprobs is not None:
-        raise APIError(400, "prompt_logprobs: not supported by this server yet", "prompt_logprobs", "unsupported")
-    if req.echo and req.logprobs is not None:
-        raise APIError(400, "echo: with logprobs needs the prompt's logprobs, not supported by this server yet",
-                       "echo", "unsupported")
     if req.echo and req.suffix is not None:
         raise APIError(400, "suffix: cannot be combined with echo", "suffix", "invalid_value")
 
@@ -76,14 +72,32 @@ def _max_tokens_asked(req: CompletionRequest) -> tuple[int | None, int | None]:
     return req.max_tokens, None
 
 
+def _prompt_top_n(req: CompletionRequest) -> int | None:
+    """Prompt logprobs to compute: those asked for, and the top-N of `logprobs` for an echoed prompt."""
+    asked = [n for n in (req.prompt_logprobs, req.logprobs if req.echo else None) if n is not None]
+    return max(asked) if asked else None
+
+
 def _choice(req: CompletionRequest, ctx: ServingContext, index: int, out: CompletionOutput, text: str,
-            start: int, text_offset: int) -> CompletionChoice:
+            start: int, text_offset: int, prompt: RequestOutput | None = None) -> CompletionChoice:
+    """One choice's text and tokens from token `start` on; `prompt` (its request's output) when this is the
+    choice's first chunk: the echoed prompt's logprobs and the prompt logprobs come with it."""
     logprobs = None
     if req.logprobs is not None:
         raw = completion_logprobs(out, start, len(out.token_ids), text_offset, ctx.tokenizer)
+        if prompt is not None and req.echo:
+            raw = _joined(echo_logprobs(prompt.prompt_token_ids, prompt.prompt_logprobs, req.logprobs,
+                                        ctx.tokenizer), raw)
         logprobs = CompletionLogprobs(**raw) if raw is not None else None
+    prompt_logprobs = None
+    if prompt is not None and req.prompt_logprobs is not None:
+        prompt_logprobs = prompt_logprobs_field(prompt.prompt_logprobs)
     return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=out.finish_reason,
-                            stop_reason=out.stop_reason)
+                            stop_reason=out.stop_reason, prompt_logprobs=prompt_logprobs)
+
+
+def _joined(first: dict, then: dict | None) -> dict:
+    return first if then is None else {key: first[key] + then[key] for key in first}
 
 
 def _usage(prompts: list[list[int]], outputs: list[RequestOutput]) -> UsageInfo:
@@ -99,7 +113,7 @@ def _response(req: CompletionRequest, ctx: ServingContext, outputs: list[Request
         for i in range(req.n):
             c = by_index.get(i) or CompletionOutput(i, "", [], "abort")  # aborted before its first token
             text = echoes[p] + c.text if echoes else c.text
-            choices.append(_choice(req, ctx, p * req.n + i, c, text, 0, 0))
+            choices.append(_choice(req, ctx, p * req.n + i, c, text, 0, len(echoes[p]) if echoes else 0, out))
     return CompletionResponse(id=request_id, created=created, model=model, choices=choices,
                               usage=_usage(prompts, outputs))
 
@@ -113,12 +127,6 @@ async def _stream(req: CompletionRequest, ctx: ServingContext, sub: Submission, 
                   echoes: list[str] | None, request_id: str, created: int, model: str) -> AsyncIterator[bytes]:
     exclude = None if req.include_usage or req.continuous_usage else {"usage"}
     deltas, offsets, last = DeltaTracker(), {}, {}
-    for p, text in enumerate(echoes or ()):
-        for i in range(req.n):
-            choice = CompletionChoice(index=p * req.n + i, text=text)
-            yield event(CompletionStreamResponse(id=request_id, created=created, model=model, choices=[choice],
-                                                 usage=_usage_so_far(req, prompts, last)).model_dump_json(
-                exclude=exclude))
     try:
         async for p, out in merge(sub):
             last[p] = out
@@ -127,9 +135,14 @@ async def _stream(req: CompletionRequest, ctx: ServingContext, sub: Submission, 
                 if step is None:
                     continue
                 text, start = step
-                choice = _choice(req, ctx, p * req.n + c.index, c, text, start, offsets.get((p, c.index), 0))
-                if choice.logprobs is not None:
-                    offsets[(p, c.index)] = offsets.get((p, c.index), 0) + sum(map(len, choice.logprobs.tokens))
+                key, first = (p, c.index), (p, c.index) not in offsets  # first: the echo and prompt logprobs
+                if first:
+                    offsets[key] = len(echoes[p]) if echoes else 0  # where the generated text starts
+                    text = echoes[p] + text if echoes else text
+                choice = _choice(req, ctx, p * req.n + c.index, c, text, start, offsets[key], out if first else None)
+                generated = len(c.token_ids) - start
+                if choice.logprobs is not None and generated > 0:
+                    offsets[key] += sum(map(len, choice.logprobs.tokens[-generated:]))
                 chunk = CompletionStreamResponse(id=request_id, created=created, model=model, choices=[choice],
                                                  usage=_usage_so_far(req, prompts, last))
                 yield event(chunk.model_dump_json(exclude=exclude))
