@@ -272,3 +272,18 @@ def test_version_model_by_id_head_and_metric_aliases(server):
 def test_openai_error_envelope_is_json(server):
     r = httpx.post(server.url + "/v1/completions", content=b"{", headers={"content-type": "application/json"})
     assert r.status_code == 400 and json.loads(r.text)["error"]["code"]
+
+
+def test_fill_in_the_middle_prompt_uses_the_models_fim_tokens(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    from llmfleet.server.common.prompts import _fim
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_checkpoint("qwen2")))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|fim_prefix|>", "<|fim_suffix|>",
+                                                                "<|fim_middle|>"]})
+    pre, suf, mid = tokenizer.convert_tokens_to_ids(["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"])
+    prompt = tokenizer.encode("def f(x):")
+    [ids] = _fim(tokenizer, [prompt], "    return x")
+    body = prompt[1:] if prompt[:1] == [tokenizer.bos_token_id] else prompt
+    assert ids == [pre] + body + [suf] + tokenizer.encode("    return x", add_special_tokens=False) + [mid]
