@@ -89,7 +89,7 @@ COMPLETION_400 = [
     ({"prompt": "x", "logit_bias": {"5": 101}}, "logit_bias"),
     ({"prompt": "x", "logit_bias": {"five": 1}}, "logit_bias"),
     ({"prompt": "x", "logit_bias": {"100000": 1}}, "logit_bias"),
-    ({"prompt": "x", "echo": True, "logprobs": 1}, "echo"),
+    ({"prompt": "x", "echo": True, "suffix": "y"}, "suffix"),
     ({"prompt": "x", "max_tokens": True}, "max_tokens"),
     ({"prompt": "x", "temperature": "0.5"}, "temperature"),
     ({"prompt": "x", "n": 2.0}, "n"),

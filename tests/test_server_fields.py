@@ -131,7 +131,10 @@ def test_echo_with_logprobs_starts_with_the_prompts_tokens(server, tiny_checkpoi
     assert len(lp.tokens) == len(ids) + 3 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
     assert lp.token_logprobs[1:len(ids)] == pytest.approx([ref[i - 1, ids[i]].item() for i in range(1, len(ids))],
                                                           abs=1e-4)
-    assert lp.text_offset[len(ids)] == len("Hello, world")
+    assert lp.text_offset[len(ids)] == len("Hello, world") and lp.text_offset == sorted(lp.text_offset)
+    text = whole.choices[0].text
+    assert all(text.startswith(token, at) for token, at in zip(lp.tokens, lp.text_offset)
+               if token != server.tokenizer.bos_token)
     stream = server.client.completions.create(model=MODEL, prompt="Hello, world", max_tokens=3, temperature=0,
                                               echo=True, logprobs=1, stream=True, extra_body={"ignore_eos": True})
     chunks = [chunk.choices[0] for chunk in stream if chunk.choices]
@@ -213,7 +216,10 @@ def test_unknown_field_through_the_client(server):
 @pytest.mark.parametrize("value", [True, "5", 2.0])
 def test_numbers_are_not_coerced(server, value):
     r = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": value})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens" and r.json()["error"]["code"]
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    assert r.json()["error"]["code"] == "invalid_type"
+    missing = httpx.post(server.url + "/v1/completions", json={"max_tokens": 2}).json()["error"]
+    assert missing["param"] == "prompt" and missing["code"] == "missing_required_parameter"
 
 
 def test_lenient_server_ignores_unknown_fields_and_answers_cors(tiny_checkpoint):

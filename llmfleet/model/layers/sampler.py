@@ -1,4 +1,5 @@
-"""Batched sampling: per-request logit edits (logit_bias, min_tokens; logits_adjust.py), penalties, temperature, top-k / top-p / min-p, and per-request seeded randomness.
+"""Batched sampling: per-request logit edits (logit_bias, min_tokens; logits_adjust.py), penalties, temperature,
+top-k / top-p / min-p, and per-request seeded randomness.
 
 Sampling draws through the exponential race (argmax of p / E with E ~ Exp(1)), which needs no cumulative sums
 and no host synchronisation. A request with a seed draws its E from its own generator, so its samples do not

@@ -43,7 +43,7 @@ def _join(path: str, name) -> str:
 
 class StreamOptions(StrictModel):
     include_usage: bool | None = False
-    continuous_usage_stats: bool | None = False   # usage in every chunk, not only the last
+    continuous_usage_stats: bool | None = False   # with include_usage: usage in every chunk, not only the last
 
 
 class SamplingFields(StrictModel):
@@ -77,8 +77,8 @@ class SamplingFields(StrictModel):
 
     @property
     def continuous_usage(self) -> bool:
-        """Usage in every chunk of the stream."""
-        return bool(self.stream and self.stream_options and self.stream_options.continuous_usage_stats)
+        """Usage in every chunk of the stream (with include_usage, as vLLM reads continuous_usage_stats)."""
+        return self.include_usage and bool(self.stream_options.continuous_usage_stats)
 
 
 class PromptTokensDetails(BaseModel):

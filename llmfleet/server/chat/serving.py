@@ -103,7 +103,7 @@ def _response(req: ChatCompletionRequest, ctx: ServingContext, out: RequestOutpu
 
 async def _stream(req: ChatCompletionRequest, ctx: ServingContext, sub: Submission, prompt_len: int, echo: str,
                   request_id: str, created: int, model: str) -> AsyncIterator[bytes]:
-    exclude = None if req.include_usage or req.continuous_usage else {"usage"}
+    exclude = None if req.include_usage else {"usage"}
     deltas, last = DeltaTracker(), RequestOutput(request_id, None, [], [], False)
 
     def chunk(choice: ChatChunkChoice) -> bytes:
@@ -130,7 +130,7 @@ async def _stream(req: ChatCompletionRequest, ctx: ServingContext, sub: Submissi
     for i in range(req.n):
         if not deltas.finished(i):  # aborted before its first token
             yield chunk(ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason="abort"))
-    if req.include_usage or req.continuous_usage:
+    if req.include_usage:
         usage = _usage(prompt_len, last)
         body = ChatCompletionChunk(id=request_id, created=created, model=model, choices=[], usage=usage)
         yield event(body.model_dump_json())

@@ -65,8 +65,10 @@ def _chat_entry(entry: Logprob | None, token_id: int, tokenizer: Any) -> dict:
 
 
 def echo_logprobs(prompt_ids: list[int], prompt_logprobs: list[dict[int, Logprob] | None] | None, top_n: int,
-                  tokenizer: Any) -> dict:
-    """Completions' logprob shape for an echoed prompt: its first token has none (nothing predicts it)."""
+                  echo: str, tokenizer: Any) -> dict:
+    """Completions' logprob shape for an echoed prompt: its first token has none (nothing predicts it). Offsets
+    point into the echoed text `echo`; a token whose text it does not hold (a BOS the tokenizer added) sits where
+    the next one starts."""
     tokens, values, tops, offsets, offset = [], [], [], [], 0
     for i, token_id in enumerate(prompt_ids):
         entries = prompt_logprobs[i] if prompt_logprobs is not None and i < len(prompt_logprobs) else None
@@ -81,8 +83,9 @@ def echo_logprobs(prompt_ids: list[int], prompt_logprobs: list[dict[int, Logprob
                 if e.rank <= top_n or tid == token_id:
                     top.setdefault(_text(e, tid, tokenizer), _value(e.logprob))
         tops.append(top)
-        offsets.append(offset)
-        offset += len(text)
+        at = echo.find(text, offset) if text else -1
+        offsets.append(at if at >= 0 else offset)
+        offset = at + len(text) if at >= 0 else offset
     return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
 
 

@@ -81,13 +81,14 @@ def _prompt_top_n(req: CompletionRequest) -> int | None:
 def _choice(req: CompletionRequest, ctx: ServingContext, index: int, out: CompletionOutput, text: str,
             start: int, text_offset: int, prompt: RequestOutput | None = None) -> CompletionChoice:
     """One choice's text and tokens from token `start` on; `prompt` (its request's output) when this is the
-    choice's first chunk: the echoed prompt's logprobs and the prompt logprobs come with it."""
+    choice's first chunk: the echoed prompt's logprobs and the prompt logprobs come with it. With echo, the
+    generated text starts at `text_offset` (the echoed text's length)."""
     logprobs = None
     if req.logprobs is not None:
         raw = completion_logprobs(out, start, len(out.token_ids), text_offset, ctx.tokenizer)
         if prompt is not None and req.echo:
             raw = _joined(echo_logprobs(prompt.prompt_token_ids, prompt.prompt_logprobs, req.logprobs,
-                                        ctx.tokenizer), raw)
+                                        text[:text_offset], ctx.tokenizer), raw)
         logprobs = CompletionLogprobs(**raw) if raw is not None else None
     prompt_logprobs = None
     if prompt is not None and req.prompt_logprobs is not None:
@@ -125,7 +126,7 @@ def _usage_so_far(req: CompletionRequest, prompts: list[list[int]], last: dict) 
 
 async def _stream(req: CompletionRequest, ctx: ServingContext, sub: Submission, prompts: list[list[int]],
                   echoes: list[str] | None, request_id: str, created: int, model: str) -> AsyncIterator[bytes]:
-    exclude = None if req.include_usage or req.continuous_usage else {"usage"}
+    exclude = None if req.include_usage else {"usage"}
     deltas, offsets, last = DeltaTracker(), {}, {}
     try:
         async for p, out in merge(sub):
@@ -156,7 +157,7 @@ async def _stream(req: CompletionRequest, ctx: ServingContext, sub: Submission, 
                 choice = CompletionChoice(index=p * req.n + i, text="", finish_reason="abort")
                 yield event(CompletionStreamResponse(id=request_id, created=created, model=model,
                                                      choices=[choice]).model_dump_json(exclude=exclude))
-    if req.include_usage or req.continuous_usage:
+    if req.include_usage:
         usage = _usage(prompts, list(last.values()))
         chunk = CompletionStreamResponse(id=request_id, created=created, model=model, choices=[], usage=usage)
         yield event(chunk.model_dump_json())
