@@ -3,9 +3,9 @@
 A user request with n samples becomes n core sequences (ids `<request id>#<i>` when n > 1) that share their
 prompt's blocks through the prefix cache (in a namespace of their own when prefix caching is off). With best_of > n
 it becomes best_of sequences, each tracking its cumulative logprob, and only its final output is given: the n
-samples of highest cumulative logprob, best first. Each sample
-keeps its token ids, an incremental detokenizer holding back what may start a stop string, and its logprobs. A
-stop string ends the sample here: `process` returns its core id, and the caller ends it in the core.
+samples of highest cumulative logprob, best first. Each sample keeps its token ids, an incremental detokenizer
+holding back what may start a stop string, and its logprobs. A stop string ends the sample here: `process` returns
+its core id, and the caller ends it in the core.
 Runs in the API server process (on its event loop) or, for the offline LLMEngine, beside the core.
 """
 from __future__ import annotations
