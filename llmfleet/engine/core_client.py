@@ -159,7 +159,7 @@ class EngineCoreClient:
         requests = self.processor.add(request_id, text, ids, params, arrival, priority)
         stream = RequestStream(request_id, self.loop, self.abort)
         self._streams[request_id] = stream
-        self._unstarted[request_id] = params.n
+        self._unstarted[request_id] = params.num_samples
         self._send(AddRequests(requests))
         self._notify("on_added", request_id, arrival)
         return stream

@@ -46,6 +46,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                             "included (default: $LLMFLEET_API_KEY, else none)")
     group.add_argument("--metrics-public", action="store_true",
                        help="with --api-key: serve /metrics without the key (for a scraper that has none)")
+    group.add_argument("--lenient-requests", action="store_true",
+                       help="ignore unknown request fields (logged at debug level) instead of answering 400")
+    group.add_argument("--allowed-origins", nargs="+", default=[],
+                       help="CORS: origins browsers may call the API from, e.g. https://app.example.com or *")
+    group.add_argument("--allowed-methods", nargs="+", default=["*"], help="CORS: allowed methods (default: all)")
+    group.add_argument("--allowed-headers", nargs="+", default=["*"], help="CORS: allowed headers (default: all)")
+    group.add_argument("--allow-credentials", action="store_true", help="CORS: allow cookies and Authorization")
     group.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug", "trace"])
 
@@ -87,7 +94,10 @@ def build_configs(args: argparse.Namespace):
                           drain_timeout=args.drain_timeout,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
                           metrics_public=args.metrics_public,
-                          log_level=args.log_level, tenancy=tenancy_config(args))
+                          log_level=args.log_level, tenancy=tenancy_config(args),
+                          lenient_requests=args.lenient_requests, allowed_origins=tuple(args.allowed_origins),
+                          allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
+                          allow_credentials=args.allow_credentials)
     return server, engine
 
 

@@ -3,13 +3,13 @@
 `launch(scheduler_output)` applies the step's contract to the worker's own sequence states (seq_state.py), queues
 the step on the device without waiting and returns; `collect(launched)` then returns, by seq id, the token each
 sampling sequence drew (a prefill chunk that has not reached its sequence's end draws none) and its logprobs when
-asked.
+asked, and the prompt logprobs of the prefill chunks that computed them (prompt_logprobs.py).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,10 +19,12 @@ from llmfleet.protocol.scheduler_output import SchedulerOutput
 from llmfleet.worker.cuda_graphs import DecodeGraphs
 from llmfleet.worker.inputs import StepInputs, prepare_inputs
 from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
+from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
+from llmfleet.model.layers.logits_adjust import LogitAdjustments
 from llmfleet.model.layers.sampler import SamplerOutput, SamplingBatch, sample
 from llmfleet.model.loader import load_model
 
@@ -36,6 +38,7 @@ class LaunchedStep:
     seqs: list[SeqState]                     # the sequences that sample, in batch order
     result: SamplerOutput | None = None      # device tensors, row i for seqs[i]
     tokens: HostCopy | None = None           # the sampled ids on their way to the host
+    prompt_logprobs: dict | None = None      # seq id -> its prompt logprobs from this step (already on the host)
     _rows: dict[int, int] | None = None
 
     def row_of(self, seq_id: int) -> int:
@@ -50,6 +53,8 @@ class StepResult:
     sampled: dict[int, int]                     # seq id -> token it sampled, in batch order (sampling rows only)
     logprobs: dict[int, tuple[list[int], list[float], int]]  # seq id -> (token ids, logprobs, sampled rank),
     #                                                          for the sampling sequences that asked
+    prompt_logprobs: dict[int, tuple[int, list]] = field(default_factory=dict)  # seq id -> (first prompt
+    #                                                          position, entries shaped like `logprobs`' values)
 
 
 class ModelRunner:
@@ -58,6 +63,7 @@ class ModelRunner:
         self.step_timings: list | None = None
         self.block_size = config.block_size
         self.seqs = SeqStates()
+        self.eos_token_ids: frozenset[int] = frozenset()  # set by the engine core: what min_tokens holds back
         self._num_launched = 0
         self.graphs: DecodeGraphs | None = None
         self.piecewise: PiecewiseGraphs | None = None
@@ -133,12 +139,19 @@ class ModelRunner:
         `prev`, not read back) are taken from `prev`'s device tensor."""
         began = time.perf_counter()
         seqs = self.seqs.apply(out)
-        inputs = prepare_inputs(seqs, list(out.num_scheduled_tokens.values()), self.block_size)
+        num_scheduled = list(out.num_scheduled_tokens.values())
+        inputs = prepare_inputs(seqs, num_scheduled, self.block_size)
         fix = self._placeholder_fix(seqs, out, inputs, prev)
         events = self._events_begin(time.perf_counter() - began)
-        logits = self._logits(inputs, fix)
         self._num_launched += 1
         step = LaunchedStep(self._num_launched, [seqs[i] for i in inputs.sample_rows])
+        plan = plan_prompt_logprobs(seqs, inputs.query_start_loc, num_scheduled)
+        if plan is None:
+            logits = self._logits(inputs, fix)
+        else:  # the prompt rows' hidden states are needed too: the eager path
+            hidden = self._forward(inputs, fix)
+            step.prompt_logprobs = compute_prompt_logprobs(self.model, hidden, plan)
+            logits = self._sampled_logits(inputs, hidden)
         if logits is not None:
             step.result = sample(logits, self._sampling_batch(step.seqs))
             step.tokens = HostCopy(step.result.token_ids)
@@ -149,12 +162,12 @@ class ModelRunner:
     def collect(self, step: LaunchedStep) -> StepResult:
         """Waits for a launched step's tokens (and only for them); the worker's states take them in."""
         if step.tokens is None:
-            return StepResult({}, {})
+            return StepResult({}, {}, step.prompt_logprobs or {})
         tokens = step.tokens.wait().tolist()
         self.seqs.received(step.step_id, step.seqs, tokens)
         sampled = {seq.seq_id: token for seq, token in zip(step.seqs, tokens)}
         logprobs = self._collect_logprobs(step.result, step.seqs) if step.result.logprobs is not None else {}
-        return StepResult(sampled, logprobs)
+        return StepResult(sampled, logprobs, step.prompt_logprobs or {})
 
     def _placeholder_fix(self, seqs: list[SeqState], out: SchedulerOutput, inputs: StepInputs,
                          prev: LaunchedStep | None):
@@ -196,7 +209,9 @@ class ModelRunner:
             if len(inputs.sample_rows) == len(inputs.seq_lens):
                 return logits
             return logits[to_device(inputs.sample_rows, self.device, torch.int64)] if inputs.sample_rows else None
-        hidden = self._forward(inputs, fix)
+        return self._sampled_logits(inputs, self._forward(inputs, fix))
+
+    def _sampled_logits(self, inputs: StepInputs, hidden: torch.Tensor) -> torch.Tensor | None:
         if not inputs.sample_rows:
             return None
         return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)])
@@ -221,10 +236,13 @@ class ModelRunner:
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 
-    @staticmethod
-    def _sampling_batch(seqs: list[SeqState]) -> SamplingBatch:
+    def _sampling_batch(self, seqs: list[SeqState]) -> SamplingBatch:
         params = [s.params for s in seqs]
         batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
+        if any(p.logit_bias or p.min_tokens for p in params):
+            # Counts known at launch (pending tokens included): the asynchronous path needs no read-back for them.
+            batch.adjustments = LogitAdjustments.build(
+                params, [s.num_tokens - len(s.prompt_token_ids) for s in seqs], self.eos_token_ids)
         if any(p.has_penalties for p in params):
             batch.output_token_ids = [s.output_token_ids for s in seqs]
             batch.prompt_token_ids = [s.prompt_token_ids for s in seqs]

@@ -56,7 +56,7 @@ async def submit(ctx: ServingContext, prompts: list[list[int]], params: list[Sam
                  priority: int, prompt_param: str) -> Submission:
     """Admit every sequence, then add one engine request per prompt, all at once. All or none: on an error the
     ones already added are aborted."""
-    samples = [p.n for p in params]
+    samples = [p.num_samples for p in params]
     ctx.admit(sum(samples), "n" if len(prompts) == 1 else prompt_param)
     adds = [ctx.engine.add_request(prompt, sampling, f"{base_id}-{i}", priority)
             for i, (prompt, sampling) in enumerate(zip(prompts, params))]
