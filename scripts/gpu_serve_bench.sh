@@ -6,7 +6,8 @@
 #   WORKLOAD=W4 RATES=inf SERVE_ARGS=--no-enable-prefix-caching bash scripts/gpu_serve_bench.sh
 #   BENCH_ARGS="--num-requests 200" bash scripts/gpu_serve_bench.sh    # a shorter run
 #   SHAPE=path/to/model DEVICE=cpu LOAD_FORMAT=auto ... bash scripts/gpu_serve_bench.sh   # a smoke run anywhere
-# Result JSONs, the bench and server logs and the final /metrics go under $OUT (default /tmp/llmfleet-serve-bench).
+# Result JSONs (under $OUT/<device>/), the bench and server logs, the CPU use and the final /metrics go under $OUT
+# (default /tmp/llmfleet-serve-bench).
 # Wheels missing from the machine's image (scripts/fetch_device_wheels.sh) are installed from .whl/ when present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ port=${PORT:-8000}
 device=${DEVICE:-cuda}
 load_format=${LOAD_FORMAT:-dummy}
 out=${OUT:-/tmp/llmfleet-serve-bench}
-mkdir -p "$out/results"
+mkdir -p "$out"
 source scripts/device_env.sh
 url="http://127.0.0.1:$port"
 
@@ -37,9 +38,13 @@ until python3 -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('$
 done
 echo "server ready in $(( $(date +%s) - start )) s"
 
+python3 scripts/proc_cpu.py "$server" >"$out/cpu-before.json"
 python3 -m llmfleet.entrypoints.cli bench serve --url "$url" --workload "$workload" --rate "$rates" --shape "$shape" \
-  --results-dir "$out/results" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
+  --results-dir "$out" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
 status=${PIPESTATUS[0]}
+echo "CPU time of the server's processes during the bench:"
+python3 scripts/proc_cpu.py "$server" --since "$out/cpu-before.json" | tee "$out/cpu.txt"
+rm -f "$out/cpu-before.json"
 python3 -c "import urllib.request; print(urllib.request.urlopen('$url/metrics').read().decode())" >"$out/metrics.txt"
 
 kill -TERM "$server"

@@ -147,3 +147,27 @@ def test_memory_sizing_beside_another_engine_and_the_too_small_error():
     del llm
     with pytest.raises(ValueError, match="KV cache too small.*max_model_len"):
         LLM(str(checkpoint("llama", **OVERRIDES)), device="cuda", dtype="bfloat16", gpu_memory_utilization=0.001)
+
+
+def test_piecewise_graphs_match_eager_steps_on_the_demo_model():
+    """Mixed steps (chunks of several prompts beside decodes, a small step budget) replayed as piecewise CUDA graphs
+    give the greedy tokens of the same steps run eagerly, with logprobs equal up to bf16 matmul noise (padding rows
+    may change a GEMM's kernel choice)."""
+    from llmfleet import LLM, SamplingParams
+
+    texts = ["def fibonacci(n):\n", "import os\n" * 20, "class Stack:\n    def __init__(self):\n" * 9, "x = [",
+             "for i in range(10):\n" * 30]
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=0)
+    runs = {}
+    for max_tokens in (0, 128):
+        llm = LLM("demo", device="cuda", dtype="bfloat16", num_kv_blocks=256, max_num_batched_tokens=128,
+                  cuda_graph_max_tokens=max_tokens)
+        assert (llm.engine.runner.piecewise is not None) == (max_tokens > 0)
+        prompts = [llm.get_tokenizer().encode(t) for t in texts]
+        assert max(map(len, prompts)) > 128                      # some prompts take several chunks
+        runs[max_tokens] = llm.generate(prompts, params)
+        del llm
+    for eager, graphed in zip(runs[0], runs[128]):
+        assert graphed.outputs[0].token_ids == eager.outputs[0].token_ids
+        for a, b, token in zip(eager.outputs[0].logprobs, graphed.outputs[0].logprobs, eager.outputs[0].token_ids):
+            assert abs(a[token].logprob - b[token].logprob) < 0.05

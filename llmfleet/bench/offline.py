@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    p.add_argument("--cuda-graph-max-tokens", type=int, default=None,
+                   help="largest step replayed as piecewise CUDA graphs (0: none; default: EngineConfig's)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--results-dir", default="benchmarks/results")
     p.add_argument("--no-save", action="store_true")
@@ -57,7 +59,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         model=args.shape, device=args.device, dtype=args.dtype, load_format=load_format,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
-        enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager))
+        enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
+        **({} if args.cuda_graph_max_tokens is None else {"cuda_graph_max_tokens": args.cuda_graph_max_tokens})))
     ready_s = time.perf_counter() - started
     _warm_up(engine, requests)
     timing = _drive(engine, requests, args.temperature)
@@ -69,6 +72,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         total_tokens_per_s=(in_tokens + out_tokens) / timing["elapsed_s"], ready_s=ready_s,
         num_kv_blocks=engine.runner.num_blocks, block_size=engine.config.block_size,
         cuda_graphs=engine.runner.graphs is not None, temperature=args.temperature,
+        cuda_graph_max_tokens=engine.runner.piecewise.sizes[-1] if engine.runner.piecewise else 0,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         prefix_caching=not args.no_prefix_caching, **{k: v for k, v in timing.items() if k != "elapsed_s"})
     record["device"] = _device_name(engine.runner.device)

@@ -41,6 +41,7 @@ class EngineCore:
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
+        self.runner.eos_token_ids = self.eos_token_ids
         self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
         self._num_sync_only = 0               # unfinished sequences that need one step at a time
         self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
@@ -146,6 +147,9 @@ class EngineCore:
         out, launched = inflight
         result = self.runner.collect(launched)
         by_id = self.scheduler.by_id   # looked up before resolve, which forgets sequences that end there
+        for seq_id, (first, entries) in result.prompt_logprobs.items():
+            if seq_id in by_id:
+                by_id[seq_id].record_prompt_logprobs(first, entries)
         applies = [(by_id[i], token) for i, token in result.sampled.items() if i in by_id and by_id[i].num_pending]
         self.scheduler.resolve(out, result.sampled)
         outputs = self._pooled(result.pooled) if result.pooled else []
@@ -153,7 +157,8 @@ class EngineCore:
             if self._seqs.get(seq.request_id) is not seq:
                 continue  # aborted while its token was on the device
             self._generation_tokens += 1
-            if len(seq.all_token_ids) == seq.num_prompt_tokens + 1:  # its first token (pending ones aside)
+            first = len(seq.all_token_ids) == seq.num_prompt_tokens + 1  # its first token (pending ones aside)
+            if first:
                 self._prompt_tokens += seq.num_prompt_tokens
             finished = seq.status.finished and not seq.num_pending
             if finished:
@@ -162,7 +167,8 @@ class EngineCore:
             outputs.append(SeqOutput(
                 seq.request_id, [token], seq.status.value if finished else None,
                 seq.stop_reason if finished and isinstance(seq.stop_reason, int) else None,
-                max(seq.num_cached_tokens, 0), [logprobs] if logprobs is not None else None))
+                max(seq.num_cached_tokens, 0), [logprobs] if logprobs is not None else None,
+                seq.prompt_logprobs if first else None))
         return outputs
 
     def _pooled(self, pooled: dict[int, list[float]]) -> list[SeqOutput]:
@@ -199,4 +205,4 @@ _NO_SAMPLING = SamplingParams(max_tokens=1, detokenize=False)  # what a pooling 
 def _sync_only(seq: Request) -> bool:
     """Needs every sampled token on the host before the next step is scheduled."""
     p = seq.params
-    return p.has_penalties or p.logprobs is not None or p.seed is not None
+    return p.has_penalties or p.logprobs is not None or p.seed is not None or p.prompt_logprobs is not None

@@ -16,10 +16,12 @@ _PRIME_TOKENS = 8  # prompt tokens fed first so that the first output token is d
 
 
 class Detokenizer:
-    def __init__(self, tokenizer, prompt_token_ids: list[int], skip_special_tokens: bool, stop: tuple[str, ...]):
+    def __init__(self, tokenizer, prompt_token_ids: list[int], skip_special_tokens: bool, stop: tuple[str, ...],
+                 include_stop: bool = False):
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
         self.stop = stop
+        self.include_stop = include_stop  # the text keeps the stop string that ended it
         self.hold_back = max((len(s) for s in stop), default=1) - 1
         self.text = ""
         self.token_ids: list[int] = []
@@ -31,8 +33,9 @@ class Detokenizer:
             if prompt_token_ids:
                 self._stream.step(backend, list(prompt_token_ids[-_PRIME_TOKENS:]))
 
-    def append(self, token_id: int) -> str | None:
-        """Adds one token; returns the stop string it completed (text is then cut before it), else None."""
+    def append(self, token_id: int, check_stop: bool = True) -> str | None:
+        """Adds one token; returns the stop string it completed (text is then cut before it, or after it with
+        `include_stop`), else None. `check_stop` False (before min_tokens) lets stop strings pass."""
         before = len(self.text)
         self.token_ids.append(token_id)
         if self._stream is not None:
@@ -41,7 +44,7 @@ class Detokenizer:
             decoded = self.tokenizer.decode(self.token_ids, skip_special_tokens=self.skip_special_tokens)
             if not decoded.endswith("\ufffd"):
                 self.text = decoded
-        return self._find_stop(before) if self.stop else None
+        return self._find_stop(before) if self.stop and check_stop else None
 
     def _find_stop(self, before: int) -> str | None:
         search_from = max(0, before - self.hold_back)
@@ -52,7 +55,7 @@ class Detokenizer:
                 best = (at, s)
         if best is None:
             return None
-        self.text = self.text[:best[0]]
+        self.text = self.text[:best[0] + (len(best[1]) if self.include_stop else 0)]
         return best[1]
 
     def visible_text(self, finished: bool) -> str:

@@ -44,7 +44,11 @@ class Limits:
             raise ValueError(f"input: has {num_prompt} tokens but the KV cache holds only {self.kv_capacity}")
 
     def max_total_tokens(self, num_prompt: int, params: SamplingParams) -> int:
-        """Prompt + output tokens the sequence may reach; ValueError naming the field when it cannot fit."""
+        """Prompt + output tokens the sequence may reach; ValueError naming the field when it cannot fit (or when
+        a logit bias names a token outside the vocabulary)."""
+        bad = next((t for t in params.logit_bias or () if t >= self.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"logit_bias: token id {bad} is outside the vocabulary [0, {self.vocab_size})")
         if num_prompt >= self.max_model_len:
             raise ValueError(f"prompt: has {num_prompt} tokens; the limit is {self.max_model_len - 1} "
                              f"(max_model_len {self.max_model_len} includes at least one generated token)")

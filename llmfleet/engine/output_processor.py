@@ -1,11 +1,12 @@
 """The text side of generation: user requests to core sequences, and core token deltas back to RequestOutputs.
 
 A user request with n samples becomes n core sequences (ids `<request id>#<i>` when n > 1) that share their
-prompt's blocks through the prefix cache (in a namespace of their own when prefix caching is off). Each sample
-keeps its token ids, an incremental detokenizer holding back what may start a stop string, and its logprobs. A
-stop string ends the sample here: `process` returns its core id, and the caller ends it in the core.
-A pooling request is one core request with no samples: its single output carries the vector
-(a PoolingRequestOutput).
+prompt's blocks through the prefix cache (in a namespace of their own when prefix caching is off). With best_of > n
+it becomes best_of sequences, each tracking its cumulative logprob, and only its final output is given: the n
+samples of highest cumulative logprob, best first. Each sample keeps its token ids, an incremental detokenizer
+holding back what may start a stop string, and its logprobs. A stop string ends the sample here: `process` returns
+its core id, and the caller ends it in the core. A pooling request is one core request with no samples: its single
+output carries the vector (a PoolingRequestOutput).
 Runs in the API server process (on its event loop) or, for the offline LLMEngine, beside the core.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ class _Sample:
     detok: Detokenizer | None
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict[int, Logprob]] = field(default_factory=list)
+    cumulative_logprob: float = 0.0     # of the sampled tokens (known when the sample asks for logprobs)
     finish_reason: str | None = None
     stop_reason: int | str | None = None
 
@@ -40,7 +42,10 @@ class _RequestState:
     samples: list[_Sample]
     cumulative: bool                    # an output every step (else only the final one)
     metrics: dict
+    num_returned: int                   # n: the samples given back (best_of > n ranks them at the end)
+    show_logprobs: bool                 # the user asked for logprobs (best_of asks for them on its own)
     num_cached_tokens: int = 0
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None  # from the first sample's first output
 
     @property
     def finished(self) -> bool:
@@ -75,20 +80,25 @@ class OutputProcessor:
         if self.tokenizer is None and params.stop_strings:
             raise ValueError("stop: stop strings need a tokenizer (the engine has skip_tokenizer_init=True)")
         # With prefix caching off, the n samples still share their prompt's blocks, in a namespace of their own.
-        salt = f"samples-{next(self._salts)}" if params.n > 1 and not self.enable_prefix_caching else ""
-        state = _RequestState(request_id, prompt, list(prompt_token_ids), [], params.output_kind == "cumulative",
-                              {"arrival_time": arrival_time})
+        many = params.num_samples > 1
+        salt = f"samples-{next(self._salts)}" if many and not self.enable_prefix_caching else ""
+        cumulative = params.output_kind == "cumulative" and not params.ranks_samples
+        state = _RequestState(request_id, prompt, list(prompt_token_ids), [], cumulative,
+                              {"arrival_time": arrival_time}, params.n, params.logprobs is not None)
         core = []
-        for i in range(params.n):
-            child = params.child(i) if params.n > 1 else params
-            core_id = request_id if params.n == 1 else f"{request_id}#{i}"
-            detok = (Detokenizer(self.tokenizer, prompt_token_ids, child.skip_special_tokens, child.stop_strings)
+        for i in range(params.num_samples):
+            child = params.child(i) if many else params
+            core_id = f"{request_id}#{i}" if many else request_id
+            # A cached prefix is not prefilled, so it would have no prompt logprobs: a namespace of its own.
+            own_salt = f"prompt-logprobs-{next(self._salts)}" if child.prompt_logprobs is not None else salt
+            detok = (Detokenizer(self.tokenizer, prompt_token_ids, child.skip_special_tokens, child.stop_strings,
+                                 child.include_stop_str_in_output)
                      if child.detokenize and self.tokenizer is not None else None)
             sample = _Sample(i, core_id, child, detok)
             state.samples.append(sample)
             self._by_core_id[core_id] = (state, sample)
             core.append(CoreRequest(core_id, state.prompt_token_ids, params_to_wire(child), arrival_time, priority,
-                                    salt))
+                                    own_salt))
         self._requests[request_id] = state
         return core
 
@@ -150,11 +160,17 @@ class OutputProcessor:
         state.metrics.setdefault("first_token_time", now)
         if sample.index == 0 and not sample.token_ids:
             state.num_cached_tokens = out.num_cached_tokens
+        if out.prompt_logprobs is not None:
+            state.prompt_logprobs = [None] + [self._logprob_entry(*e) if e is not None else None
+                                              for e in out.prompt_logprobs]
         for i, token in enumerate(out.new_token_ids):
             sample.token_ids.append(token)
             if out.logprobs is not None and sample.params.logprobs is not None:
-                sample.logprobs.append(self._logprob_entry(*out.logprobs[i]))
-            stop = sample.detok.append(token) if sample.detok is not None else None
+                sample.cumulative_logprob += out.logprobs[i][1][0]
+                if state.show_logprobs:
+                    sample.logprobs.append(self._logprob_entry(*out.logprobs[i]))
+            past_min = len(sample.token_ids) >= sample.params.min_tokens
+            stop = sample.detok.append(token, past_min) if sample.detok is not None else None
             if stop is not None:
                 sample.finish_reason, sample.stop_reason = "stop", stop
                 return True
@@ -171,15 +187,19 @@ class OutputProcessor:
         return entry
 
     def _output(self, state: _RequestState, finished: bool) -> RequestOutput:
+        samples = state.samples
+        if len(samples) > state.num_returned:  # best_of: only ever given finished
+            samples = sorted(samples, key=lambda s: -s.cumulative_logprob)[:state.num_returned]
         completions = []
-        for s in state.samples:
+        for index, s in enumerate(samples):
             done = s.finish_reason is not None
             completions.append(CompletionOutput(
-                index=s.index, text=s.detok.visible_text(done) if s.detok else "", token_ids=list(s.token_ids),
+                index=index, text=s.detok.visible_text(done) if s.detok else "", token_ids=list(s.token_ids),
                 finish_reason=s.finish_reason, stop_reason=s.stop_reason,
-                logprobs=list(s.logprobs) if s.params.logprobs is not None else None))
+                logprobs=list(s.logprobs) if state.show_logprobs else None,
+                cumulative_logprob=s.cumulative_logprob if s.params.logprobs is not None else None))
         return RequestOutput(state.request_id, state.prompt, state.prompt_token_ids, completions, finished,
-                             state.num_cached_tokens, dict(state.metrics))
+                             state.num_cached_tokens, dict(state.metrics), state.prompt_logprobs)
 
 
 def tokenize_prompt(prompt, tokenizer) -> tuple[str | None, list[int]]:

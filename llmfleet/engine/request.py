@@ -51,9 +51,18 @@ class Request:
     num_preemptions: int = 0
     status: Status = Status.WAITING
     stop_reason: int | str | None = None
+    prompt_logprobs: list | None = field(init=False)  # per prompt token after the first, as prefill chunks give
+    #                                                   them (prompt_logprobs asked); sent with the first token
 
     def __post_init__(self) -> None:
         self.all_token_ids = list(self.prompt_token_ids)
+        asked = self.params.prompt_logprobs is not None
+        self.prompt_logprobs = [None] * (len(self.prompt_token_ids) - 1) if asked else None
+
+    def record_prompt_logprobs(self, first_position: int, entries: list) -> None:
+        """Entries of prompt tokens first_position, first_position + 1, ... (a recomputed chunk overwrites)."""
+        if self.prompt_logprobs is not None:
+            self.prompt_logprobs[first_position - 1:first_position - 1 + len(entries)] = entries
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -14,7 +14,8 @@ from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 # flag -> EngineConfig field; only flags the user set are passed on
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
-                "load_format", "enforce_eager", "attention_backend", "kv_events_endpoint", "pooling")
+                "load_format", "enforce_eager", "cuda_graph_max_tokens", "attention_backend", "kv_events_endpoint",
+                "pooling")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -51,6 +52,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                             "left unfinished resume when the server restarts with the same folder (default: a "
                             "temporary folder, removed at exit)")
     group.add_argument("--batch-concurrency", type=int, default=32, help="requests of one batch in flight at once")
+    group.add_argument("--lenient-requests", action="store_true",
+                       help="ignore unknown request fields (logged at debug level) instead of answering 400")
+    group.add_argument("--allowed-origins", nargs="+", default=[],
+                       help="CORS: origins browsers may call the API from, e.g. https://app.example.com or *")
+    group.add_argument("--allowed-methods", nargs="+", default=["*"], help="CORS: allowed methods (default: all)")
+    group.add_argument("--allowed-headers", nargs="+", default=["*"], help="CORS: allowed headers (default: all)")
+    group.add_argument("--allow-credentials", action="store_true", help="CORS: allow cookies and Authorization")
     group.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug", "trace"])
 
@@ -69,6 +77,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu-memory-utilization", type=float, default=None)
     group.add_argument("--load-format", default=None, choices=["auto", "dummy"])
     group.add_argument("--enforce-eager", action="store_true", default=None, help="disable CUDA graphs")
+    group.add_argument("--cuda-graph-max-tokens", type=int, default=None,
+                       help="steps of up to this many tokens (prefill chunks beside decodes) replay piecewise CUDA "
+                            "graphs, attention running eagerly between the pieces; 0: such steps run eagerly")
     group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
     group.add_argument("--kv-events-endpoint", default=None,
                        help="publish prefix-cache events for the gateway on this ZeroMQ endpoint, e.g. "
@@ -92,7 +103,10 @@ def build_configs(args: argparse.Namespace):
                           drain_timeout=args.drain_timeout,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
                           metrics_public=args.metrics_public,
-                          log_level=args.log_level, tenancy=tenancy_config(args), batch_dir=args.batch_dir,
+                          log_level=args.log_level, tenancy=tenancy_config(args),
+                          lenient_requests=args.lenient_requests, allowed_origins=tuple(args.allowed_origins),
+                          allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
+                          allow_credentials=args.allow_credentials, batch_dir=args.batch_dir,
                           batch_concurrency=args.batch_concurrency)
     return server, engine
 

@@ -34,6 +34,7 @@ class EngineConfig:
     enforce_eager: bool = False               # True disables CUDA graphs
     async_scheduling: bool = True             # schedule step N+1 while step N runs on the device
     cuda_graph_max_batch: int = 256
+    cuda_graph_max_tokens: int = 1024         # steps up to this many tokens replay piecewise graphs; 0: eager
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
     tokenizer: str | None = None              # None: the model folder
     skip_tokenizer_init: bool = False         # True: load no tokenizer; prompts are token ids, outputs have no text
@@ -45,6 +46,8 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
+        if self.cuda_graph_max_tokens < 0:
+            raise ValueError(f"cuda_graph_max_tokens: must be >= 0, got {self.cuda_graph_max_tokens}")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError(f"num_kv_blocks: must be >= 1 or None, got {self.num_kv_blocks}")
         if self.max_model_len is not None and self.max_model_len < 1:

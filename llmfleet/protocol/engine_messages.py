@@ -70,6 +70,9 @@ class SeqOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     num_cached_tokens: int = 0                     # prompt tokens served from the prefix cache
     # Per new token: (token ids: the sampled one first, then the top-N), their logprobs, the sampled one's rank.
     logprobs: list[tuple[list[int], list[float], int]] | None = None
+    # With the first token of a sequence that asked for prompt logprobs: one entry per prompt token after the first,
+    # shaped like `logprobs`' (the prompt's token first, then the top-N).
+    prompt_logprobs: list[tuple[list[int], list[float], int] | None] | None = None
     embedding: list[float] | None = None           # a pooling request's vector (it finishes in the same output)
 
 

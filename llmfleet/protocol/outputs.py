@@ -20,6 +20,7 @@ class CompletionOutput:
     finish_reason: str | None = None          # "stop" | "length" | "abort" | None while running
     stop_reason: int | str | None = None      # the stop string or stop token that ended it
     logprobs: list[dict[int, Logprob]] | None = None
+    cumulative_logprob: float | None = None   # sum of the sampled tokens' logprobs (when logprobs were asked)
 
     @property
     def finished(self) -> bool:
@@ -35,6 +36,8 @@ class RequestOutput:
     finished: bool
     num_cached_tokens: int = 0                # prompt tokens served from the prefix cache
     metrics: dict = field(default_factory=dict)  # arrival_time, first_token_time, finished_time (time.monotonic)
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None  # per prompt token (None for the first), when
+    #                                                                  SamplingParams.prompt_logprobs was set
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
 """Per-request sampling parameters, validated on construction (every error names its field)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 _GREEDY_BELOW = 1e-5
+MAX_LOGIT_BIAS = 100.0  # OpenAI's bound on each bias
 
 
 @dataclass(slots=True)
@@ -19,11 +20,17 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     logprobs: int | None = None               # top-N log-probabilities per generated token (plus the sampled one)
+    prompt_logprobs: int | None = None        # top-N per prompt token (plus the prompt's own), from the prefill
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     skip_special_tokens: bool = True
     detokenize: bool = True                   # False: token ids only (benchmarks); stop strings need text
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling and logprobs
+    min_tokens: int = 0                       # EOS and stop_token_ids cannot be sampled (nor stop strings end
+    #                                           the text) before this many tokens
+    include_stop_str_in_output: bool = False  # keep the stop string that ended the text
+    best_of: int | None = None                # sample this many (>= n), return the n of highest cumulative logprob
     output_kind: str = "cumulative"           # cumulative: an output every step; final_only: when finished
     _stop_strings: tuple[str, ...] = field(default=(), init=False, repr=False)
 
@@ -45,9 +52,11 @@ class SamplingParams:
             _require(_is_number(value) and -2 <= value <= 2, name, f"must be in [-2, 2], got {value!r}")
         _require(_is_number(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty",
                  f"must be > 0, got {self.repetition_penalty!r}")
-        if self.logprobs is not None:
-            _require(isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20, "logprobs",
-                     f"must be an integer in [0, 20], got {self.logprobs!r}")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None:
+                _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 20, name,
+                         f"must be an integer in [0, 20], got {value!r}")
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         _require(all(isinstance(s, str) and s for s in stops), "stop", "must be non-empty strings")
         self._stop_strings = tuple(stops)
@@ -57,6 +66,22 @@ class SamplingParams:
         ids = self.stop_token_ids or []
         _require(all(isinstance(t, int) and t >= 0 for t in ids), "stop_token_ids",
                  "must be non-negative integers")
+        self._check_extras()
+
+    def _check_extras(self) -> None:
+        for token, bias in (self.logit_bias or {}).items():
+            _require(isinstance(token, int) and not isinstance(token, bool) and token >= 0, "logit_bias",
+                     f"keys must be token ids (non-negative integers), got {token!r}")
+            _require(_is_number(bias) and -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS, "logit_bias",
+                     f"the bias of token {token} must be in [-100, 100], got {bias!r}")
+        _require(isinstance(self.min_tokens, int) and not isinstance(self.min_tokens, bool) and self.min_tokens >= 0,
+                 "min_tokens", f"must be an integer >= 0, got {self.min_tokens!r}")
+        if self.max_tokens is not None:
+            _require(self.min_tokens <= self.max_tokens, "min_tokens",
+                     f"must be at most max_tokens ({self.max_tokens}), got {self.min_tokens}")
+        if self.best_of is not None:
+            _require(isinstance(self.best_of, int) and not isinstance(self.best_of, bool) and self.best_of >= self.n,
+                     "best_of", f"must be an integer >= n ({self.n}), got {self.best_of!r}")
 
     @property
     def greedy(self) -> bool:
@@ -71,15 +96,24 @@ class SamplingParams:
     def has_penalties(self) -> bool:
         return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
 
+    @property
+    def num_samples(self) -> int:
+        """Sequences the engine runs: best_of when set, else n."""
+        return self.best_of or self.n
+
+    @property
+    def ranks_samples(self) -> bool:
+        """More samples run than are returned: the n of highest cumulative logprob are chosen at the end."""
+        return self.num_samples > self.n
+
     def child(self, index: int) -> "SamplingParams":
-        """Parameters of the index-th of n samples: n=1, and a distinct seed derived from the parent's."""
+        """Parameters of the index-th of the samples: n=1, a distinct seed derived from the parent's, and the
+        sampled token's logprob when samples are ranked (best_of > n) by their cumulative logprob. The prompt's
+        logprobs are the same for every sample: the first computes them."""
         seed = None if self.seed is None else (self.seed + index * 1_000_003) % 2**63
-        return SamplingParams(
-            n=1, max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-            min_p=self.min_p, seed=seed, stop=list(self._stop_strings), stop_token_ids=self.stop_token_ids,
-            ignore_eos=self.ignore_eos, logprobs=self.logprobs, presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
-            skip_special_tokens=self.skip_special_tokens, detokenize=self.detokenize, output_kind=self.output_kind)
+        logprobs = 0 if self.logprobs is None and self.ranks_samples else self.logprobs
+        return replace(self, n=1, best_of=None, seed=seed, logprobs=logprobs, stop=list(self._stop_strings),
+                       prompt_logprobs=self.prompt_logprobs if index == 0 else None)
 
 
 def _is_number(value) -> bool:

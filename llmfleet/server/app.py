@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from llmfleet.engine.core_client import EngineCoreClient
 from llmfleet.protocol.config import EngineConfig
@@ -28,6 +29,7 @@ from llmfleet.server.lifecycle import Lifecycle
 from llmfleet.server.metrics import ServerMetrics
 from llmfleet.server.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from llmfleet.server.system.router import router as system_router
+from llmfleet.server.tokenize.router import router as tokenize_router
 
 logger = logging.getLogger(__name__)
 _LOG_LEVELS = {"critical": "CRITICAL", "error": "ERROR", "warning": "WARNING", "info": "INFO", "debug": "DEBUG",
@@ -71,7 +73,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
 
     app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for router in (completions_router, chat_router, embeddings_router, batches_router, system_router):
+    for router in (completions_router, chat_router, embeddings_router, batches_router, tokenize_router,
+                   system_router):
         app.include_router(router)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
     if config.tenancy is not None:  # virtual keys, limits and spend, in place of the single API key
@@ -83,4 +86,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, metrics_public=config.metrics_public)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    if config.allowed_origins:  # outermost: preflights need no key, and every answer (errors too) carries CORS
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
+                           allow_methods=list(config.allowed_methods), allow_headers=list(config.allowed_headers),
+                           allow_credentials=config.allow_credentials)
     return app

@@ -26,6 +26,11 @@ class ServerConfig:
     batch_dir: str | None = None              # /v1/files + /v1/batches state (survives restarts); None: a
     #                                           temporary folder removed at exit
     batch_concurrency: int = 32               # requests of one batch in flight at once
+    lenient_requests: bool = False            # unknown request fields are ignored (debug log) instead of a 400
+    allowed_origins: tuple[str, ...] = ()     # CORS: origins browsers may call from ("*": any); (): no CORS
+    allowed_methods: tuple[str, ...] = ("*",)  # CORS: methods a cross-origin request may use
+    allowed_headers: tuple[str, ...] = ("*",)  # CORS: headers it may send
+    allow_credentials: bool = False           # CORS: cookies and Authorization from those origins
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -42,5 +47,8 @@ class ServerConfig:
             raise ValueError("api_key: must be a non-empty string or None")
         if self.tenancy is not None and self.api_key is not None:
             raise ValueError("api_key: give either an API key or tenancy's master key, not both")
+        for name in ("allowed_origins", "allowed_methods", "allowed_headers"):
+            if any(not isinstance(v, str) or not v for v in getattr(self, name)):
+                raise ValueError(f"{name}: must be non-empty strings")
         if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
             raise ValueError(f"log_level: unknown value {self.log_level!r}")

@@ -75,7 +75,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(loc) or None
-    code = "invalid_value"
+    code = _validation_code(first.get("type", ""))
     if first.get("type") == "json_invalid":
         message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
         param, code = None, "invalid_json"
@@ -84,6 +84,16 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
     return error_response(APIError(400, message, param, code))
+
+
+def _validation_code(kind: str) -> str:
+    """pydantic's error type to the envelope's code: a missing field, a value of the wrong type (strict parsing:
+    `true` is no number, "5" no integer), or a value out of range or otherwise refused."""
+    if kind == "missing":
+        return "missing_required_parameter"
+    if kind.endswith("_type"):  # int_type, float_type, bool_type, string_type, list_type, dict_type, model_type
+        return "invalid_type"
+    return "invalid_value"
 
 
 _HTTP_CODES = {400: "invalid_json", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",

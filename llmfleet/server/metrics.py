@@ -51,6 +51,10 @@ class ServerMetrics:
         self.itl = hist("vllm:inter_token_latency_seconds", "Time between output tokens.", _TOKEN_BUCKETS)
         self.tpot = hist("vllm:request_time_per_output_token_seconds",
                          "Decode time per output token after the first, per request.", _TOKEN_BUCKETS)
+        # The name older dashboards read, beside the current one (same observations).
+        self.tpot_alias = hist("vllm:time_per_output_token_seconds",
+                               "Decode time per output token after the first, per request (older name of "
+                               "vllm:request_time_per_output_token_seconds).", _TOKEN_BUCKETS)
         self.e2e = hist("vllm:e2e_request_latency_seconds", "Arrival to last token.", _REQUEST_BUCKETS)
         self.queue = hist("vllm:request_queue_time_seconds", "Arrival to the first step that ran the request.",
                           _LATENCY_BUCKETS)
@@ -93,7 +97,9 @@ class ServerMetrics:
             return
         longest = max((len(choice.token_ids) for choice in output.outputs), default=0)
         if longest > 1 and timing.first_token is not None:
-            self.tpot.observe((now - timing.first_token) / (longest - 1))
+            per_token = (now - timing.first_token) / (longest - 1)
+            self.tpot.observe(per_token)
+            self.tpot_alias.observe(per_token)
         for choice in output.outputs:
             self.success.labels(self.model_name, choice.finish_reason or "abort").inc()
 
@@ -109,7 +115,9 @@ class _StatsCollector:
 
     _GAUGES = (("vllm:num_requests_running", "Requests in the running batch.", "num_running"),
                ("vllm:num_requests_waiting", "Requests waiting to be scheduled.", "num_waiting"),
-               ("vllm:kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).", "kv_cache_usage"))
+               ("vllm:kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).", "kv_cache_usage"),
+               ("vllm:gpu_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1); older name of "
+                "vllm:kv_cache_usage_perc.", "kv_cache_usage"))
     _COUNTERS = (("vllm:prompt_tokens", "Prefilled prompt tokens.", "prompt_tokens"),
                  ("vllm:generation_tokens", "Generated tokens.", "generation_tokens"),
                  ("vllm:num_preemptions", "Preemptions of running requests.", "num_preemptions"),

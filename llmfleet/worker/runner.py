@@ -3,15 +3,15 @@
 `launch(scheduler_output)` applies the step's contract to the worker's own sequence states (seq_state.py), queues
 the step on the device without waiting and returns; `collect(launched)` then returns, by seq id, the token each
 sampling sequence drew (a prefill chunk that has not reached its sequence's end draws none) and its logprobs when
-asked, and the pooled vector of each pooling request (pooled as `pooler` says: model/layers/pooler.py).
-An encoder model (BERT) has no KV cache: its blocks are the scheduler's bookkeeping only, and it serves pooling
-requests alone.
+asked, the prompt logprobs of the prefill chunks that computed them (prompt_logprobs.py), and the pooled vector of
+each pooling request (pooled as `pooler` says: model/layers/pooler.py). An encoder model (BERT) has no KV cache:
+its blocks are the scheduler's bookkeeping only, and it serves pooling requests alone.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,11 +20,14 @@ from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.scheduler_output import SchedulerOutput
 from llmfleet.worker.cuda_graphs import DecodeGraphs
 from llmfleet.worker.inputs import StepInputs, prepare_inputs
+from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
+from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
 from llmfleet.model.layers.pooler import pool, pooler_config
+from llmfleet.model.layers.logits_adjust import LogitAdjustments
 from llmfleet.model.layers.sampler import SamplerOutput, SamplingBatch, sample
 from llmfleet.model.loader import load_model
 
@@ -38,6 +41,7 @@ class LaunchedStep:
     seqs: list[SeqState]                     # the sequences that sample, in batch order
     result: SamplerOutput | None = None      # device tensors, row i for seqs[i]
     tokens: HostCopy | None = None           # the sampled ids on their way to the host
+    prompt_logprobs: dict | None = None      # seq id -> its prompt logprobs from this step (already on the host)
     pooled_seqs: list[SeqState] | None = None  # the pooling sequences, in batch order
     pooled: HostCopy | None = None           # their vectors [P, H] on their way to the host
     _rows: dict[int, int] | None = None
@@ -54,6 +58,8 @@ class StepResult:
     sampled: dict[int, int]                     # seq id -> token it sampled, in batch order (sampling rows only)
     logprobs: dict[int, tuple[list[int], list[float], int]]  # seq id -> (token ids, logprobs, sampled rank),
     #                                                          for the sampling sequences that asked
+    prompt_logprobs: dict[int, tuple[int, list]] = field(default_factory=dict)  # seq id -> (first prompt
+    #                                                          position, entries shaped like `logprobs`' values)
     pooled: dict[int, list[float]] | None = None  # seq id -> pooled vector, for the pooling sequences
 
 
@@ -63,7 +69,10 @@ class ModelRunner:
         self.step_timings: list | None = None
         self.block_size = config.block_size
         self.seqs = SeqStates()
+        self.eos_token_ids: frozenset[int] = frozenset()  # set by the engine core: what min_tokens holds back
         self._num_launched = 0
+        self.graphs: DecodeGraphs | None = None
+        self.piecewise: PiecewiseGraphs | None = None
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
@@ -89,6 +98,7 @@ class ModelRunner:
                     self.block_size, self.num_blocks * self.block_size,
                     self.num_blocks * self.bytes_per_block / 2**30, time.perf_counter() - began)
         self.graphs = self._capture_graphs()
+        self.piecewise = self._capture_piecewise()
         if not self.is_encoder:
             warm_up(self)  # compiles every eager kernel variant now, so no request pays for it
 
@@ -118,6 +128,14 @@ class ModelRunner:
         graphs.capture()
         return graphs
 
+    def _capture_piecewise(self) -> PiecewiseGraphs | None:
+        max_tokens = min(self.config.cuda_graph_max_tokens, self.config.max_num_batched_tokens)
+        if self.config.enforce_eager or not self.device.startswith("cuda") or max_tokens == 0 or self.is_encoder:
+            return None
+        graphs = PiecewiseGraphs(self.model, self.layers, self.backend, self.device, self.dtype, max_tokens)
+        graphs.capture()
+        return graphs
+
     def _blocks_from_memory(self) -> int:
         seqs_worth = self.config.max_num_seqs * -(-self.max_model_len // self.block_size)
         if not self.layers:   # an encoder: blocks cost nothing, enough for every sequence at full length
@@ -134,14 +152,23 @@ class ModelRunner:
         `prev`, not read back) are taken from `prev`'s device tensor."""
         began = time.perf_counter()
         seqs = self.seqs.apply(out)
-        inputs = prepare_inputs(seqs, list(out.num_scheduled_tokens.values()), self.block_size)
+        num_scheduled = list(out.num_scheduled_tokens.values())
+        inputs = prepare_inputs(seqs, num_scheduled, self.block_size)
         fix = self._placeholder_fix(seqs, out, inputs, prev)
         events = self._events_begin(time.perf_counter() - began)
-        logits, pooled = self._execute(inputs, fix, seqs)
         self._num_launched += 1
         step = LaunchedStep(self._num_launched, [seqs[i] for i in inputs.sample_rows])
-        if pooled is not None:
-            step.pooled_seqs, step.pooled = [seqs[i] for i in inputs.pool_rows], HostCopy(pooled)
+        plan = plan_prompt_logprobs(seqs, inputs.query_start_loc, num_scheduled)
+        if plan is None and not inputs.pool_rows:
+            logits = self._logits(inputs, fix)
+        else:  # the prompt rows' or the pooled rows' hidden states are needed too: the eager path
+            hidden = self._forward(inputs, fix)
+            if plan is not None:
+                step.prompt_logprobs = compute_prompt_logprobs(self.model, hidden, plan)
+            if inputs.pool_rows:
+                step.pooled_seqs = [seqs[i] for i in inputs.pool_rows]
+                step.pooled = HostCopy(self._pool(hidden, inputs, seqs))
+            logits = self._sampled_logits(inputs, hidden)
         if logits is not None:
             step.result = sample(logits, self._sampling_batch(step.seqs))
             step.tokens = HostCopy(step.result.token_ids)
@@ -155,12 +182,12 @@ class ModelRunner:
         if step.pooled is not None:
             pooled = {seq.seq_id: row for seq, row in zip(step.pooled_seqs, step.pooled.wait().tolist())}
         if step.tokens is None:
-            return StepResult({}, {}, pooled)
+            return StepResult({}, {}, step.prompt_logprobs or {}, pooled)
         tokens = step.tokens.wait().tolist()
         self.seqs.received(step.step_id, step.seqs, tokens)
         sampled = {seq.seq_id: token for seq, token in zip(step.seqs, tokens)}
         logprobs = self._collect_logprobs(step.result, step.seqs) if step.result.logprobs is not None else {}
-        return StepResult(sampled, logprobs, pooled)
+        return StepResult(sampled, logprobs, step.prompt_logprobs or {}, pooled)
 
     def _placeholder_fix(self, seqs: list[SeqState], out: SchedulerOutput, inputs: StepInputs,
                          prev: LaunchedStep | None):
@@ -197,21 +224,17 @@ class ModelRunner:
 
     def _logits(self, inputs: StepInputs, fix=None) -> torch.Tensor | None:
         """Logits [S, V] of the sequences that sample this step (None when none does)."""
-        return self._execute(inputs, fix)[0]
-
-    def _execute(self, inputs: StepInputs, fix=None, seqs: list[SeqState] | None = None):
-        """(logits [S, V] of the sampling sequences or None, pooled vectors [P, H] of the pooling ones or None)."""
-        if self.graphs is not None and not inputs.pool_rows and self.graphs.can_run(inputs):
+        if self.graphs is not None and self.graphs.can_run(inputs):
             logits = self.graphs.run(inputs, fix)
             if len(inputs.sample_rows) == len(inputs.seq_lens):
-                return logits, None
-            rows = inputs.sample_rows
-            return (logits[to_device(rows, self.device, torch.int64)] if rows else None), None
-        hidden = self._forward(inputs, fix)
-        pooled = self._pool(hidden, inputs, seqs) if inputs.pool_rows else None
+                return logits
+            return logits[to_device(inputs.sample_rows, self.device, torch.int64)] if inputs.sample_rows else None
+        return self._sampled_logits(inputs, self._forward(inputs, fix))
+
+    def _sampled_logits(self, inputs: StepInputs, hidden: torch.Tensor) -> torch.Tensor | None:
         if not inputs.sample_rows:
-            return None, pooled
-        return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)]), pooled
+            return None
+        return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)])
 
     def _pool(self, hidden: torch.Tensor, inputs: StepInputs, seqs: list[SeqState]) -> torch.Tensor:
         """Pooled vectors [P, H] of the pooling sequences (each whole in this step: its query is its prompt)."""
@@ -226,6 +249,8 @@ class ModelRunner:
 
     def _forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
         meta = self._metadata(inputs)
+        if self.piecewise is not None and self.piecewise.can_run(inputs):
+            return self.piecewise.run(inputs, meta, fix)
         ids = to_device(inputs.input_ids, self.device)
         if fix is not None:
             ids.index_copy_(0, *fix)
@@ -242,10 +267,13 @@ class ModelRunner:
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 
-    @staticmethod
-    def _sampling_batch(seqs: list[SeqState]) -> SamplingBatch:
+    def _sampling_batch(self, seqs: list[SeqState]) -> SamplingBatch:
         params = [s.params for s in seqs]
         batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
+        if any(p.logit_bias or p.min_tokens for p in params):
+            # Counts known at launch (pending tokens included): the asynchronous path needs no read-back for them.
+            batch.adjustments = LogitAdjustments.build(
+                params, [s.num_tokens - len(s.prompt_token_ids) for s in seqs], self.eos_token_ids)
         if any(p.has_penalties for p in params):
             batch.output_token_ids = [s.output_token_ids for s in seqs]
             batch.prompt_token_ids = [s.prompt_token_ids for s in seqs]

@@ -1,4 +1,5 @@
-"""Batched sampling: penalties, temperature, top-k / top-p / min-p, and per-request seeded randomness.
+"""Batched sampling: per-request logit edits (logit_bias, min_tokens; logits_adjust.py), penalties, temperature,
+top-k / top-p / min-p, and per-request seeded randomness.
 
 Sampling draws through the exponential race (argmax of p / E with E ~ Exp(1)), which needs no cumulative sums
 and no host synchronisation. A request with a seed draws its E from its own generator, so its samples do not
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llmfleet.model.layers.logits_adjust import LogitAdjustments, adjust_logits
 from llmfleet.protocol.sampling_params import SamplingParams
 
 
@@ -19,6 +21,7 @@ class SamplingBatch:
     generators: list[torch.Generator | None]
     output_token_ids: list[list[int]] | None = None   # only when some row uses penalties
     prompt_token_ids: list[list[int]] | None = None    # for repetition penalty (prompt + output)
+    adjustments: LogitAdjustments | None = None        # only when some row uses logit_bias or min_tokens
 
     @property
     def all_greedy(self) -> bool:
@@ -39,7 +42,9 @@ class SamplerOutput:
 
 
 def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
-    """logits: [B, V] float32."""
+    """logits: [B, V] float32. Logit edits come first: the logprobs returned are those of the edited logits."""
+    if batch.adjustments is not None:
+        logits = adjust_logits(logits, batch.adjustments)
     raw_logprobs = logits.log_softmax(dim=-1) if batch.max_logprobs is not None else None
     if batch.output_token_ids is not None:
         logits = apply_penalties(logits, batch)

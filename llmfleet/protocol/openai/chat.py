@@ -3,19 +3,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, Field, model_serializer
 
-from llmfleet.protocol.openai.common import ResponseHeader, SamplingFields, UsageInfo
+from llmfleet.protocol.openai.common import ResponseHeader, SamplingFields, StrictModel, UsageInfo
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ContentPart(StrictModel):
     type: str
     text: str | None = None
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatMessage(StrictModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -31,6 +29,10 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
     add_generation_prompt: bool = True
+    continue_final_message: bool = False      # the prompt ends inside the last (assistant) message, continued
+    echo: bool = False                        # the last message's content starts the answer when it is the assistant's
+    chat_template: str | None = None          # a Jinja template in place of the model's
+    chat_template_kwargs: dict[str, Any] | None = None  # extra variables for the template (e.g. enable_thinking)
 
 
 class TopLogprob(BaseModel):

@@ -3,7 +3,9 @@
 Ranges that SamplingParams already checks are left to it (its ValueError names the field and becomes a 400). Here
 only what must never reach the engine is bounded: n (memory), seed (torch's generator range), top_k (tensor range),
 non-finite floats.
-Unknown fields are ignored, as OpenAI-compatible servers do, so newer clients keep working.
+Requests are strict: types are not coerced (`true` is not the number 1, "5" is not 5), and unknown fields are kept
+aside (pydantic's extra="allow") for the server to refuse by name (`unknown_fields`), or to ignore when it runs with
+--lenient-requests.
 """
 from __future__ import annotations
 
@@ -16,14 +18,36 @@ SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # int64; the n samples' derived 
 INT32_MAX = (1 << 31) - 1
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class StrictModel(BaseModel):
+    """A request object: no type coercion, non-finite floats refused, unknown fields kept for `unknown_fields`."""
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+def unknown_fields(model: BaseModel, path: str = "") -> list[str]:
+    """Dotted paths (`messages.0.foo`) of the fields that `model` and the request objects it holds do not know."""
+    found = [_join(path, name) for name in (model.model_extra or {})]
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for i, item in items:
+            if isinstance(item, BaseModel):
+                found += unknown_fields(item, _join(_join(path, name), i))
+    return found
+
+
+def _join(path: str, name) -> str:
+    if name is None:
+        return path
+    return f"{path}.{name}" if path else str(name)
+
+
+class StreamOptions(StrictModel):
     include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False   # with include_usage: usage in every chunk, not only the last
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(StrictModel):
     """Fields both endpoints accept; vLLM's extras (top_k, min_p, ignore_eos, ...) included."""
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str | None = None
     n: int = Field(1, ge=1, le=MAX_N)
@@ -43,11 +67,18 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     priority: int = Field(0, ge=-INT32_MAX - 1, le=INT32_MAX)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = None     # token id (as a string, JSON keys are) -> bias in [-100, 100]
+    min_tokens: int = Field(0, ge=0, le=INT32_MAX)
+    include_stop_str_in_output: bool = False
 
     @property
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def continuous_usage(self) -> bool:
+        """Usage in every chunk of the stream (with include_usage, as vLLM reads continuous_usage_stats)."""
+        return self.include_usage and bool(self.stream_options.continuous_usage_stats)
 
 
 class PromptTokensDetails(BaseModel):

@@ -5,16 +5,17 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from llmfleet.protocol.openai.common import ResponseHeader, SamplingFields, UsageInfo
+from llmfleet.protocol.openai.common import MAX_N, ResponseHeader, SamplingFields, UsageInfo
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int | None = 16               # None: up to the context limit
     logprobs: int | None = Field(None, ge=0, le=20)
-    echo: bool = False
-    suffix: str | None = None
-    best_of: int | None = None
+    echo: bool = False                        # the prompt's text (and its logprobs when asked) comes first
+    suffix: str | None = None                 # fill in the middle: only for models with FIM tokens
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)
 
 
 class CompletionLogprobs(BaseModel):
@@ -24,12 +25,19 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
 
 
+class PromptLogprob(BaseModel):
+    logprob: float
+    rank: int
+    decoded_token: str | None = None
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None  # per prompt token (the first: None)
 
 
 class CompletionResponse(ResponseHeader):

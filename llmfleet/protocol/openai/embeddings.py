@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from llmfleet.protocol.openai.common import INT32_MAX
+from llmfleet.protocol.openai.common import INT32_MAX, StrictModel
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class EmbeddingRequest(StrictModel):
+    """Strict like every request: unknown fields are refused by name (or ignored with --lenient-requests)."""
 
     model: str | None = None
     # A string, a list of strings, a list of token ids, or a list of token-id lists (one vector per item).

@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict
-
+from llmfleet.protocol.openai.common import StrictModel
 from llmfleet.server.batches.service import BatchService
+from llmfleet.server.common.sampling import check_unknown
+from llmfleet.server.context import ServingContext, serving_context
 from llmfleet.server.errors import APIError
 
 router = APIRouter()
@@ -21,8 +22,7 @@ def batch_service(request: Request) -> BatchService:
     return request.state.batches
 
 
-class CreateBatchRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class CreateBatchRequest(StrictModel):
     input_file_id: str
     endpoint: str
     completion_window: str = "24h"
@@ -76,7 +76,9 @@ async def _file(service: BatchService, file_id: str) -> dict:
 
 # ---- batches ------------------------------------------------------------------------------------------------------
 @router.post("/v1/batches")
-async def create_batch(body: CreateBatchRequest, service: BatchService = Depends(batch_service)) -> JSONResponse:
+async def create_batch(body: CreateBatchRequest, service: BatchService = Depends(batch_service),
+                       ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
+    check_unknown(body, ctx.config.lenient_requests)
     return JSONResponse(await service.create(body.endpoint, body.input_file_id, body.completion_window,
                                              body.metadata))
 

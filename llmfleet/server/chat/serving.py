@@ -1,7 +1,8 @@
 """The logic of /v1/chat/completions: render the messages with the chat template, run, answer whole or as SSE.
 
 A stream opens each choice with a `{"role": "assistant", "content": ""}` delta, then sends content deltas; the
-chunk that finishes a choice carries its finish_reason.
+chunk that finishes a choice carries its finish_reason. With `echo` and an assistant message last, that message's
+content starts each answer (in a stream, it is the opening delta's content).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from llmfleet.protocol.openai.chat import (AssistantMessage, ChatChoice, ChatChu
 from llmfleet.server.common.deltas import DeltaTracker
 from llmfleet.server.common.generation import Submission, collect_for, merge, submit
 from llmfleet.server.common.logprobs import chat_logprobs
+from llmfleet.server.chat.messages import render_options, template_messages
 from llmfleet.server.common.prompts import chat_prompt
 from llmfleet.protocol.openai.common import UsageInfo
-from llmfleet.server.common.sampling import build_params, check_unsupported, resolve_max_tokens
+from llmfleet.server.common.sampling import build_params, check_fields, resolve_max_tokens
 from llmfleet.server.common.sse import DONE, error_event, event, sse_response
 from llmfleet.server.common.text import check_text
 from llmfleet.server.context import ServingContext
@@ -31,27 +33,36 @@ from llmfleet.server.errors import APIError
 
 async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext, raw: Request) -> Response:
     """Answer one /v1/chat/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
+    messages = template_messages(req)
+    check_fields(req, ctx.config.lenient_requests)
     check_text(req)
     model = ctx.resolve_model(req.model)
     _check_fields(req)
-    prompt = await chat_prompt(_template_messages(req), ctx.tokenizers, ctx.max_prompt_chars,
-                               req.add_generation_prompt)
+    prompt = await chat_prompt(messages, ctx.tokenizers, ctx.max_prompt_chars, render_options(req))
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = resolve_max_tokens(requested, None, len(prompt), ctx.max_model_len, "messages")
     params = build_params(req, max_tokens, _top_n(req))
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     sub = await submit(ctx, [prompt], [params], request_id, req.priority, "messages")
+    echo = _echo(req, messages)
     if req.stream:
-        return sse_response(_stream(req, ctx, sub, len(prompt), request_id, created, model), sub.close)
+        return sse_response(_stream(req, ctx, sub, len(prompt), echo, request_id, created, model), sub.close)
     outputs = await collect_for(raw, sub)
     if outputs is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    return JSONResponse(_response(req, ctx, outputs[0], len(prompt), request_id, created, model).model_dump(
+    return JSONResponse(_response(req, ctx, outputs[0], len(prompt), echo, request_id, created, model).model_dump(
         mode="json"))
 
 
+def _echo(req: ChatCompletionRequest, messages: list[dict]) -> str:
+    """What `echo` puts before each answer: the last message's content when it is the assistant's."""
+    return messages[-1]["content"] if req.echo and messages[-1]["role"] == "assistant" else ""
+
+
 def _check_fields(req: ChatCompletionRequest) -> None:
-    check_unsupported(req)
+    if req.tool_choice not in (None, "none"):
+        raise APIError(400, "tool_choice: tool calling is not supported by this server", "tool_choice",
+                       "unsupported")
     if req.tools:
         raise APIError(400, "tools: tool calling is not supported by this server", "tools", "unsupported")
     if req.response_format and req.response_format.get("type", "text") != "text":
@@ -63,23 +74,6 @@ def _check_fields(req: ChatCompletionRequest) -> None:
 
 def _top_n(req: ChatCompletionRequest) -> int | None:
     return (req.top_logprobs or 0) if req.logprobs else None
-
-
-def _template_messages(req: ChatCompletionRequest) -> list[dict]:
-    """Messages as chat templates expect them: content as one string (text parts joined by newlines)."""
-    messages = []
-    for i, message in enumerate(req.messages):
-        content = message.content
-        if isinstance(content, list):
-            if any(part.type != "text" or part.text is None for part in content):
-                raise APIError(400, f"messages.{i}.content: only text parts are supported",
-                               f"messages.{i}.content", "unsupported")
-            content = "\n".join(part.text for part in content)
-        entry = {"role": message.role, "content": content or ""}
-        if message.name is not None:
-            entry["name"] = message.name
-        messages.append(entry)
-    return messages
 
 
 def _logprobs(req: ChatCompletionRequest, ctx: ServingContext, out: CompletionOutput,
@@ -94,29 +88,31 @@ def _usage(prompt_len: int, out: RequestOutput) -> UsageInfo:
     return UsageInfo.of(prompt_len, sum(len(c.token_ids) for c in out.outputs), out.num_cached_tokens)
 
 
-def _response(req: ChatCompletionRequest, ctx: ServingContext, out: RequestOutput, prompt_len: int,
+def _response(req: ChatCompletionRequest, ctx: ServingContext, out: RequestOutput, prompt_len: int, echo: str,
               request_id: str, created: int, model: str) -> ChatCompletionResponse:
     by_index = {c.index: c for c in out.outputs}
     choices = []
     for i in range(req.n):
         c = by_index.get(i) or CompletionOutput(i, "", [], "abort")  # aborted before its first token
-        choices.append(ChatChoice(index=i, message=AssistantMessage(content=c.text), logprobs=_logprobs(req, ctx, c, 0),
+        message = AssistantMessage(content=echo + c.text)
+        choices.append(ChatChoice(index=i, message=message, logprobs=_logprobs(req, ctx, c, 0),
                                   finish_reason=c.finish_reason, stop_reason=c.stop_reason))
     return ChatCompletionResponse(id=request_id, created=created, model=model, choices=choices,
                                   usage=_usage(prompt_len, out))
 
 
-async def _stream(req: ChatCompletionRequest, ctx: ServingContext, sub: Submission, prompt_len: int, request_id: str,
-                  created: int, model: str) -> AsyncIterator[bytes]:
+async def _stream(req: ChatCompletionRequest, ctx: ServingContext, sub: Submission, prompt_len: int, echo: str,
+                  request_id: str, created: int, model: str) -> AsyncIterator[bytes]:
     exclude = None if req.include_usage else {"usage"}
+    deltas, last = DeltaTracker(), RequestOutput(request_id, None, [], [], False)
 
     def chunk(choice: ChatChunkChoice) -> bytes:
-        body = ChatCompletionChunk(id=request_id, created=created, model=model, choices=[choice])
+        usage = _usage(prompt_len, last) if req.continuous_usage else None  # continuous_usage_stats
+        body = ChatCompletionChunk(id=request_id, created=created, model=model, choices=[choice], usage=usage)
         return event(body.model_dump_json(exclude=exclude))
 
     for i in range(req.n):
-        yield chunk(ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
-    deltas, last = DeltaTracker(), RequestOutput(request_id, None, [], [], False)
+        yield chunk(ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=echo)))
     try:
         async for _, out in merge(sub):
             last = out

@@ -59,7 +59,7 @@ async def submit(ctx: ServingContext, prompts: list[list[int]], params: list[Sam
     if "generate" not in ctx.engine.tasks:
         raise APIError(400, f"model: `{ctx.model_names[0]}` is an embedding model (encoder-only): it serves "
                             f"/v1/embeddings, not text generation", "model", "model_not_supported")
-    samples = [p.n for p in params]
+    samples = [p.num_samples for p in params]
     ctx.admit(sum(samples), "n" if len(prompts) == 1 else prompt_param)
     adds = [ctx.engine.add_request(prompt, sampling, f"{base_id}-{i}", priority)
             for i, (prompt, sampling) in enumerate(zip(prompts, params))]

@@ -62,3 +62,37 @@ def _chat_entry(entry: Logprob | None, token_id: int, tokenizer: Any) -> dict:
     text = _text(entry, token_id, tokenizer)
     return {"token": text, "logprob": _value(entry.logprob) if entry is not None else _FLOOR,
             "bytes": list(text.encode("utf-8"))}
+
+
+def echo_logprobs(prompt_ids: list[int], prompt_logprobs: list[dict[int, Logprob] | None] | None, top_n: int,
+                  echo: str, tokenizer: Any) -> dict:
+    """Completions' logprob shape for an echoed prompt: its first token has none (nothing predicts it). Offsets
+    point into the echoed text `echo`; a token whose text it does not hold (a BOS the tokenizer added) sits where
+    the next one starts."""
+    tokens, values, tops, offsets, offset = [], [], [], [], 0
+    for i, token_id in enumerate(prompt_ids):
+        entries = prompt_logprobs[i] if prompt_logprobs is not None and i < len(prompt_logprobs) else None
+        own = entries.get(token_id) if entries else None
+        text = _text(own, token_id, tokenizer)
+        tokens.append(text)
+        values.append(_value(own.logprob) if own is not None else None)
+        top = None
+        if entries:
+            top = {}
+            for tid, e in sorted(entries.items(), key=lambda item: -item[1].logprob):
+                if e.rank <= top_n or tid == token_id:
+                    top.setdefault(_text(e, tid, tokenizer), _value(e.logprob))
+        tops.append(top)
+        at = echo.find(text, offset) if text else -1
+        offsets.append(at if at >= 0 else offset)
+        offset = at + len(text) if at >= 0 else offset
+    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+
+
+def prompt_logprobs_field(prompt_logprobs: list[dict[int, Logprob] | None] | None) -> list[dict | None] | None:
+    """vLLM's `prompt_logprobs` of a choice: per prompt token, {token id: {logprob, rank, decoded_token}}."""
+    if prompt_logprobs is None:
+        return None
+    return [None if entries is None else
+            {str(tid): {"logprob": _value(e.logprob), "rank": e.rank, "decoded_token": e.decoded_token}
+             for tid, e in entries.items()} for entries in prompt_logprobs]

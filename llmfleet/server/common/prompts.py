@@ -6,6 +6,7 @@ tokenized: a prompt longer than `max_chars` cannot fit the context whatever the 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmfleet.server.common.tokenizer_pool import TokenizerPool
@@ -46,12 +47,57 @@ async def completion_prompts(prompt: Any, tokenizers: TokenizerPool, n: int, max
     return ids
 
 
+# Names of FIM control tokens, per family: (prefix, suffix, middle); a prompt is prefix P suffix S middle.
+_FIM_TOKENS = (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"), ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+               ("<PRE>", "<SUF>", "<MID>"))
+
+
+async def fill_in_the_middle(prompts: list[list[int]], suffix: str, tokenizers: TokenizerPool) -> list[list[int]]:
+    """Prompts that ask for the text between each prompt and `suffix`, in the model's FIM tokens; 400 for a model
+    that has none."""
+    return await tokenizers.run(_fim, prompts, suffix)
+
+
+def _fim(tokenizer: Any, prompts: list[list[int]], suffix: str) -> list[list[int]]:
+    tokens = next((ids for ids in (_token_ids(tokenizer, names) for names in _FIM_TOKENS) if ids), None)
+    if tokens is None:
+        raise APIError(400, "suffix is not supported by this model (it has no fill-in-the-middle tokens)", "suffix",
+                       "unsupported")
+    prefix, middle_marker, middle = tokens
+    after = tokenizer.encode(utf8(suffix, "suffix"), add_special_tokens=False)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [[prefix] + (p[1:] if p[:1] == [bos] else p) + [middle_marker] + after + [middle] for p in prompts]
+
+
+def _token_ids(tokenizer: Any, names: tuple[str, ...]) -> list[int] | None:
+    vocab_ids = [tokenizer.convert_tokens_to_ids(name) for name in names]
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    return vocab_ids if all(isinstance(i, int) and i != unknown for i in vocab_ids) else None
+
+
+async def echo_texts(prompt: Any, ids: list[list[int]], tokenizers: TokenizerPool) -> list[str]:
+    """Each prompt's text for `echo`: as given, or decoded from its token ids."""
+    given = [prompt] if isinstance(prompt, str) else list(prompt)
+    if all(isinstance(p, str) for p in given):
+        return given
+    return await tokenizers.run(lambda tokenizer: [tokenizer.decode(p) for p in ids])
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRender:
+    """How messages become the prompt: the request's template options."""
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template: str | None = None                  # the request's own template, else the model's (or default)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 async def chat_prompt(messages: list[dict], tokenizers: TokenizerPool, max_chars: int,
-                      add_generation_prompt: bool = True) -> list[int]:
-    """Render `messages` with the tokenizer's chat template (or the plain default) and tokenize the text without
-    adding special tokens: the template already placed the ones it wants."""
+                      render: ChatRender = ChatRender()) -> list[int]:
+    """Render `messages` with the chat template (the request's, the tokenizer's or the plain default) and tokenize
+    the text without adding special tokens: the template already placed the ones it wants."""
     check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in messages), max_chars, "messages")
-    ids = await tokenizers.run(_render_and_encode, messages, add_generation_prompt, max_chars)
+    ids = await tokenizers.run(_render_and_encode, messages, render, max_chars)
     if not ids:
         raise APIError(400, "messages: render to an empty prompt", "messages", "invalid_value")
     return ids
@@ -68,12 +114,13 @@ def _encode_all(tokenizer: Any, prompts: list) -> list[list[int]]:
     return [tokenizer.encode(utf8(p, "prompt")) if isinstance(p, str) else list(p) for p in prompts]
 
 
-def _render_and_encode(tokenizer: Any, messages: list[dict], add_generation_prompt: bool,
-                       max_chars: int) -> list[int]:
-    template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
+def _render_and_encode(tokenizer: Any, messages: list[dict], render: ChatRender, max_chars: int) -> list[int]:
+    template = render.chat_template or (None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE)
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             chat_template=template)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template,
+                                             add_generation_prompt=render.add_generation_prompt,
+                                             continue_final_message=render.continue_final_message,
+                                             **render.template_kwargs)
     except Exception as exc:  # noqa: BLE001 - a template that rejects these messages is the client's 400
         raise APIError(400, f"messages: the chat template could not render them: {exc}", "messages",
                        "invalid_value") from None

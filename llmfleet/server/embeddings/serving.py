@@ -19,6 +19,7 @@ from llmfleet.protocol.openai.embeddings import EmbeddingData, EmbeddingRequest,
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.server.common.generation import engine_dead, until_disconnected
 from llmfleet.server.common.prompts import check_length, utf8
+from llmfleet.server.common.sampling import check_unknown
 from llmfleet.server.common.text import check_text
 from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError
@@ -26,6 +27,7 @@ from llmfleet.server.errors import APIError
 
 async def create_embedding(req: EmbeddingRequest, ctx: ServingContext, raw: Request) -> Response:
     """Answer one /v1/embeddings request. Raises APIError for bad requests."""
+    check_unknown(req, ctx.config.lenient_requests)
     check_text(req)
     model = ctx.resolve_model(req.model)
     if "embed" not in ctx.engine.tasks:

@@ -1,11 +1,12 @@
-"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models, /metrics,
-/kv_events (where the engine core publishes its prefix-cache events, for the gateway).
+"""/health (the process and its engine are alive), /ready (serving: loaded, not draining), /v1/models (and one model
+by id), /version, /metrics, /kv_events (where the engine core publishes its prefix-cache events, for the gateway).
 
 The probes and /metrics answer HEAD too (what some load balancers and uptime checkers send); HEAD is left out of the
 OpenAPI schema, which would otherwise list each of them twice under one operation id.
 """
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Response
@@ -19,6 +20,10 @@ from llmfleet.server.context import ServingContext, serving_context
 from llmfleet.server.errors import envelope
 
 router = APIRouter()
+try:
+    _VERSION = importlib.metadata.version("llmfleet")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    _VERSION = "unknown"
 
 
 def _get_and_head(path: str) -> Callable:
@@ -49,6 +54,17 @@ async def ready(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
 async def models(ctx: ServingContext = Depends(serving_context)) -> ModelList:
     return ModelList(data=[ModelCard(id=name, created=ctx.created, root=ctx.model_names[0],
                                      max_model_len=ctx.max_model_len) for name in ctx.model_names])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, ctx: ServingContext = Depends(serving_context)) -> ModelCard:
+    name = ctx.resolve_model(model_id or None)  # 404 in the envelope for a model this server does not serve
+    return ModelCard(id=name, created=ctx.created, root=ctx.model_names[0], max_model_len=ctx.max_model_len)
+
+
+@router.get("/version")
+async def version() -> dict:
+    return {"version": _VERSION}
 
 
 @router.get("/kv_events")
