@@ -3,9 +3,8 @@
 `launch(scheduler_output)` applies the step's contract to the worker's own sequence states (seq_state.py), queues
 the step on the device without waiting and returns; `collect(launched)` then returns, by seq id, the token each
 sampling sequence drew (a prefill chunk that has not reached its sequence's end draws none) and its logprobs when
-asked, the prompt logprobs of the prefill chunks that computed them (prompt_logprobs.py), and the pooled vector of
-each pooling request (pooled as `pooler` says: model/layers/pooler.py). An encoder model (BERT) has no KV cache:
-its blocks are the scheduler's bookkeeping only, and it serves pooling requests alone.
+asked, the prompt logprobs of the prefill chunks that computed them (prompt_logprobs.py), and each pooling request's
+vector (pooling.py). An encoder (BERT) has no KV cache: its blocks are scheduler bookkeeping, for pooling only.
 """
 from __future__ import annotations
 
@@ -20,13 +19,14 @@ from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.scheduler_output import SchedulerOutput
 from llmfleet.worker.cuda_graphs import DecodeGraphs
 from llmfleet.worker.inputs import StepInputs, prepare_inputs
+from llmfleet.worker.pooling import pool_step
 from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
-from llmfleet.model.layers.pooler import pool, pooler_config
+from llmfleet.model.layers.pooler import pooler_config
 from llmfleet.model.layers.logits_adjust import LogitAdjustments
 from llmfleet.model.layers.sampler import SamplerOutput, SamplingBatch, sample
 from llmfleet.model.loader import load_model
@@ -167,7 +167,7 @@ class ModelRunner:
                 step.prompt_logprobs = compute_prompt_logprobs(self.model, hidden, plan)
             if inputs.pool_rows:
                 step.pooled_seqs = [seqs[i] for i in inputs.pool_rows]
-                step.pooled = HostCopy(self._pool(hidden, inputs, seqs))
+                step.pooled = HostCopy(pool_step(hidden, inputs, seqs, self.pooler, self.device))
             logits = self._sampled_logits(inputs, hidden)
         if logits is not None:
             step.result = sample(logits, self._sampling_batch(step.seqs))
@@ -235,17 +235,6 @@ class ModelRunner:
         if not inputs.sample_rows:
             return None
         return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)])
-
-    def _pool(self, hidden: torch.Tensor, inputs: StepInputs, seqs: list[SeqState]) -> torch.Tensor:
-        """Pooled vectors [P, H] of the pooling sequences (each whole in this step: its query is its prompt)."""
-        rows = inputs.pool_rows
-        starts = inputs.query_start_loc[rows]
-        lengths = inputs.query_start_loc[[r + 1 for r in rows]] - starts
-        normalize = [self.pooler.normalize if seqs[r].pooling.normalize is None else seqs[r].pooling.normalize
-                     for r in rows]
-        return pool(hidden, to_device(starts.astype(np.int64), self.device),
-                    to_device(lengths.astype(np.int64), self.device), self.pooler.method,
-                    to_device(normalize, self.device, torch.bool))
 
     def _forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
         meta = self._metadata(inputs)
