@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
 # flag -> EngineConfig field; only flags the user set are passed on
@@ -24,6 +25,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None,
                         help="model folder, demo model name or benchmark shape (default: the built-in demo model)")
     add_server_arguments(parser)
+    add_tls_arguments(parser)
     add_tenancy_arguments(parser)
     add_engine_arguments(parser)
     return parser
@@ -84,7 +86,7 @@ def build_configs(args: argparse.Namespace):
                           drain_timeout=args.drain_timeout,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
                           metrics_public=args.metrics_public,
-                          log_level=args.log_level, tenancy=tenancy_config(args))
+                          log_level=args.log_level, tenancy=tenancy_config(args), tls=tls_config(args))
     return server, engine
 
 

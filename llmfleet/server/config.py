@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
 
@@ -23,6 +24,7 @@ class ServerConfig:
     retry_after_s: int = 1                    # Retry-After header of 429 and 503 answers
     log_level: str = "info"
     tenancy: TenancyConfig | None = None      # keys, limits, budgets and spend (replaces api_key): `--master-key`
+    tls: TLSConfig | None = None              # HTTPS (and mTLS): `--ssl-certfile`, `--ssl-keyfile`, ...
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

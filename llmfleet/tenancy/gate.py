@@ -38,7 +38,7 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     ask = Ask(found.prompt_tokens + found.completion_tokens, price.cost(found.prompt_tokens, found.completion_tokens))
     started = time.time()
     try:
-        ticket = await tenancy.limiter.admit(record.subjects, ask, started)
+        ticket = await tenancy.limiter.admit(record.subjects_for(found.model), ask, started)
     except Rejected as exc:
         if exc.reason == "budget" and tenancy.alerts is not None:
             _background(tenancy.alerts.exhausted(exc.subject.name, exc.subject.max_budget))
@@ -55,7 +55,7 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
 
     answer_filter = None if action == "off" else (lambda b: guard_answer(b, action, f"key {record.key_id}"))
     meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status), finish_headers,
-                          answer_filter)
+                          answer_filter, cost_of=lambda usage: price.cost(*usage))
     try:
         await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
     finally:
@@ -138,6 +138,8 @@ def _rejection(exc: Rejected) -> TenancyError:
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
     kind = exc.subject.name.split(":")[0]
+    if ":model:" in exc.subject.name:
+        kind = f"key's model {exc.subject.name.split(':model:', 1)[1]!r}"
     if exc.reason == "budget":
         return TenancyError(429, f"the {kind}'s budget is exhausted (max_budget {exc.subject.max_budget})",
                             "insufficient_quota", headers=headers, type_="insufficient_quota")

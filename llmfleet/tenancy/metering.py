@@ -17,6 +17,7 @@ from starlette.types import Message, Send
 from llmfleet.tenancy.errors import TenancyError
 
 METERED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+COST_FIELD = "cost"  # the dollars of a streamed request, added to its usage chunk (for clients that asked for it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,10 @@ class ResponseMeter:
 
     def __init__(self, send: Send, stream: bool, strip_usage: bool,
                  start_headers: list, finish_headers: Callable[[tuple[int, int] | None], list],
-                 answer_filter: Callable[[bytes], bytes] | None = None):
+                 answer_filter: Callable[[bytes], bytes] | None = None,
+                 cost_of: Callable[[tuple[int, int]], float] | None = None):
         self._send, self._stream, self._strip, self._filter = send, stream, strip_usage, answer_filter
+        self._cost_of = cost_of
         self._start_headers, self._finish_headers = start_headers, finish_headers
         self.status = 0
         self.usage: tuple[int, int] | None = None  # (prompt_tokens, completion_tokens)
@@ -140,7 +143,10 @@ class ResponseMeter:
         if usage:
             self.usage = (int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
         if not self._strip:
-            return event
+            if not usage or self._cost_of is None:
+                return event
+            usage[COST_FIELD] = round(self._cost_of(self.usage), 8)  # the stream's cost: its headers left long ago
+            return b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
         if not chunk.get("choices"):
             return None  # the usage chunk itself
         chunk.pop("usage", None)

@@ -16,6 +16,7 @@ from llmfleet.tenancy.errors import TenancyError, send_error
 from llmfleet.tenancy.gate import serve_metered
 from llmfleet.tenancy.keys import bearer_token
 from llmfleet.tenancy.metering import METERED_PATHS
+from llmfleet.tenancy.model_list import filtered_models
 from llmfleet.tenancy.service import ADMIN, Tenancy
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class TenancyMiddleware:
             return await self._admin(principal, scope, receive, send)
         if principal != ADMIN and scope["method"] == "POST" and scope["path"] in METERED_PATHS:
             return await serve_metered(self.tenancy, principal, self.app, scope, receive, send)
+        if principal != ADMIN and principal.models and scope["path"] == "/v1/models":
+            send = filtered_models(send, principal.models)
         await self.app(scope, receive, send)
 
     async def _admin(self, principal, scope: Scope, receive: Receive, send: Send) -> None:
