@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from llmfleet.tenancy.config import PII_ACTIONS
+from llmfleet.tenancy.config import INJECTION_ACTIONS, PII_ACTIONS
 from llmfleet.tenancy.errors import TenancyError
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -51,6 +51,10 @@ def check_metadata(body: BaseModel) -> None:
     if action is not None and action not in PII_ACTIONS:
         raise TenancyError(400, f"metadata.pii_action: one of {', '.join(PII_ACTIONS)} expected",
                            "invalid_value", param="metadata.pii_action")
+    action = meta.get("injection_action")
+    if action is not None and action not in INJECTION_ACTIONS:
+        raise TenancyError(400, f"metadata.injection_action: one of {', '.join(INJECTION_ACTIONS)} expected",
+                           "invalid_value", param="metadata.injection_action")
     for name in MODEL_LIMITS:
         limits = meta.get(name)
         if limits is not None and not (isinstance(limits, dict) and all(

@@ -12,7 +12,9 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmfleet.tenancy.errors import TenancyError, ratelimit_headers
+from llmfleet.tenancy.guards.injection_policy import check_prompt
 from llmfleet.tenancy.guards.policy import guard_answer, guard_prompt
+from llmfleet.tenancy.hooks import answer_check, filter_request
 from llmfleet.tenancy.limits import Ask, Rejected, Ticket
 from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
 from llmfleet.tenancy.records import KeyRecord
@@ -29,8 +31,7 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     if body is None:
         return  # the client left before sending its request
     action = record.pii_action or tenancy.config.pii_action
-    if action != "off":
-        body = _guard_prompt(body, action, record.key_id)
+    body, flags = await _guard_request(tenancy, record, body, action)
     found = inspect_request(body, tenancy.config.default_max_tokens)
     if not record.allows(found.model):
         raise TenancyError(403, f"this key may not use model {found.model!r}", "model_not_allowed", param="model")
@@ -54,8 +55,12 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
         return [(COST_HEADER, f"{costs[0]:.8f}".encode())]
 
     answer_filter = None if action == "off" else (lambda b: guard_answer(b, action, f"key {record.key_id}"))
-    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status), finish_headers,
-                          answer_filter, cost_of=lambda usage: price.cost(*usage))
+    check = None
+    if tenancy.content_filter is not None and tenancy.config.filter_responses and not found.stream:
+        check = answer_check(tenancy.content_filter, found.body, _filter_context(record, found.model))
+    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status) + flags,
+                          finish_headers, answer_filter, cost_of=lambda usage: price.cost(*usage),
+                          answer_check=check)
     try:
         await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
     finally:
@@ -84,6 +89,24 @@ async def _settle(tenancy: Tenancy, ticket: Ticket, tokens: int, cost: float) ->
         await asyncio.shield(tenancy.limiter.settle(ticket, tokens, cost))
     except Exception:
         logger.exception("settling a request with the rate limiter failed")
+
+
+async def _guard_request(tenancy: Tenancy, record: KeyRecord, body: bytes, pii_action: str) -> tuple[bytes, list]:
+    """The body after the pre-call guards (PII, prompt injection, the external filter) and the headers they add
+    to the answer; TenancyError when one refuses it."""
+    if pii_action != "off":
+        body = _guard_prompt(body, pii_action, record.key_id)
+    flags = []
+    injection = record.injection_action or tenancy.config.injection_action
+    if injection != "off":
+        flags = await check_prompt(body, injection, tenancy.config.injection_threshold, f"key {record.key_id}")
+    if tenancy.content_filter is not None:
+        body = await filter_request(tenancy.content_filter, body, _filter_context(record, None))
+    return body, flags
+
+
+def _filter_context(record: KeyRecord, model: str | None) -> dict:
+    return {"key_id": record.key_id, "team_id": record.team_id, "model": model}
 
 
 def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import Message, Send
@@ -82,9 +82,10 @@ class ResponseMeter:
     def __init__(self, send: Send, stream: bool, strip_usage: bool,
                  start_headers: list, finish_headers: Callable[[tuple[int, int] | None], list],
                  answer_filter: Callable[[bytes], bytes] | None = None,
-                 cost_of: Callable[[tuple[int, int]], float] | None = None):
+                 cost_of: Callable[[tuple[int, int]], float] | None = None,
+                 answer_check: Callable[[int, bytes], Awaitable[tuple[int, bytes]]] | None = None):
         self._send, self._stream, self._strip, self._filter = send, stream, strip_usage, answer_filter
-        self._cost_of = cost_of
+        self._cost_of, self._check = cost_of, answer_check
         self._start_headers, self._finish_headers = start_headers, finish_headers
         self.status = 0
         self.usage: tuple[int, int] | None = None  # (prompt_tokens, completion_tokens)
@@ -116,6 +117,8 @@ class ResponseMeter:
         if self._filter is not None and self.status < 400:
             body = self._filter(body)
         start = self._start
+        if self._check is not None and self.status < 400:  # the external filter's verdict on the answer
+            start["status"], body = await self._check(self.status, body)
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         start["headers"] = headers + [(b"content-length", str(len(body)).encode())] + self._finish_headers(self.usage)
         self.answer = body

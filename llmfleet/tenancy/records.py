@@ -42,6 +42,7 @@ class KeyRecord:
     pii_action: str | None = None      # the key's own PII guard action (metadata.pii_action), else the config's
     log_requests: bool = False         # metadata.log_requests: its requests and answers go to the request log
     model_limits: tuple[tuple[str, int | None, int | None], ...] = ()  # (model, rpm, tpm) of this key per model
+    injection_action: str | None = None  # the key's own prompt-injection action (metadata.injection_action)
 
     def allows(self, model: str | None) -> bool:
         return not self.models or model in self.models
@@ -72,7 +73,8 @@ def key_record(key_row, team_row) -> KeyRecord:
     return KeyRecord(key_row.key_hash, key_row.key_id, key_row.team_id, key_row.user_id, models,
                      key_row.expires_at, bool(key_row.blocked), key_row.soft_budget, subjects,
                      pii_action if isinstance(pii_action, str) else None, meta.get("log_requests") is True,
-                     model_limits(meta))
+                     model_limits(meta),
+                     meta["injection_action"] if isinstance(meta.get("injection_action"), str) else None)
 
 
 def model_limits(meta: dict) -> tuple[tuple[str, int | None, int | None], ...]:
