@@ -61,6 +61,8 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status) + flags,
                           finish_headers, answer_filter, cost_of=lambda usage: price.cost(*usage),
                           answer_check=check)
+    if record.log_requests and tenancy.request_log is not None:
+        meter.stream_text = {}  # a streamed answer's text goes to the request log too
     try:
         await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
     finally:
@@ -174,13 +176,15 @@ def _rejection(exc: Rejected) -> TenancyError:
 
 def _log_record(row: dict, found: Inspection, meter: ResponseMeter) -> dict:
     """What the request log keeps: the spend row's facts, the request as sent upstream, and the answer (a JSON
-    answer whole; for a stream, the count of its events)."""
+    answer whole; for a stream, the count of its events and each choice's text)."""
     keep = ("request_id", "key_id", "team_id", "user_id", "model", "prompt_tokens", "completion_tokens", "cost",
             "status", "started_at", "ended_at")
     record = {k: row[k] for k in keep}
     record["request"] = json.loads(found.body)
     try:
-        record["response"] = json.loads(meter.answer) if meter.answer else {"stream_events": meter.events}
+        record["response"] = json.loads(meter.answer) if meter.answer else {
+            "stream_events": meter.events, "choices": [{"index": i, "text": "".join(parts)}
+                                                       for i, parts in sorted((meter.stream_text or {}).items())]}
     except ValueError:
         record["response"] = None
     return record

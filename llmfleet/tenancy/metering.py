@@ -86,6 +86,7 @@ class ResponseMeter:
                  answer_check: Callable[[int, bytes], Awaitable[tuple[int, bytes]]] | None = None):
         self._send, self._stream, self._strip, self._filter = send, stream, strip_usage, answer_filter
         self._cost_of, self._check = cost_of, answer_check
+        self.stream_text: dict[int, list[str]] | None = None  # set to {} to keep a stream's text (request log)
         self._start_headers, self._finish_headers = start_headers, finish_headers
         self.status = 0
         self.usage: tuple[int, int] | None = None  # (prompt_tokens, completion_tokens)
@@ -138,6 +139,8 @@ class ResponseMeter:
         """The event to pass on (None: drop it), reading usage from the usage chunk."""
         if self._filter is not None and event.startswith(b"data: {"):
             event = b"data: " + self._filter(event[6:])
+        if self.stream_text is not None and event.startswith(b"data: {"):
+            _keep_text(event[6:], self.stream_text)
         if not event.startswith(b"data: {") or b'"usage"' not in event:
             self.events += 1
             return event
@@ -155,6 +158,21 @@ class ResponseMeter:
         chunk.pop("usage", None)
         self.events += 1
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
+
+
+def _keep_text(data: bytes, texts: dict[int, list[str]]) -> None:
+    """Appends a chunk's text (chat delta content or completion text) to its choice's list."""
+    try:
+        choices = json.loads(data).get("choices") or []
+    except (ValueError, AttributeError):
+        return
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        text = delta.get("content") if "delta" in choice else choice.get("text")
+        if isinstance(text, str):
+            texts.setdefault(int(choice.get("index", 0)), []).append(text)
 
 
 def _is_event_stream(start: Message) -> bool:
