@@ -70,5 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"llmfleet gateway: error: {exc}", file=sys.stderr)
         return 2
     tls = config.tls.uvicorn_options() if config.tls else {}
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False, **tls)
+    # lifespan "on": a startup that fails (the key store unreachable) stops the gateway instead of serving without
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False,
+                lifespan="on", **tls)
     return 0
