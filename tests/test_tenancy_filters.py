@@ -121,6 +121,12 @@ def test_http_filter_blocks_redacts_and_sees_answers(filtered):
     assert [s for s, _ in stages] == ["request", "response"] and stages[0][1] == stages[1][1]
 
 
+def test_the_tenant_key_is_not_passed_on(filtered):
+    server, _ = filtered
+    assert _say(server, server.new_key(), "hello").status_code == 200
+    assert b"authorization" not in server.app.header_names[-1] and b"content-type" in server.app.header_names[-1]
+
+
 def test_filter_timeout_fails_open(filtered):
     server, _ = filtered
     assert _say(server, server.new_key(), "slow one").status_code == 200
