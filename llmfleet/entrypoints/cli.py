@@ -13,6 +13,7 @@ COMMANDS = {
     "serve": "llmfleet.entrypoints.serve",
     "gateway": "llmfleet.entrypoints.gateway",
     "bench": "llmfleet.bench.cli",
+    "logs": "llmfleet.entrypoints.logs",
 }
 
 

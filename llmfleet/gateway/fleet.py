@@ -50,7 +50,7 @@ class Fleet:
         cfg = self.config
         limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
         timeout = httpx.Timeout(cfg.request_timeout_s, connect=cfg.connect_timeout_s)
-        self.client = httpx.AsyncClient(limits=limits, timeout=timeout)
+        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, verify=cfg.replica_verify())
         self._zmq = zmq.asyncio.Context()
         self._watchers = [asyncio.create_task(self._watch(rep)) for rep in self.replicas]
 
