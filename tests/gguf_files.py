@@ -134,18 +134,3 @@ def random_blocks(shape: tuple[int, int], qtype, rng) -> np.ndarray:
         blocks[:, :, offset:offset + 2] = values.astype(np.float16)[..., None].view(np.uint8)
     return blocks.reshape(rows, -1)
 
-
-def hf_model_from_gguf(file: Path):
-    """The transformers model of a GGUF file, converted by transformers' own GGUF code (config, tensor names, q/k
-    permutation, dequantization); built from its config and filled strictly, which needs no `accelerate`."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    tensors = load_gguf_checkpoint(str(file), return_tensors=True, model_to_load=model)["tensors"]
-    if config.tie_word_embeddings:
-        tensors.setdefault("lm_head.weight", tensors["model.embed_tokens.weight"])
-    model.load_state_dict(tensors, strict=True)
-    return model
