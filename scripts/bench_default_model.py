@@ -1,6 +1,9 @@
 """Measure the default model on this machine and write a record under benchmarks/results/<device>/.
 
-  python scripts/bench_default_model.py [--device-name cpu-2-core]
+  python scripts/bench_default_model.py [--device-name cpu-2-core] [--threads N]
+
+--threads sets OMP_NUM_THREADS for the server and torch's threads here: on a CPU shared with other busy processes,
+torch's default of one thread per core spends most of its time waiting for descheduled threads.
 
 1. `llmfleet serve` (no --model) from an empty cache: seconds until /ready answers 200 (converts the GGUF file);
 2. one chat answer to "What is the capital of France?": seconds, completion tokens, tokens/s, finish reason;
@@ -29,7 +32,12 @@ QUESTION = "What is the capital of France?"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device-name", default="cpu-2-core", help="folder under benchmarks/results/")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        import torch
+        torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT))
     from llmfleet.bench.perplexity import perplexity, transformers_perplexity
     from llmfleet.bench.results import write_result
@@ -41,7 +49,7 @@ def main() -> int:
         return 1
     record = {"workload": "default-model", "shape": "smollm2-135m-instruct-q4_1", "device": args.device_name,
               "model": "smollm2-135m-instruct", "gguf_file": str(gguf_file), "dtype": "float32",
-              "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
+              "cpus": os.cpu_count(), "threads": args.threads, "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as cache:
         record["first_start"] = serve_and_ask(cache)
         record["cached_start"] = serve_and_ask(cache)
@@ -67,7 +75,7 @@ def serve_and_ask(cache: str) -> dict:
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, proc)
-        result = {"ready_s": round(time.perf_counter() - began, 2)}
+        result = {"ready_s": round(time.perf_counter() - began, 2), "cpu_s_to_ready": _tree_cpu_seconds(proc.pid)}
         result["first_answer"] = ask(url)
         result["second_answer"] = ask(url)
         return result
@@ -97,6 +105,23 @@ def _wait_ready(url: str, proc: subprocess.Popen) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"llmfleet serve exited with code {proc.returncode} before it was ready")
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux /proc): what start-up costs
+    regardless of how busy the machine is (wall time on a shared CPU is mostly waiting)."""
+    stats = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+    tree = {pid}
+    for _ in range(4):  # server -> engine core -> its helpers
+        tree |= {p for p, (ppid, _) in stats.items() if ppid in tree}
+    ticks = sum(stats[p][1] for p in tree if p in stats)
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def _free_port() -> int:
