@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from llmfleet.gateway.client import ReplicaError, ReplicaResponse
 from llmfleet.gateway.errors import error_response, sse_error
 from llmfleet.gateway.fleet import Fleet
 from llmfleet.gateway.policies import RoutingRequest
+from llmfleet.gateway.relay import Release, RelayResponse
 from llmfleet.gateway.replica import Replica
 
 _HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
@@ -111,20 +112,17 @@ async def _attempt(fleet: Fleet, rep: Replica, route: RoutingRequest, path: str,
     rep.breaker.on_send()
     sent = time.perf_counter()
     try:
-        upstream = await fleet.client.send(
-            fleet.client.build_request("POST", rep.url + path, content=body, headers=headers), stream=True)
-    except httpx.HTTPError as exc:
+        upstream = await fleet.client.send("POST", rep.url, path, body, headers)
+    except ReplicaError as exc:
         return _failure(rep, f"connect:{type(exc).__name__}")
     if upstream.status_code in (429, 503):
         return await _refused(fleet, rep, upstream)
     if route.payload.get("stream") is True:
         return await _stream(fleet, rep, route, upstream, start, sent)
     try:
-        content = await upstream.aread()
-    except httpx.HTTPError as exc:
+        content = await upstream.read()
+    except ReplicaError as exc:
         return _failure(rep, f"read:{type(exc).__name__}")
-    finally:
-        await upstream.aclose()
     rep.in_flight -= 1
     _judge(rep, upstream.status_code)
     response = Response(content, upstream.status_code, headers=_answer_headers(rep, upstream, route))
@@ -132,14 +130,12 @@ async def _attempt(fleet: Fleet, rep: Replica, route: RoutingRequest, path: str,
     return response
 
 
-async def _refused(fleet: Fleet, rep: Replica, upstream: httpx.Response) -> _Failed:
+async def _refused(fleet: Fleet, rep: Replica, upstream: ReplicaResponse) -> _Failed:
     """429 / 503 before any byte reached the client: someone else may take it."""
     try:
-        content = await upstream.aread()
-    except httpx.HTTPError:
+        content = await upstream.read()
+    except ReplicaError:
         content = b""
-    finally:
-        await upstream.aclose()
     rep.in_flight -= 1
     if upstream.status_code == 503:
         if b'"draining"' in content:
@@ -151,48 +147,21 @@ async def _refused(fleet: Fleet, rep: Replica, upstream: httpx.Response) -> _Fai
     return _Failed(f"status:{upstream.status_code}", passed_on)
 
 
-async def _stream(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: httpx.Response, start: float,
-                  sent: float) -> Response | _Failed:
-    chunks = upstream.aiter_raw()
+async def _stream(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: ReplicaResponse, start: float,
+                  sent: float) -> RelayResponse | _Failed:
+    chunks = upstream.chunks()
     try:
         first = await anext(chunks, b"")
-    except httpx.HTTPError as exc:
-        await upstream.aclose()
+    except ReplicaError as exc:
+        upstream.close()
         return _failure(rep, f"read:{type(exc).__name__}")
     _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
-    release = _Release(rep, upstream)
-    return _RelayResponse(release, _relay(fleet, rep, upstream, chunks, first, release), upstream.status_code,
-                          headers=_answer_headers(rep, upstream, route))
+    release = Release(rep, upstream)
+    return RelayResponse(upstream.status_code, _answer_headers(rep, upstream, route),
+                         _relay(fleet, rep, upstream, chunks, first, release), release)
 
 
-class _Release:
-    """Closes the upstream stream and frees the replica's in-flight slot exactly once: when the relay ends, or
-    when the response is abandoned before the relay ever ran (the client left first)."""
-    __slots__ = ("rep", "upstream", "done")
-
-    def __init__(self, rep: Replica, upstream: httpx.Response):
-        self.rep, self.upstream, self.done = rep, upstream, False
-
-    async def __call__(self) -> None:
-        if not self.done:
-            self.done = True
-            self.rep.in_flight -= 1
-            await self.upstream.aclose()
-
-
-class _RelayResponse(StreamingResponse):
-    def __init__(self, release: _Release, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._release = release
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._release()
-
-
-async def _relay(fleet: Fleet, rep: Replica, upstream: httpx.Response, chunks, first: bytes, release: _Release):
+async def _relay(fleet: Fleet, rep: Replica, upstream: ReplicaResponse, chunks, first: bytes, release: Release):
     """Whole SSE events from the replica; on a break, an error event and [DONE] instead of the partial tail."""
     tail = b""
     try:
@@ -207,12 +176,12 @@ async def _relay(fleet: Fleet, rep: Replica, upstream: httpx.Response, chunks, f
         if tail:
             yield tail
         _judge(rep, upstream.status_code)
-    except httpx.HTTPError as exc:
+    except ReplicaError as exc:
         rep.breaker.failure()
         fleet.metrics.stream_errors.labels(rep.url).inc()
         yield sse_error(f"the replica {rep.url} failed mid-stream: {type(exc).__name__}")
     finally:
-        await release()
+        release()
 
 
 def _failure(rep: Replica, reason: str) -> _Failed:
@@ -230,7 +199,7 @@ def _judge(rep: Replica, status: int) -> None:
         rep.breaker.success()
 
 
-def _answer_headers(rep: Replica, upstream: httpx.Response, route: RoutingRequest | None) -> dict:
+def _answer_headers(rep: Replica, upstream: ReplicaResponse, route: RoutingRequest | None) -> dict:
     headers = {k: upstream.headers[k] for k in _PASS_BACK if k in upstream.headers}
     headers[REPLICA_HEADER] = rep.url
     return headers | (_route_headers(route) if route is not None else {})
