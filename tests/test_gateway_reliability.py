@@ -163,3 +163,39 @@ def test_a_tiered_model_goes_to_the_cheap_tier_unless_a_rule_escalates(backends)
             answer = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto", "prompt": prompt})
             assert answer.headers["x-llmfleet-tier"] == "large" and why in answer.headers["x-llmfleet-tier-reason"]
             assert answer.status_code == 404   # no replica serves "large" here: the fleet says so
+
+
+def test_a_shadow_version_gets_a_copy_whose_answer_is_discarded_and_measured(backends):
+    from llmfleet.gateway.splits import parse_models
+
+    a, b = backends
+    models = parse_models({"chat": [{"version": "stable", "weight": 1, "replicas": [a.url]},
+                                    {"version": "next", "shadow": 1.0, "replicas": [b.url]}]})
+    with gateway([a.url, b.url], models=models) as (url, fleet):
+        before = b.control()["served"]
+        for _ in range(10):
+            answer = httpx.post(url + "/v1/completions", json={**BODY, "model": "chat"})
+            assert answer.status_code == 200 and answer.headers["x-llmfleet-replica"] == a.url
+        wait_until(lambda: b.control()["served"] - before == 10, 5)
+        b.control(status=500)
+        assert httpx.post(url + "/v1/completions", json={**BODY, "model": "chat"}).status_code == 200
+        metrics = lambda: httpx.get(url + "/metrics").text   # noqa: E731
+        wait_until(lambda: 'shadow_requests_total{status="500",version="next"} 1.0' in metrics(), 5)
+        text = metrics()
+        assert 'llmfleet_gateway_shadow_requests_total{status="200",version="next"} 10.0' in text
+        assert 'llmfleet_gateway_shadow_latency_seconds_count{version="next"} 11.0' in text
+        served = [line for line in text.splitlines() if line.startswith("llmfleet_gateway_requests_total")]
+        assert served and all('version="stable"' in line for line in served)   # the copies are no client requests
+
+
+def test_a_shadow_fraction_mirrors_about_that_share():
+    from llmfleet.gateway.splits import TrafficSplit, parse_models
+
+    split = TrafficSplit(parse_models({"m": [{"version": "v1", "replicas": ["http://a"]},
+                                            {"version": "v2", "shadow": 0.25, "replicas": ["http://b"]}]}), seed=1)
+    mirrored = sum(len(split.shadows_for("m")) for _ in range(2000))
+    assert abs(mirrored / 2000 - 0.25) < 0.03
+    assert all(split.version_for("m", f"u{i}").version == "v1" for i in range(200))
+    with pytest.raises(ValueError, match="models.shadow"):
+        parse_models({"m": [{"version": "v1", "replicas": ["http://a"]},
+                            {"version": "v2", "shadow": 2, "replicas": ["http://b"]}]})

@@ -24,6 +24,7 @@ from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.policies import RoutingRequest, make_policy
 from llmfleet.gateway.prompts import PromptHasher
 from llmfleet.gateway.replica import CircuitBreaker, Replica
+from llmfleet.gateway.shadow import Shadows
 from llmfleet.gateway.splits import TrafficSplit
 from llmfleet.gateway.tiers import TierRouter
 
@@ -42,6 +43,7 @@ class Fleet:
         self.metrics = GatewayMetrics(config.policy)
         self.split = TrafficSplit(config.models)
         self.tiers = TierRouter(config.tiers, self.hasher)
+        self.shadows = Shadows(self)
         self.client: ReplicaClient | None = None
         self.subscribers: dict[str, tuple[KVEventSubscriber, asyncio.Task]] = {}
         self._zmq: zmq.asyncio.Context | None = None
@@ -54,6 +56,7 @@ class Fleet:
         self._watchers = [asyncio.create_task(self._watch(rep)) for rep in self.replicas]
 
     async def stop(self) -> None:
+        await self.shadows.stop()
         tasks = self._watchers + [task for _, task in self.subscribers.values()]
         for task in tasks:
             task.cancel()

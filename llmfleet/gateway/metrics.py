@@ -32,6 +32,12 @@ class GatewayMetrics:
                                       "KV event batches a replay could no longer deliver", ["replica"], registry=r)
         self.tiers = Counter("llmfleet_gateway_tier_decisions", "Requests for a tiered model, by the tier chosen",
                              ["tier"], registry=r)
+        self.shadow_requests = Counter("llmfleet_gateway_shadow_requests",
+                                       "Copies sent to shadow versions, by version and outcome (answers discarded)",
+                                       ["version", "status"], registry=r)
+        self.shadow_latency = Histogram("llmfleet_gateway_shadow_latency_seconds",
+                                        "Shadow copies: send to the end of the answer", ["version"],
+                                        buckets=_LATENCY_BUCKETS + (2.0, 5.0, 10.0, 30.0), registry=r)
         self.in_flight = Gauge("llmfleet_gateway_in_flight", "Requests open on each replica", ["replica"], registry=r)
         self.circuit = Gauge("llmfleet_gateway_circuit_state", "0 closed, 1 half-open, 2 open", ["replica"],
                              registry=r)

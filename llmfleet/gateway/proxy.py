@@ -20,6 +20,7 @@ from llmfleet.gateway.fleet import Fleet
 from llmfleet.gateway.policies import RoutingRequest
 from llmfleet.gateway.relay import Release, RelayResponse
 from llmfleet.gateway.replica import Replica
+from llmfleet.gateway.splits import body_for
 
 _HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
                "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding"}
@@ -56,6 +57,8 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
                               "model", "model_not_found", _route_headers(route))
     headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
     route.version = fleet.split.version_for(route.model, route.session_key)
+    if fleet.split.has_shadows:
+        fleet.shadows.mirror(route, request.url.path, body, headers)
     tried: list[Replica] = []
     failed: _Failed | None = None
     for _ in range(fleet.config.max_retries + 1):
@@ -65,7 +68,7 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
         if failed is not None:
             fleet.metrics.retries.labels(tried[-1].url, failed.reason).inc()
         tried.append(rep)
-        outcome = await _attempt(fleet, rep, route, request.url.path, _body_for(route, rep, body), headers, start)
+        outcome = await _attempt(fleet, rep, route, request.url.path, body_for(route, rep, body), headers, start)
         if not isinstance(outcome, _Failed):
             return outcome
         failed = outcome
@@ -83,14 +86,6 @@ def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response
     user = payload.get("user")
     session = request.headers.get("x-session-id") or (user if isinstance(user, str) and user else None)
     return RoutingRequest(request.url.path, payload, model if isinstance(model, str) and model else None, session)
-
-
-def _body_for(route: RoutingRequest, rep: Replica, body: bytes) -> bytes:
-    """The client's bytes, except that a split model's name becomes the version's (or the replica's) own."""
-    if route.version is None:
-        return body
-    served = route.version.served_model or (rep.models[0] if rep.models else route.model)
-    return json.dumps({**route.payload, "model": served}).encode()
 
 
 def _give_up(fleet: Fleet, failed: _Failed | None, tried: list[Replica]) -> Response:
