@@ -199,3 +199,30 @@ def test_a_shadow_fraction_mirrors_about_that_share():
     with pytest.raises(ValueError, match="models.shadow"):
         parse_models({"m": [{"version": "v1", "replicas": ["http://a"]},
                             {"version": "v2", "shadow": 2, "replicas": ["http://b"]}]})
+
+
+def test_a_tier_unsure_of_its_answer_escalates_on_mean_logprob():
+    from llmfleet.gateway.tiers import parse_tiers
+
+    small, large = fixed_backend(model="small").start(), fixed_backend(model="large").start()
+    try:
+        small.wait_ready(60), large.wait_ready(60)
+        tiers = parse_tiers({"auto": [{"model": "small", "min_mean_logprob": -1.0}, {"model": "large"}]})
+        with gateway([small.url, large.url], tiers=tiers) as (url, fleet):
+            sure = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto"})   # logprob -0.5 per token
+            assert sure.headers["x-llmfleet-tier"] == "small" and sure.json()["choices"][0]["logprobs"] is None
+            asked = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "logprobs": True,
+                                                                   "messages": [{"role": "user", "content": "hi"}]})
+            assert asked.json()["choices"][0]["logprobs"]["content"][0]["logprob"] == -0.5   # the client's own
+            small.control(logprob=-2.0)
+            unsure = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto"})
+            assert unsure.status_code == 200 and unsure.headers["x-llmfleet-replica"] == large.url
+            assert unsure.json()["model"] == "large" and "logprobs" not in unsure.json()["choices"][0]
+            assert "mean logprob -2.000 < -1" in unsure.headers["x-llmfleet-tier-reason"]
+            streamed = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto", "stream": True})
+            assert streamed.headers["x-llmfleet-tier"] == "small"   # streams are never judged
+            text = httpx.get(url + "/metrics").text
+            assert ('llmfleet_gateway_tier_escalations_total{from_tier="small",reason="logprob",to_tier="large"} 1.0'
+                    in text)
+    finally:
+        small.kill(), large.kill()

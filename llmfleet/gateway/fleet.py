@@ -73,6 +73,15 @@ class Fleet:
             r.url in version.replicas if version is not None else r.serves(request.model))]
         return self.policy.choose(request, candidates) if candidates else None
 
+    def knows(self, model: str) -> bool:
+        """Whether some replica, split or tier serves `model` (True while no replica has listed its models)."""
+        if model in self.split.models or model in self.tiers.tiers:
+            return True
+        listed = [rep.models for rep in self.replicas if rep.models]
+        if not listed and not self.split.models and not self.tiers.tiers:
+            return True
+        return any(model in models for models in listed)
+
     def models(self) -> list[str]:
         served = {name for rep in self.replicas for name in rep.models}
         return sorted(served | set(self.split.models) | set(self.tiers.tiers))

@@ -38,6 +38,9 @@ class GatewayMetrics:
         self.shadow_latency = Histogram("llmfleet_gateway_shadow_latency_seconds",
                                         "Shadow copies: send to the end of the answer", ["version"],
                                         buckets=_LATENCY_BUCKETS + (2.0, 5.0, 10.0, 30.0), registry=r)
+        self.escalations = Counter("llmfleet_gateway_tier_escalations",
+                                   "Requests sent up from a tier: by a rule (length, pattern) or its answer's logprob",
+                                   ["from_tier", "to_tier", "reason"], registry=r)
         self.in_flight = Gauge("llmfleet_gateway_in_flight", "Requests open on each replica", ["replica"], registry=r)
         self.circuit = Gauge("llmfleet_gateway_circuit_state", "0 closed, 1 half-open, 2 open", ["replica"],
                              registry=r)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmfleet.gateway.client import ReplicaError, ReplicaResponse
+from llmfleet.gateway.escalation import apply_tier, judged
 from llmfleet.gateway.errors import error_response, sse_error
 from llmfleet.gateway.fleet import Fleet
 from llmfleet.gateway.policies import RoutingRequest
@@ -43,22 +44,34 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
     route = _routing_request(request, body)
     if isinstance(route, Response):
         return route
+    virtual = route.model
     tiered = fleet.tiers.resolve(route.model, route.path, route.payload)
     if tiered is not None:
-        tier, reason = tiered
-        route.tier, route.model = (tier.model, reason), tier.model
-        route.payload = {**route.payload, "model": tier.model}
-        body = json.dumps(route.payload).encode()
-        fleet.metrics.tiers.labels(tier.model).inc()
-    known = fleet.models()
-    if route.model and known and route.model not in known:
+        body = apply_tier(route, *tiered, route.payload)
+        fleet.metrics.tiers.labels(route.model).inc()
+        if tiered[0] is not fleet.tiers.tiers[virtual][0]:
+            fleet.metrics.escalations.labels(fleet.tiers.tiers[virtual][0].model, route.model, "rule").inc()
+    if route.model and not fleet.knows(route.model):
         fleet.metrics.rejected.labels("model_not_found").inc()
-        return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: {', '.join(known)}",
-                              "model", "model_not_found", _route_headers(route))
+        return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: "
+                                   f"{', '.join(fleet.models())}", "model", "model_not_found", _route_headers(route))
     headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
+    path = request.url.path
+
+    async def forward(content: bytes) -> Response:
+        return await _forward(fleet, route, path, content, headers, start)
+
+    if tiered is not None and tiered[0].min_mean_logprob is not None and route.payload.get("stream") is not True:
+        return await judged(fleet, route, virtual, tiered[0], forward)
+    return await forward(body)
+
+
+async def _forward(fleet: Fleet, route: RoutingRequest, path: str, body: bytes, headers: dict,
+                   start: float) -> Response:
+    """The request to one replica of its model (version), retried on others while it fails before a byte."""
     route.version = fleet.split.version_for(route.model, route.session_key)
     if fleet.split.has_shadows:
-        fleet.shadows.mirror(route, request.url.path, body, headers)
+        fleet.shadows.mirror(route, path, body, headers)
     tried: list[Replica] = []
     failed: _Failed | None = None
     for _ in range(fleet.config.max_retries + 1):
@@ -68,7 +81,7 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
         if failed is not None:
             fleet.metrics.retries.labels(tried[-1].url, failed.reason).inc()
         tried.append(rep)
-        outcome = await _attempt(fleet, rep, route, request.url.path, body_for(route, rep, body), headers, start)
+        outcome = await _attempt(fleet, rep, route, path, body_for(route, rep, body), headers, start)
         if not isinstance(outcome, _Failed):
             return outcome
         failed = outcome
