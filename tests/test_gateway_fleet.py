@@ -104,6 +104,18 @@ def test_predicted_cache_hits_match_what_replicas_report(fleet):
             predicted, reported, exact = predicted + guess, reported + real, exact + (guess == real)
             time.sleep(0.02)
         assert all(sub.synced.is_set() for sub, _ in gw.subscribers.values())
+        streamed = _http.post(url + "/v1/completions", json={"model": "tiny", "prompt": workload[0], "max_tokens": 2,
+                                                             "stream": True, "stream_options": {"include_usage": True}})
+        usage = [json.loads(line[6:])["usage"] for line in streamed.text.splitlines()
+                 if line.startswith("data: {") and json.loads(line[6:]).get("usage")]
+        predicted += int(streamed.headers["x-llmfleet-predicted-cached-tokens"])
+        reported += usage[0]["prompt_tokens_details"]["cached_tokens"]
+        text = _http.get(url + "/metrics").text
+    exported = {source: sum(float(line.split()[-1]) for line in text.splitlines()
+                            if line.startswith("llmfleet_gateway_cache_hit_tokens_total") and f'"{source}"' in line)
+                for source in ("predicted", "engine")}
+    assert exported == {"predicted": predicted, "engine": reported}
+    assert f"llmfleet_gateway_prefix_prediction_error_tokens_count {len(workload) + 1}.0" in text
     assert reported > 0 and abs(predicted - reported) <= 0.05 * reported, (predicted, reported)
     assert exact >= 0.9 * len(workload)
 

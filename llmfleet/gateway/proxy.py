@@ -135,6 +135,8 @@ async def _attempt(fleet: Fleet, rep: Replica, route: RoutingRequest, path: str,
     _judge(rep, upstream.status_code)
     response = Response(content, upstream.status_code, headers=_answer_headers(rep, upstream, route))
     _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
+    if upstream.status_code == 200:
+        fleet.metrics.compare_cached(rep.url, route.predicted_cached_tokens, content)
     return response
 
 
@@ -166,19 +168,25 @@ async def _stream(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: R
     _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
     release = Release(rep, upstream)
     return RelayResponse(upstream.status_code, _answer_headers(rep, upstream, route),
-                         _relay(fleet, rep, upstream, chunks, first, release), release)
+                         _relay(fleet, rep, route, upstream, chunks, first, release), release)
 
 
-async def _relay(fleet: Fleet, rep: Replica, upstream: ReplicaResponse, chunks, first: bytes, release: Release):
-    """Whole SSE events from the replica; on a break, an error event and [DONE] instead of the partial tail."""
+async def _relay(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: ReplicaResponse, chunks,
+                 first: bytes, release: Release):
+    """Whole SSE events from the replica; on a break, an error event and [DONE] instead of the partial tail.
+    A usage event (stream_options.include_usage) has its cached tokens set beside the router's prediction."""
     tail = b""
+    predicted = route.predicted_cached_tokens
     try:
         data = first
         while data:
             buffer = tail + data
             cut = buffer.rfind(b"\n\n") + 2
             if cut >= 2:
-                yield buffer[:cut]
+                events = buffer[:cut]
+                if predicted is not None and b'"cached_tokens"' in events:
+                    fleet.metrics.compare_cached(rep.url, predicted, events)
+                yield events
             tail = buffer[cut:] if cut >= 2 else buffer
             data = await anext(chunks, b"")
         if tail:
