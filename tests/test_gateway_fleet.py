@@ -166,6 +166,26 @@ def test_the_openai_client_through_the_gateway(fleet):
         assert [m.id for m in client.models.list().data] == ["tiny"]
 
 
+def test_logprob_escalation_reads_a_real_replicas_logprobs(fleet):
+    """llmfleet serve's own logprobs decide: a threshold no answer reaches sends every request up, the lowest one
+    none; logprobs the client did not ask for are stripped."""
+    from llmfleet.gateway.tiers import parse_tiers
+
+    tiers = parse_tiers({"auto": [{"model": "tiny", "min_mean_logprob": -1e9}, {"model": "tiny"}],
+                         "strict": [{"model": "tiny", "min_mean_logprob": 0.0}, {"model": "big"}]})
+    with _gateway(fleet, "round-robin", tiers=tiers) as (url, gw):
+        kept = _complete(url, [5, 6, 7], model="auto")
+        assert kept.headers["x-llmfleet-tier-reason"] == "cheapest tier"
+        assert kept.json()["choices"][0]["logprobs"] is None
+        chat = _http.post(url + "/v1/chat/completions", json={"model": "auto", "max_tokens": 2, "logprobs": True,
+                                                              "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 200 and len(chat.json()["choices"][0]["logprobs"]["content"]) == 2
+        sent_up = _http.post(url + "/v1/completions", json={"model": "strict", "prompt": [5, 6, 7], "max_tokens": 2})
+        assert sent_up.headers["x-llmfleet-tier"] == "big" and "mean logprob" in sent_up.headers[
+            "x-llmfleet-tier-reason"]
+        assert sent_up.status_code == 503   # no replica serves "big": the escalation itself is what is tested
+
+
 def test_sigterm_drains_a_replica_out_of_rotation_while_its_stream_completes(fleet):
     procs, _ = fleet
     target = procs[2]

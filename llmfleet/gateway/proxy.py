@@ -85,7 +85,7 @@ async def _forward(fleet: Fleet, route: RoutingRequest, path: str, body: bytes, 
         if not isinstance(outcome, _Failed):
             return outcome
         failed = outcome
-    return _give_up(fleet, failed, tried)
+    return _give_up(fleet, route, failed, tried)
 
 
 def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response:
@@ -101,16 +101,17 @@ def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response
     return RoutingRequest(request.url.path, payload, model if isinstance(model, str) and model else None, session)
 
 
-def _give_up(fleet: Fleet, failed: _Failed | None, tried: list[Replica]) -> Response:
+def _give_up(fleet: Fleet, route: RoutingRequest, failed: _Failed | None, tried: list[Replica]) -> Response:
     if failed is not None and failed.response is not None:
         return failed.response
     if failed is not None:
         fleet.metrics.rejected.labels("replicas_failed").inc()
         return error_response(502, f"every replica tried failed ({failed.reason}): "
-                                   f"{', '.join(r.url for r in tried)}", None, "replicas_failed")
+                                   f"{', '.join(r.url for r in tried)}", None, "replicas_failed",
+                              _route_headers(route))
     fleet.metrics.rejected.labels("no_replica").inc()
     return error_response(503, "no healthy replica serves this model right now; retry later", None,
-                          "no_replica_available", {"Retry-After": "1"})
+                          "no_replica_available", {"Retry-After": "1", **_route_headers(route)})
 
 
 async def _attempt(fleet: Fleet, rep: Replica, route: RoutingRequest, path: str, body: bytes, headers: dict,
