@@ -1,4 +1,5 @@
-"""`llmfleet bench offline | serve | gateway | perplexity`: the project's own benchmarks (workloads in BENCHMARKS.md).
+"""`llmfleet bench offline | serve | gateway | fleet | perplexity`: the project's own benchmarks (workloads in
+BENCHMARKS.md).
 
 Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
 simply has no subcommand.
@@ -12,6 +13,7 @@ SUBCOMMANDS = {
     "offline": ("llmfleet.bench.offline", "offline throughput of the engine (W0, W1, W2, W4, W6)"),
     "serve": ("llmfleet.bench.serve", "streaming HTTP load against a running server (W3, W4, W5)"),
     "gateway": ("llmfleet.bench.gateway", "latency the gateway adds over a fixed-answer backend, and its req/s"),
+    "fleet": ("llmfleet.bench.fleet", "a workload through the gateway over N llmfleet serve replicas, per policy"),
     "perplexity": ("llmfleet.bench.perplexity", "perplexity of a model on a text file (and transformers' on it)"),
 }
 
