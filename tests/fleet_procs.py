@@ -40,9 +40,9 @@ def _env() -> dict:
 class Proc:
     """A child process serving HTTP at `url`; `start()` returns once its /ready answers 200."""
 
-    def __init__(self, cmd: list[str], port: int):
-        self.cmd, self.port = cmd, port
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, cmd: list[str], port: int, scheme: str = "http", verify=True):
+        self.cmd, self.port, self.verify = cmd, port, verify
+        self.url = f"{scheme}://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Proc":
@@ -55,10 +55,15 @@ class Proc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.cmd[:4]} exited with {self.proc.returncode} during startup")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/ready", timeout=1, verify=self.verify).status_code == 200:
                     return self
             time.sleep(0.1)
         raise RuntimeError(f"{self.url} did not become ready in {timeout} s")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the exit status (the process drains and writes what it holds first)."""
+        self.proc.terminate()
+        return self.proc.wait(timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -69,14 +74,23 @@ class Proc:
         return httpx.post(self.url + "/control", json=settings, timeout=5).json()
 
 
-def replica(checkpoint, kv_events: bool = True, num_kv_blocks: int = 96) -> Proc:
+def replica(checkpoint, kv_events: bool = True, num_kv_blocks: int = 96, extra: tuple[str, ...] = (),
+            scheme: str = "http", verify=True) -> Proc:
     port = free_port()
     cmd = [sys.executable, "-m", "llmfleet", "serve", "--model", str(checkpoint), "--port", str(port),
            "--served-model-name", "tiny", "--device", "cpu", "--dtype", "float32", "--num-kv-blocks",
            str(num_kv_blocks), "--max-model-len", "512", "--max-num-seqs", "16", "--log-level", "warning"]
     if kv_events:
         cmd += ["--kv-events-endpoint", f"tcp://127.0.0.1:{free_port()}"]
-    return Proc(cmd, port)
+    return Proc(cmd + list(extra), port, scheme, verify)
+
+
+def gateway_proc(replicas: list[str], *extra: str, scheme: str = "http", verify=True) -> Proc:
+    """A `llmfleet gateway` process over `replicas` (round-robin, no KV events), with `extra` flags."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(port), "--policy", "round-robin",
+           "--no-kv-events", "--log-level", "warning"] + [f"--replica={url}" for url in replicas] + list(extra)
+    return Proc(cmd, port, scheme, verify)
 
 
 def fixed_backend(port: int | None = None, model: str = "fixed", tokens: int = 4) -> Proc:

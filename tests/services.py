@@ -3,6 +3,7 @@ Tests that need them skip, saying why, only when the binaries are missing (scrip
 PostgreSQL refuses to run as root: as root the server runs as the `postgres` user."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -33,11 +34,13 @@ def _wait_port(port: int, proc: subprocess.Popen | None, what: str, timeout: flo
     raise RuntimeError(f"{what} did not listen on port {port}")
 
 
-@pytest.fixture(scope="session")
-def redis_url():
+@contextlib.contextmanager
+def running_redis():
+    """A redis-server on a free port in a temporary folder: yields its URL; None when it is not installed."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (bash scripts/install.sh --test installs it)")
+        yield None
+        return
     folder, port = tempfile.mkdtemp(prefix="llmfleet-redis-"), free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,13 +53,21 @@ def redis_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def redis_url():
+    with running_redis() as url:
+        if url is None:
+            pytest.skip("redis-server is not installed (bash scripts/install.sh --test installs it)")
+        yield url
+
+
 def _as_postgres_user() -> list[str]:
     if os.geteuid() != 0:
         return []
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+        raise Missing("running as root and there is no `postgres` user to run PostgreSQL as") from None
     return ["runuser", "-u", "postgres", "--"]
 
 
@@ -69,11 +80,17 @@ def _pg_binary(name: str) -> str | None:
     return found
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
+class Missing(Exception):
+    """A service cannot run here; the message says why."""
+
+
+@contextlib.contextmanager
+def running_postgres():
+    """A PostgreSQL server on a free port in a temporary folder (initdb, pg_ctl): yields its URL; Missing when
+    the binaries are not installed or, as root, there is no `postgres` user."""
     initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (bash scripts/install.sh --test installs them)")
+        raise Missing("PostgreSQL's initdb/pg_ctl are not installed (bash scripts/install.sh --test installs them)")
     prefix = _as_postgres_user()
     folder = Path(tempfile.mkdtemp(prefix="llmfleet-pg-"))
     data, port = folder / "data", free_port()
@@ -90,3 +107,12 @@ def postgres_url():
         subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    try:
+        with running_postgres() as url:
+            yield url
+    except Missing as exc:
+        pytest.skip(str(exc))

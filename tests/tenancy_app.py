@@ -19,6 +19,7 @@ LEAK = "call me at 415-555-0123 or mail bob@example.com"  # what model "leaky" a
 class FixedApp:
     def __init__(self):
         self.bodies: list[dict] = []
+        self.header_names: list[set[bytes]] = []  # each request's header names, as the app behind tenancy got them
         self.gate = threading.Event()
         self.held = 0
 
@@ -33,6 +34,7 @@ class FixedApp:
             return await _json(send, 200, {"object": "list", "data": []})
         data = json.loads(body or b"{}")
         self.bodies.append(data)
+        self.header_names.append({k.lower() for k, _ in scope["headers"]})
         if data.get("model") == "hold":
             self.held += 1
             while not self.gate.is_set():

@@ -104,6 +104,18 @@ def test_predicted_cache_hits_match_what_replicas_report(fleet):
             predicted, reported, exact = predicted + guess, reported + real, exact + (guess == real)
             time.sleep(0.02)
         assert all(sub.synced.is_set() for sub, _ in gw.subscribers.values())
+        streamed = _http.post(url + "/v1/completions", json={"model": "tiny", "prompt": workload[0], "max_tokens": 2,
+                                                             "stream": True, "stream_options": {"include_usage": True}})
+        usage = [json.loads(line[6:])["usage"] for line in streamed.text.splitlines()
+                 if line.startswith("data: {") and json.loads(line[6:]).get("usage")]
+        predicted += int(streamed.headers["x-llmfleet-predicted-cached-tokens"])
+        reported += usage[0]["prompt_tokens_details"]["cached_tokens"]
+        text = _http.get(url + "/metrics").text
+    exported = {source: sum(float(line.split()[-1]) for line in text.splitlines()
+                            if line.startswith("llmfleet_gateway_cache_hit_tokens_total") and f'"{source}"' in line)
+                for source in ("predicted", "engine")}
+    assert exported == {"predicted": predicted, "engine": reported}
+    assert f"llmfleet_gateway_prefix_prediction_error_tokens_count {len(workload) + 1}.0" in text
     assert reported > 0 and abs(predicted - reported) <= 0.05 * reported, (predicted, reported)
     assert exact >= 0.9 * len(workload)
 
@@ -152,6 +164,26 @@ def test_the_openai_client_through_the_gateway(fleet):
         chunks = list(stream)
         assert chunks[-1].choices[0].finish_reason == "length"
         assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+def test_logprob_escalation_reads_a_real_replicas_logprobs(fleet):
+    """llmfleet serve's own logprobs decide: a threshold no answer reaches sends every request up, the lowest one
+    none; logprobs the client did not ask for are stripped."""
+    from llmfleet.gateway.tiers import parse_tiers
+
+    tiers = parse_tiers({"auto": [{"model": "tiny", "min_mean_logprob": -1e9}, {"model": "tiny"}],
+                         "strict": [{"model": "tiny", "min_mean_logprob": 0.0}, {"model": "big"}]})
+    with _gateway(fleet, "round-robin", tiers=tiers) as (url, gw):
+        kept = _complete(url, [5, 6, 7], model="auto")
+        assert kept.headers["x-llmfleet-tier-reason"] == "cheapest tier"
+        assert kept.json()["choices"][0]["logprobs"] is None
+        chat = _http.post(url + "/v1/chat/completions", json={"model": "auto", "max_tokens": 2, "logprobs": True,
+                                                              "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 200 and len(chat.json()["choices"][0]["logprobs"]["content"]) == 2
+        sent_up = _http.post(url + "/v1/completions", json={"model": "strict", "prompt": [5, 6, 7], "max_tokens": 2})
+        assert sent_up.headers["x-llmfleet-tier"] == "big" and "mean logprob" in sent_up.headers[
+            "x-llmfleet-tier-reason"]
+        assert sent_up.status_code == 503   # no replica serves "big": the escalation itself is what is tested
 
 
 def test_sigterm_drains_a_replica_out_of_rotation_while_its_stream_completes(fleet):

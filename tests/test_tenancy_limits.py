@@ -133,7 +133,27 @@ def test_stream_usage_kept_for_clients_that_ask(tenant):
     key = tenant.new_key()
     answer = tenant.chat(key, stream=True, stream_options={"include_usage": True})
     events = _events(answer)
-    assert json.loads(events[-2])["usage"]["completion_tokens"] == 5 and len(events) == 5
+    usage = json.loads(events[-2])["usage"]
+    assert usage["completion_tokens"] == 5 and len(events) == 5
+    assert usage["cost"] == pytest.approx(ANSWER_COST)  # the stream's cost, where its usage is
+
+
+def test_per_model_limits_and_their_update(tenant):
+    key = tenant.new_key(model_rpm_limit={"m": 2}, model_tpm_limit={"big": 10})
+    info = tenant.admin("GET", "/key/info", key=key).json()["info"]
+    assert info["metadata"] == {"model_rpm_limit": {"m": 2}, "model_tpm_limit": {"big": 10}}
+    wait_for_minute_room()
+    assert [tenant.chat(key, model="m").status_code for _ in range(3)] == [200, 200, 429]
+    error = _error(tenant.chat(key, model="m"), 429, "rate_limit_exceeded")
+    assert "model 'm'" in error["message"]
+    assert tenant.chat(key, model="other").status_code == 200   # the limit is the model's alone
+    _error(tenant.chat(key, model="big"), 429, "rate_limit_exceeded")  # 11 + 5 estimated tokens > 10
+    updated = tenant.admin("POST", "/key/update", json={"key": key, "model_rpm_limit": {"m": 100}})
+    assert updated.json()["info"]["metadata"]["model_rpm_limit"] == {"m": 100}
+    assert updated.json()["info"]["metadata"]["model_tpm_limit"] == {"big": 10}
+    assert tenant.chat(key, model="m").status_code == 200
+    bad = tenant.admin("POST", "/key/generate", json={"model_rpm_limit": {"m": -1}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"].startswith("model_rpm_limit")
 
 
 def test_models_allowed_per_key(tenant):

@@ -69,3 +69,36 @@ def test_key_file_formats(tmp_path):
     (tmp_path / "short").write_bytes(b"abc")
     with pytest.raises(ValueError, match="request_log_key_file"):
         load_key(str(tmp_path / "short"))
+
+
+def test_streamed_answer_text_is_logged_and_exported(logged, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from llmfleet.entrypoints.cli import main
+
+    key = logged.new_key(metadata={"log_requests": True}, team_id=None)
+    key_id = logged.admin("GET", "/key/info", key=key).json()["key_id"]
+    answer = logged.chat(key, stream=True, messages=[{"role": "user", "content": "stream please"}])
+    assert answer.status_code == 200 and "data: [DONE]" in answer.text
+    assert until(lambda: any(r["key_id"] == key_id for r in _records(logged)))
+    (streamed,) = [r for r in _records(logged) if r["key_id"] == key_id]
+    assert streamed["response"]["choices"] == [{"index": 0, "text": "abc"}]
+    key_file = str(tmp_path / "k")
+    with open(key_file, "wb") as f:
+        f.write(logged.log_key)
+    jsonl, parquet = tmp_path / "out.jsonl", tmp_path / "out.parquet"
+    common = ["logs", "export", "--log-dir", str(logged.log_dir), "--key-file", key_file, "--since", "1h"]
+    assert main(common + ["--key-id", key_id, "-o", str(jsonl)]) == 0
+    (row,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert (row["prompt"], row["response"], row["key_id"]) == ("user: stream please", "abc", key_id)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (10, 5) and row["started_at"].endswith("+00:00")
+    assert main(common + ["--format", "parquet", "-o", str(parquet)]) == 0
+    table = pq.read_table(parquet).to_pylist()
+    assert len(table) == len(_records(logged)) >= 2 and {"ok", "abc"} <= {r["response"] for r in table}
+    assert main(common[:4] + ["--key-file", key_file, "--since", "2999-01-01", "-o", str(jsonl)]) == 0
+    assert jsonl.read_text() == ""
+    (tmp_path / "wrong").write_bytes(os.urandom(32))
+    assert main(common[:4] + ["--key-file", str(tmp_path / "wrong"), "-o", str(jsonl)]) == 2
+    assert main(common + ["--since", "yesterday-ish", "-o", str(jsonl)]) == 2

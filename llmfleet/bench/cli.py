@@ -1,4 +1,5 @@
-"""`llmfleet bench offline | serve | gateway | embed`: the project's own benchmarks (workloads in BENCHMARKS.md).
+"""`llmfleet bench offline | serve | gateway | fleet | perplexity | embed`: the project's own benchmarks (workloads
+in BENCHMARKS.md).
 
 Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
 simply has no subcommand.
@@ -13,6 +14,8 @@ SUBCOMMANDS = {
     "serve": ("llmfleet.bench.serve", "streaming HTTP load against a running server (W3, W4, W5)"),
     "gateway": ("llmfleet.bench.gateway", "latency the gateway adds over a fixed-answer backend, and its req/s"),
     "embed": ("llmfleet.bench.embed", "sentences/s of an embedding model through the engine"),
+    "fleet": ("llmfleet.bench.fleet", "a workload through the gateway over N llmfleet serve replicas, per policy"),
+    "perplexity": ("llmfleet.bench.perplexity", "perplexity of a model on a text file (and transformers' on it)"),
 }
 
 

@@ -3,7 +3,8 @@
 It answers /v1/completions and /v1/chat/completions with the same few tokens (streamed as SSE or not) at once,
 so what a benchmark measures through it is the proxy's own cost. `POST /control` changes its behaviour at run
 time: {"ready": "draining"} (its /ready answers 503 draining), {"status": 503} (every completion fails with it),
-{"break_after": 2} (streams stop after 2 events without [DONE], the connection dropped), {"delay_s": 0.5}.
+{"break_after": 2} (streams stop after 2 events without [DONE], the connection dropped), {"delay_s": 0.5},
+{"logprob": -2.0} (the logprob of every token, in answers that ask for logprobs; default -0.5).
 
     python -m llmfleet.bench.fixed_backend --port 9001 [--model fixed] [--tokens 4]
 """
@@ -21,7 +22,7 @@ from starlette.routing import Route
 
 
 def create_app(model: str = "fixed", tokens: int = 4) -> Starlette:
-    state = {"ready": "ready", "status": 200, "break_after": None, "delay_s": 0.0, "served": 0}
+    state = {"ready": "ready", "status": 200, "break_after": None, "delay_s": 0.0, "served": 0, "logprob": -0.5}
 
     async def complete(request: Request) -> Response:
         body = json.loads(await request.body())
@@ -40,7 +41,10 @@ def create_app(model: str = "fixed", tokens: int = 4) -> Starlette:
         if body.get("stream"):
             return StreamingResponse(_events(model, tokens, chat, state["break_after"]),
                                      media_type="text/event-stream")
-        return JSONResponse(_answer(model, tokens, chat))
+        answer = _answer(model, tokens, chat)
+        if body.get("logprobs") is not None and body.get("logprobs") is not False:
+            answer["choices"][0]["logprobs"] = _logprobs(tokens, chat, state["logprob"])
+        return JSONResponse(answer)
 
     async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"status": state["ready"]}, 200 if state["ready"] == "ready" else 503)
@@ -71,6 +75,13 @@ def _answer(model: str, tokens: int, chat: bool) -> dict:
     return {"id": "fixed-0", "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": model, "choices": [choice],
             "usage": {"prompt_tokens": 1, "completion_tokens": tokens, "total_tokens": tokens + 1}}
+
+
+def _logprobs(tokens: int, chat: bool, logprob: float) -> dict:
+    if chat:
+        return {"content": [{"token": " ok", "logprob": logprob, "bytes": None, "top_logprobs": []}] * tokens}
+    return {"tokens": [" ok"] * tokens, "token_logprobs": [logprob] * tokens, "top_logprobs": None,
+            "text_offset": list(range(0, 3 * tokens, 3))}
 
 
 async def _events(model: str, tokens: int, chat: bool, break_after: int | None):

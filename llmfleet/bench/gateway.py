@@ -5,6 +5,9 @@ percentiles is what the gateway adds. By default the backend is `llmfleet.bench.
 once, so the difference is the proxy's own cost) and both it and the gateway run as child processes on this
 machine; `--backend URL` measures over a running server instead (e.g. a real `llmfleet serve` replica).
 
+The load generator is the gateway's own replica client (llmfleet.gateway.client): an httpx client costs more CPU
+per request than the gateway itself and, on a small machine, caps the rate before the gateway does.
+
 Phases: 200 requests one at a time (no queueing), open-loop Poisson arrivals at `--rate` for `--duration` s, streamed (time to first event and to the end of
 the stream); then a closed loop of `--concurrency` workers sending short non-streaming completions for
 `--duration` s through the gateway (requests per second, errors).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import socket
@@ -23,10 +27,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import uvloop
 
 from llmfleet.bench.results import write_result
+from llmfleet.gateway.client import ReplicaClient, ReplicaError
 
 ROOT = Path(__file__).resolve().parents[2]
+_JSON = {"content-type": "application/json"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         gateway = _start(procs, ["-m", "llmfleet", "gateway", "--replica", backend, "--policy", args.policy,
                                  "--log-level", "warning"], "gateway")
         time.sleep(1.0)   # the gateway's first health check
-        record = asyncio.run(_measure(args, backend, gateway))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            record = runner.run(_measure(args, backend, gateway))
     finally:
         for proc in procs:
             proc.terminate()
@@ -78,17 +86,17 @@ async def _measure(args, backend: str, gateway: str) -> dict:
 async def _open_loop(url: str, rate: float, duration: float, body: dict) -> dict:
     """Poisson arrivals; each request streams; latency = send to the end of the stream."""
     rng = random.Random(0)
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        await _one(client, body)   # warm the connection pool
-        tasks, start, at = [], time.perf_counter(), 0.0
-        while at < duration:
-            at += rng.expovariate(rate)
-            delay = start + at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(client, body)))
-        results = await asyncio.gather(*tasks)
+    client = ReplicaClient(read_timeout_s=30)
+    await _one(client, url, body)   # warm the connection pool
+    tasks, start, at = [], time.perf_counter(), 0.0
+    while at < duration:
+        at += rng.expovariate(rate)
+        delay = start + at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(client, url, body)))
+    results = await asyncio.gather(*tasks)
+    await client.aclose()
     ok = [r for r in results if r is not None]
     lat = np.array([r[1] for r in ok]) if ok else np.zeros(1)
     first = np.array([r[0] for r in ok]) if ok else np.zeros(1)
@@ -100,47 +108,47 @@ async def _open_loop(url: str, rate: float, duration: float, body: dict) -> dict
 
 async def _sequential(url: str, count: int, body: dict) -> dict:
     """One streamed request at a time: latency without any queueing."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        await _one(client, body)
-        results = [await _one(client, body) for _ in range(count)]
+    client = ReplicaClient(read_timeout_s=30)
+    await _one(client, url, body)
+    results = [await _one(client, url, body) for _ in range(count)]
+    await client.aclose()
     lat = np.array([r[1] for r in results if r is not None] or [0.0])
     return {"requests": count, "errors": sum(r is None for r in results),
             "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
             "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3)}
 
 
-async def _one(client: httpx.AsyncClient, body: dict) -> tuple[float, float] | None:
+async def _one(client: ReplicaClient, url: str, body: dict, stream: bool = True) -> tuple[float, float] | None:
     start = time.perf_counter()
     first = None
     try:
-        async with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
-            if response.status_code != 200:
-                return None
-            async for chunk in response.aiter_raw():
-                if first is None and chunk:
-                    first = time.perf_counter() - start
-    except httpx.HTTPError:
+        response = await client.send("POST", url, "/v1/completions", json.dumps({**body, "stream": stream}).encode(),
+                                     _JSON)
+        if response.status_code != 200:
+            await response.read()
+            return None
+        async for chunk in response.chunks():
+            if first is None and chunk:
+                first = time.perf_counter() - start
+    except ReplicaError:
         return None
     return first or 0.0, time.perf_counter() - start
 
 
 async def _closed_loop(url: str, workers: int, duration: float, body: dict) -> dict:
+    """`workers` clients back to back, short non-streaming completions: requests per second and errors."""
     counts = {"ok": 0, "errors": 0}
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        deadline = time.perf_counter() + duration
+    client = ReplicaClient(read_timeout_s=30)
+    deadline = time.perf_counter() + duration
 
-        async def worker():
-            while time.perf_counter() < deadline:
-                try:
-                    ok = (await client.post("/v1/completions", json=body)).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                counts["ok" if ok else "errors"] += 1
+    async def worker():
+        while time.perf_counter() < deadline:
+            counts["ok" if await _one(client, url, body, stream=False) is not None else "errors"] += 1
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    elapsed = time.perf_counter() - start
+    await client.aclose()
     return {"workers": workers, "requests": counts["ok"] + counts["errors"], "errors": counts["errors"],
             "requests_per_s": round(counts["ok"] / elapsed, 1)}
 

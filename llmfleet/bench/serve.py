@@ -36,6 +36,7 @@ class RequestResult:
     itl: list[float] = field(default_factory=list)
     turn: int = 0
     error: str | None = None
+    cached_tokens: int = 0      # usage.prompt_tokens_details.cached_tokens: the server's prefix-cache hit
 
     @property
     def tpot(self) -> float:
@@ -62,6 +63,8 @@ async def send_request(http: httpx.AsyncClient, model: str, request: BenchReques
                     return result
                 if chunk.get("usage"):
                     result.output_tokens = chunk["usage"]["completion_tokens"]
+                    result.cached_tokens = (chunk["usage"].get("prompt_tokens_details") or {}).get(
+                        "cached_tokens") or 0
                 if chunk.get("choices"):
                     now = time.perf_counter()
                     if result.ttft == 0.0:
@@ -129,6 +132,8 @@ def summarize(results: list[RequestResult], duration: float, rate: float) -> dic
         "rate": rate if math.isfinite(rate) else "inf", "duration_s": duration, "completed": len(ok),
         "failed": len(results) - len(ok), "errors": sorted({r.error for r in results if r.error})[:5],
         "prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
+        "cached_prompt_tokens": sum(r.cached_tokens for r in ok),
+        "prefix_hit_rate": sum(r.cached_tokens for r in ok) / prompt_tokens if prompt_tokens else 0.0,
         "request_throughput": len(ok) / duration, "output_throughput": output_tokens / duration,
         "total_token_throughput": (prompt_tokens + output_tokens) / duration,
         "goodput": len(good) / duration, "goodput_fraction": len(good) / len(results) if results else 0.0,

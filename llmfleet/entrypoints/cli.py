@@ -14,6 +14,7 @@ COMMANDS = {
     "gateway": "llmfleet.entrypoints.gateway",
     "bench": "llmfleet.bench.cli",
     "run-batch": "llmfleet.entrypoints.run_batch",
+    "logs": "llmfleet.entrypoints.logs",
 }
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmfleet.protocol.tls import add_tls_arguments, tls_config
+from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
+
 POLICY_NAMES = ("prefix-aware", "round-robin", "least-loaded", "power-of-two", "session")
 
 
@@ -27,6 +30,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     parser.add_argument("--max-retries", type=int, default=None, help="other replicas tried before failing")
     parser.add_argument("--no-kv-events", action="store_true", help="do not follow replicas' KV events")
     parser.add_argument("--log-level", default=None, choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--replica-ca-certs", default=None,
+                        help="PEM CA bundle that https:// replicas' certificates are verified with "
+                             "(default: the system's CAs)")
+    add_tls_arguments(parser)
+    add_tenancy_arguments(parser)
     return parser
 
 
@@ -37,7 +45,8 @@ def build_config(args: argparse.Namespace):
     data = load_yaml(args.config) if args.config else {}
     flags = {"policy": args.policy, "host": args.host, "port": args.port, "tokenizer": args.tokenizer,
              "block_size": args.block_size, "max_retries": args.max_retries, "log_level": args.log_level,
-             "kv_events": False if args.no_kv_events else None}
+             "kv_events": False if args.no_kv_events else None, "replica_ca_certs": args.replica_ca_certs,
+             "tenancy": tenancy_config(args), "tls": tls_config(args)}
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.replica:
         data["replicas"] = [parse_replica_flag(url) for url in args.replica]
@@ -60,5 +69,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"llmfleet gateway: error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+    tls = config.tls.uvicorn_options() if config.tls else {}
+    # lifespan "on": a startup that fails (the key store unreachable) stops the gateway instead of serving without
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False,
+                lifespan="on", **tls)
     return 0

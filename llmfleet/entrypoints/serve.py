@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
 # flag -> EngineConfig field; only flags the user set are passed on
@@ -25,6 +26,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None,
                         help="model folder, demo model name or benchmark shape (default: the built-in demo model)")
     add_server_arguments(parser)
+    add_tls_arguments(parser)
     add_tenancy_arguments(parser)
     add_engine_arguments(parser)
     return parser
@@ -106,7 +108,7 @@ def build_configs(args: argparse.Namespace):
                           log_level=args.log_level, tenancy=tenancy_config(args),
                           lenient_requests=args.lenient_requests, allowed_origins=tuple(args.allowed_origins),
                           allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
-                          allow_credentials=args.allow_credentials, batch_dir=args.batch_dir,
+                          allow_credentials=args.allow_credentials, tls=tls_config(args), batch_dir=args.batch_dir,
                           batch_concurrency=args.batch_concurrency)
     return server, engine
 

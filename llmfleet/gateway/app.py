@@ -6,6 +6,8 @@
 /ready           some replica can take a request
 /metrics         the gateway's own Prometheus registry
 /fleet/replicas  JSON: each replica's url, model, healthy, draining, in_flight, routed, circuit
+
+With `config.tenancy` every route but /health and /ready needs a key, and tenancy's admin API is served too.
 """
 from __future__ import annotations
 
@@ -63,6 +65,10 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
         Route("/fleet/replicas", replicas)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.fleet = fleet
+    if config.tenancy is not None:  # keys, limits, budgets, guards and spend in front of the proxy
+        from llmfleet.tenancy import TenancyMiddleware
+
+        app.add_middleware(TenancyMiddleware, config=config.tenancy)
     return app
 
 

@@ -2,11 +2,14 @@
 YAML file (`--config fleet.yaml`). Every ValueError names its field."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from llmfleet.gateway.splits import ModelVersion, parse_models
 from llmfleet.gateway.tiers import Tier, parse_tiers
+from llmfleet.protocol.tls import TLSConfig
+from llmfleet.tenancy.config import TenancyConfig
 
 POLICIES = ("prefix-aware", "round-robin", "least-loaded", "power-of-two", "session")
 
@@ -57,6 +60,10 @@ class GatewayConfig:
     models: dict[str, tuple[ModelVersion, ...]] = field(default_factory=dict)
     # tiered routing: virtual model name -> tiers, cheapest first (tiers.py)
     tiers: dict[str, tuple[Tier, ...]] = field(default_factory=dict)
+    # security: keys, limits, budgets and spend in front of the proxy; HTTPS; the CA bundle replicas are checked by
+    tenancy: TenancyConfig | None = None
+    tls: TLSConfig | None = None
+    replica_ca_certs: str | None = None  # PEM bundle for https:// replicas (None: the system's CAs)
 
     def __post_init__(self) -> None:
         if not self.replicas:
@@ -80,6 +87,14 @@ class GatewayConfig:
             raise ValueError(f"balance_ratio: must be >= 1, got {self.balance_ratio}")
         if self.session_load_factor < 1.0:
             raise ValueError(f"session_load_factor: must be >= 1, got {self.session_load_factor}")
+        if self.replica_ca_certs is not None and not os.path.isfile(self.replica_ca_certs):
+            raise ValueError(f"replica_ca_certs: no such file {self.replica_ca_certs!r}")
+        if self.tenancy is not None and not isinstance(self.tenancy, TenancyConfig):
+            raise ValueError("tenancy: must be a TenancyConfig (or a mapping of its fields in YAML)")
+
+    def replica_verify(self) -> bool | str:
+        """What the replica client verifies https:// replicas with: the CA bundle's path, or True (system CAs)."""
+        return True if self.replica_ca_certs is None else self.replica_ca_certs
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GatewayConfig":
@@ -98,7 +113,11 @@ class GatewayConfig:
             if url not in listed:
                 replicas.append(ReplicaConfig(url))
                 listed.add(url)
-        return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers"))})
+        tenancy = data.get("tenancy")
+        if isinstance(tenancy, dict):
+            tenancy = TenancyConfig(**tenancy)
+        return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers")),
+                      "tenancy": tenancy})
 
 
 def load_yaml(path: str) -> dict[str, Any]:

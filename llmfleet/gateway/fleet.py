@@ -9,13 +9,14 @@ open requests going but sends it nothing new.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from urllib.parse import urlsplit
 
-import httpx
 import zmq.asyncio
 
+from llmfleet.gateway.client import ReplicaClient, ReplicaError
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.index import PrefixIndex
 from llmfleet.gateway.kv_subscriber import KVEventSubscriber
@@ -23,6 +24,7 @@ from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.policies import RoutingRequest, make_policy
 from llmfleet.gateway.prompts import PromptHasher
 from llmfleet.gateway.replica import CircuitBreaker, Replica
+from llmfleet.gateway.shadow import Shadows
 from llmfleet.gateway.splits import TrafficSplit
 from llmfleet.gateway.tiers import TierRouter
 
@@ -41,20 +43,21 @@ class Fleet:
         self.metrics = GatewayMetrics(config.policy)
         self.split = TrafficSplit(config.models)
         self.tiers = TierRouter(config.tiers, self.hasher)
-        self.client: httpx.AsyncClient | None = None
+        self.shadows = Shadows(self)
+        self.client: ReplicaClient | None = None
         self.subscribers: dict[str, tuple[KVEventSubscriber, asyncio.Task]] = {}
         self._zmq: zmq.asyncio.Context | None = None
         self._watchers: list[asyncio.Task] = []
 
     async def start(self) -> None:
         cfg = self.config
-        limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-        timeout = httpx.Timeout(cfg.request_timeout_s, connect=cfg.connect_timeout_s)
-        self.client = httpx.AsyncClient(limits=limits, timeout=timeout)
+        self.client = ReplicaClient(cfg.connect_timeout_s, cfg.request_timeout_s, cfg.max_connections,
+                                    verify=cfg.replica_verify())
         self._zmq = zmq.asyncio.Context()
         self._watchers = [asyncio.create_task(self._watch(rep)) for rep in self.replicas]
 
     async def stop(self) -> None:
+        await self.shadows.stop()
         tasks = self._watchers + [task for _, task in self.subscribers.values()]
         for task in tasks:
             task.cancel()
@@ -70,6 +73,15 @@ class Fleet:
         candidates = [r for r in self.replicas if r not in exclude and r.available(now) and (
             r.url in version.replicas if version is not None else r.serves(request.model))]
         return self.policy.choose(request, candidates) if candidates else None
+
+    def knows(self, model: str) -> bool:
+        """Whether some replica, split or tier serves `model` (True while no replica has listed its models)."""
+        if model in self.split.models or model in self.tiers.tiers:
+            return True
+        listed = [rep.models for rep in self.replicas if rep.models]
+        if not listed and not self.split.models and not self.tiers.tiers:
+            return True
+        return any(model in models for models in listed)
 
     def models(self) -> list[str]:
         served = {name for rep in self.replicas for name in rep.models}
@@ -96,15 +108,15 @@ class Fleet:
     async def check(self, rep: Replica) -> bool:
         """One /ready probe; updates the replica's health and draining state."""
         try:
-            answer = await self.client.get(rep.url + "/ready", timeout=self.config.health_timeout_s)
-        except httpx.HTTPError:
+            status, body = await self.client.get(rep.url, "/ready", self.config.health_timeout_s)
+        except ReplicaError:
             return self._down(rep)
-        if answer.status_code == 200:
+        if status == 200:
             if not rep.healthy:
                 await self._up(rep)
             rep.draining = False
             return True
-        if answer.status_code == 503 and _status(answer) == "draining":
+        if status == 503 and _status(body) == "draining":
             rep.draining = True
             return True
         return self._down(rep)
@@ -117,10 +129,10 @@ class Fleet:
 
     async def _up(self, rep: Replica) -> None:
         try:
-            cards = (await self.client.get(rep.url + "/v1/models", timeout=self.config.health_timeout_s)).json()
+            cards = json.loads((await self.client.get(rep.url, "/v1/models", self.config.health_timeout_s))[1])
             rep.cards = [c for c in cards.get("data", []) if isinstance(c, dict)]
             rep.models = tuple(str(c.get("id")) for c in rep.cards)
-        except (httpx.HTTPError, ValueError, AttributeError):
+        except (ReplicaError, ValueError, AttributeError):
             logger.warning("replica %s: /v1/models did not answer a model list", rep.url)
         await self._follow_events(rep)
         rep.breaker.probe_passed()   # back from down: one trial request decides, whatever the open timer says
@@ -145,9 +157,9 @@ class Fleet:
         if not self.config.kv_events:
             return None
         try:
-            answer = await self.client.get(rep.url + "/kv_events", timeout=self.config.health_timeout_s)
-            info = answer.json() if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            status, body = await self.client.get(rep.url, "/kv_events", self.config.health_timeout_s)
+            info = json.loads(body) if status == 200 else None
+        except (ReplicaError, ValueError):
             return None
         if not isinstance(info, dict) or not isinstance(info.get("endpoint"), str):
             return None
@@ -158,9 +170,9 @@ class Fleet:
         return _reachable(info["endpoint"], rep.url)
 
 
-def _status(answer: httpx.Response) -> str | None:
+def _status(answer: bytes) -> str | None:
     try:
-        body = answer.json()
+        body = json.loads(answer)
     except ValueError:
         return None
     return body.get("status") if isinstance(body, dict) else None

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from llmfleet.gateway.client import ReplicaError, ReplicaResponse
+from llmfleet.gateway.escalation import apply_tier, judged
 from llmfleet.gateway.errors import error_response, sse_error
 from llmfleet.gateway.fleet import Fleet
 from llmfleet.gateway.policies import RoutingRequest
+from llmfleet.gateway.relay import Release, RelayResponse
 from llmfleet.gateway.replica import Replica
+from llmfleet.gateway.splits import body_for
 
 _HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
                "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding"}
@@ -41,20 +44,34 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
     route = _routing_request(request, body)
     if isinstance(route, Response):
         return route
+    virtual = route.model
     tiered = fleet.tiers.resolve(route.model, route.path, route.payload)
     if tiered is not None:
-        tier, reason = tiered
-        route.tier, route.model = (tier.model, reason), tier.model
-        route.payload = {**route.payload, "model": tier.model}
-        body = json.dumps(route.payload).encode()
-        fleet.metrics.tiers.labels(tier.model).inc()
-    known = fleet.models()
-    if route.model and known and route.model not in known:
+        body = apply_tier(route, *tiered, route.payload)
+        fleet.metrics.tiers.labels(route.model).inc()
+        if tiered[0] is not fleet.tiers.tiers[virtual][0]:
+            fleet.metrics.escalations.labels(fleet.tiers.tiers[virtual][0].model, route.model, "rule").inc()
+    if route.model and not fleet.knows(route.model):
         fleet.metrics.rejected.labels("model_not_found").inc()
-        return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: {', '.join(known)}",
-                              "model", "model_not_found", _route_headers(route))
+        return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: "
+                                   f"{', '.join(fleet.models())}", "model", "model_not_found", _route_headers(route))
     headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
+    path = request.url.path
+
+    async def forward(content: bytes) -> Response:
+        return await _forward(fleet, route, path, content, headers, start)
+
+    if tiered is not None and tiered[0].min_mean_logprob is not None and route.payload.get("stream") is not True:
+        return await judged(fleet, route, virtual, tiered[0], forward)
+    return await forward(body)
+
+
+async def _forward(fleet: Fleet, route: RoutingRequest, path: str, body: bytes, headers: dict,
+                   start: float) -> Response:
+    """The request to one replica of its model (version), retried on others while it fails before a byte."""
     route.version = fleet.split.version_for(route.model, route.session_key)
+    if fleet.split.has_shadows:
+        fleet.shadows.mirror(route, path, body, headers)
     tried: list[Replica] = []
     failed: _Failed | None = None
     for _ in range(fleet.config.max_retries + 1):
@@ -64,11 +81,11 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
         if failed is not None:
             fleet.metrics.retries.labels(tried[-1].url, failed.reason).inc()
         tried.append(rep)
-        outcome = await _attempt(fleet, rep, route, request.url.path, _body_for(route, rep, body), headers, start)
+        outcome = await _attempt(fleet, rep, route, path, body_for(route, rep, body), headers, start)
         if not isinstance(outcome, _Failed):
             return outcome
         failed = outcome
-    return _give_up(fleet, failed, tried)
+    return _give_up(fleet, route, failed, tried)
 
 
 def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response:
@@ -84,24 +101,17 @@ def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response
     return RoutingRequest(request.url.path, payload, model if isinstance(model, str) and model else None, session)
 
 
-def _body_for(route: RoutingRequest, rep: Replica, body: bytes) -> bytes:
-    """The client's bytes, except that a split model's name becomes the version's (or the replica's) own."""
-    if route.version is None:
-        return body
-    served = route.version.served_model or (rep.models[0] if rep.models else route.model)
-    return json.dumps({**route.payload, "model": served}).encode()
-
-
-def _give_up(fleet: Fleet, failed: _Failed | None, tried: list[Replica]) -> Response:
+def _give_up(fleet: Fleet, route: RoutingRequest, failed: _Failed | None, tried: list[Replica]) -> Response:
     if failed is not None and failed.response is not None:
         return failed.response
     if failed is not None:
         fleet.metrics.rejected.labels("replicas_failed").inc()
         return error_response(502, f"every replica tried failed ({failed.reason}): "
-                                   f"{', '.join(r.url for r in tried)}", None, "replicas_failed")
+                                   f"{', '.join(r.url for r in tried)}", None, "replicas_failed",
+                              _route_headers(route))
     fleet.metrics.rejected.labels("no_replica").inc()
     return error_response(503, "no healthy replica serves this model right now; retry later", None,
-                          "no_replica_available", {"Retry-After": "1"})
+                          "no_replica_available", {"Retry-After": "1", **_route_headers(route)})
 
 
 async def _attempt(fleet: Fleet, rep: Replica, route: RoutingRequest, path: str, body: bytes, headers: dict,
@@ -111,35 +121,32 @@ async def _attempt(fleet: Fleet, rep: Replica, route: RoutingRequest, path: str,
     rep.breaker.on_send()
     sent = time.perf_counter()
     try:
-        upstream = await fleet.client.send(
-            fleet.client.build_request("POST", rep.url + path, content=body, headers=headers), stream=True)
-    except httpx.HTTPError as exc:
+        upstream = await fleet.client.send("POST", rep.url, path, body, headers)
+    except ReplicaError as exc:
         return _failure(rep, f"connect:{type(exc).__name__}")
     if upstream.status_code in (429, 503):
         return await _refused(fleet, rep, upstream)
     if route.payload.get("stream") is True:
         return await _stream(fleet, rep, route, upstream, start, sent)
     try:
-        content = await upstream.aread()
-    except httpx.HTTPError as exc:
+        content = await upstream.read()
+    except ReplicaError as exc:
         return _failure(rep, f"read:{type(exc).__name__}")
-    finally:
-        await upstream.aclose()
     rep.in_flight -= 1
     _judge(rep, upstream.status_code)
     response = Response(content, upstream.status_code, headers=_answer_headers(rep, upstream, route))
     _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
+    if upstream.status_code == 200:
+        fleet.metrics.compare_cached(rep.url, route.predicted_cached_tokens, content)
     return response
 
 
-async def _refused(fleet: Fleet, rep: Replica, upstream: httpx.Response) -> _Failed:
+async def _refused(fleet: Fleet, rep: Replica, upstream: ReplicaResponse) -> _Failed:
     """429 / 503 before any byte reached the client: someone else may take it."""
     try:
-        content = await upstream.aread()
-    except httpx.HTTPError:
+        content = await upstream.read()
+    except ReplicaError:
         content = b""
-    finally:
-        await upstream.aclose()
     rep.in_flight -= 1
     if upstream.status_code == 503:
         if b'"draining"' in content:
@@ -151,68 +158,47 @@ async def _refused(fleet: Fleet, rep: Replica, upstream: httpx.Response) -> _Fai
     return _Failed(f"status:{upstream.status_code}", passed_on)
 
 
-async def _stream(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: httpx.Response, start: float,
-                  sent: float) -> Response | _Failed:
-    chunks = upstream.aiter_raw()
+async def _stream(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: ReplicaResponse, start: float,
+                  sent: float) -> RelayResponse | _Failed:
+    chunks = upstream.chunks()
     try:
         first = await anext(chunks, b"")
-    except httpx.HTTPError as exc:
-        await upstream.aclose()
+    except ReplicaError as exc:
+        upstream.close()
         return _failure(rep, f"read:{type(exc).__name__}")
     _account(fleet, rep, route, upstream.status_code, start, time.perf_counter() - sent)
-    release = _Release(rep, upstream)
-    return _RelayResponse(release, _relay(fleet, rep, upstream, chunks, first, release), upstream.status_code,
-                          headers=_answer_headers(rep, upstream, route))
+    release = Release(rep, upstream)
+    return RelayResponse(upstream.status_code, _answer_headers(rep, upstream, route),
+                         _relay(fleet, rep, route, upstream, chunks, first, release), release)
 
 
-class _Release:
-    """Closes the upstream stream and frees the replica's in-flight slot exactly once: when the relay ends, or
-    when the response is abandoned before the relay ever ran (the client left first)."""
-    __slots__ = ("rep", "upstream", "done")
-
-    def __init__(self, rep: Replica, upstream: httpx.Response):
-        self.rep, self.upstream, self.done = rep, upstream, False
-
-    async def __call__(self) -> None:
-        if not self.done:
-            self.done = True
-            self.rep.in_flight -= 1
-            await self.upstream.aclose()
-
-
-class _RelayResponse(StreamingResponse):
-    def __init__(self, release: _Release, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._release = release
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._release()
-
-
-async def _relay(fleet: Fleet, rep: Replica, upstream: httpx.Response, chunks, first: bytes, release: _Release):
-    """Whole SSE events from the replica; on a break, an error event and [DONE] instead of the partial tail."""
+async def _relay(fleet: Fleet, rep: Replica, route: RoutingRequest, upstream: ReplicaResponse, chunks,
+                 first: bytes, release: Release):
+    """Whole SSE events from the replica; on a break, an error event and [DONE] instead of the partial tail.
+    A usage event (stream_options.include_usage) has its cached tokens set beside the router's prediction."""
     tail = b""
+    predicted = route.predicted_cached_tokens
     try:
         data = first
         while data:
             buffer = tail + data
             cut = buffer.rfind(b"\n\n") + 2
             if cut >= 2:
-                yield buffer[:cut]
+                events = buffer[:cut]
+                if predicted is not None and b'"cached_tokens"' in events:
+                    fleet.metrics.compare_cached(rep.url, predicted, events)
+                yield events
             tail = buffer[cut:] if cut >= 2 else buffer
             data = await anext(chunks, b"")
         if tail:
             yield tail
         _judge(rep, upstream.status_code)
-    except httpx.HTTPError as exc:
+    except ReplicaError as exc:
         rep.breaker.failure()
         fleet.metrics.stream_errors.labels(rep.url).inc()
         yield sse_error(f"the replica {rep.url} failed mid-stream: {type(exc).__name__}")
     finally:
-        await release()
+        release()
 
 
 def _failure(rep: Replica, reason: str) -> _Failed:
@@ -230,7 +216,7 @@ def _judge(rep: Replica, status: int) -> None:
         rep.breaker.success()
 
 
-def _answer_headers(rep: Replica, upstream: httpx.Response, route: RoutingRequest | None) -> dict:
+def _answer_headers(rep: Replica, upstream: ReplicaResponse, route: RoutingRequest | None) -> dict:
     headers = {k: upstream.headers[k] for k in _PASS_BACK if k in upstream.headers}
     headers[REPLICA_HEADER] = rep.url
     return headers | (_route_headers(route) if route is not None else {})

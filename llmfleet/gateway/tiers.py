@@ -4,12 +4,16 @@ In fleet.yaml, tiers cheapest first; the last one takes whatever the others turn
 
     tiers:
       auto:
-        - {model: small, max_prompt_tokens: 512, escalate_on: ["(?i)prove|step by step"]}
+        - {model: small, max_prompt_tokens: 512, escalate_on: ["(?i)prove|step by step"], min_mean_logprob: -1.2}
         - {model: large}
 
 A tier turns a request down when its prompt is longer than `max_prompt_tokens` (counted with the gateway's
 tokenizer, else estimated as characters / 4) or its text matches one of `escalate_on`. The chosen tier and the
 reason travel back in the x-llmfleet-tier and x-llmfleet-tier-reason headers.
+
+`min_mean_logprob` judges the tier's own answer (escalation.py): a non-streaming request it took is answered with
+token logprobs (asked for if the client did not, and stripped again), and an answer whose mean token logprob is
+below the threshold is thrown away and the request sent on to the next tier.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class Tier:
     model: str
     max_prompt_tokens: int | None = None
     escalate_on: tuple[str, ...] = ()
+    min_mean_logprob: float | None = None   # an answer less sure than this (mean token logprob) goes up a tier
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -30,6 +35,9 @@ class Tier:
         if self.max_prompt_tokens is not None and (not isinstance(self.max_prompt_tokens, int)
                                                    or self.max_prompt_tokens < 1):
             raise ValueError(f"tiers.max_prompt_tokens: must be a positive integer, got {self.max_prompt_tokens!r}")
+        if self.min_mean_logprob is not None and (isinstance(self.min_mean_logprob, bool) or not isinstance(
+                self.min_mean_logprob, (int, float)) or self.min_mean_logprob > 0):
+            raise ValueError(f"tiers.min_mean_logprob: must be a number <= 0, got {self.min_mean_logprob!r}")
         for pattern in self.escalate_on:
             try:
                 re.compile(pattern)
@@ -46,8 +54,12 @@ def parse_tiers(data: Any) -> dict[str, tuple[Tier, ...]]:
     for name, items in data.items():
         if not isinstance(items, list) or not items or any(not isinstance(t, dict) for t in items):
             raise ValueError(f"tiers.{name}: must be a non-empty list of {{model, max_prompt_tokens, escalate_on}}")
-        tiers[str(name)] = tuple(Tier(t.get("model"), t.get("max_prompt_tokens"), tuple(t.get("escalate_on") or ()))
-                                 for t in items)
+        for t in items:
+            unknown = sorted(set(t) - {"model", "max_prompt_tokens", "escalate_on", "min_mean_logprob"})
+            if unknown:
+                raise ValueError(f"tiers.{unknown[0]}: unknown tier setting")
+        tiers[str(name)] = tuple(Tier(t.get("model"), t.get("max_prompt_tokens"), tuple(t.get("escalate_on") or ()),
+                                      t.get("min_mean_logprob")) for t in items)
     return tiers
 
 
@@ -73,6 +85,12 @@ class TierRouter:
                 return tier, "; ".join(reasons) or "cheapest tier"
             reasons.append(f"{tier.model}: {why}")
         return tiers[-1], "; ".join(reasons)
+
+    def after(self, model: str, tier: Tier) -> Tier | None:
+        """The tier above `tier` in virtual model `model`; None for the last one."""
+        tiers = self.tiers[model]
+        index = tiers.index(tier)
+        return tiers[index + 1] if index + 1 < len(tiers) else None
 
     def _turned_down(self, tier: Tier, text: str, length: int) -> str | None:
         if tier.max_prompt_tokens is not None and length > tier.max_prompt_tokens:

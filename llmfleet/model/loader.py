@@ -1,4 +1,4 @@
-"""Build a model from a Hugging Face folder (config.json + safetensors) or an in-memory config.
+"""Build a model from a Hugging Face folder (config.json + safetensors), a GGUF file, or an in-memory config.
 
 The module is created directly on the target device in the target dtype, with uninitialised weights, then the
 checkpoint is copied in tensor by tensor from memory-mapped files: an 8B model never passes through CPU memory
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmfleet.model.gguf_checkpoint import find_gguf_file, iterate_gguf, load_gguf_config
 from llmfleet.model.models.llama import head_dim_of
 from llmfleet.model.models.registry import architecture_of, get_model_class
 from llmfleet.model.weights import fill_dummy_weights, iterate_checkpoint, load_weights
@@ -51,10 +52,12 @@ class ModelInfo:
 
 def load_model(model_path: str, dtype: torch.dtype, device: str, load_format: str = "auto",
                hf_config=None) -> tuple[nn.Module, object, ModelInfo]:
-    """Build the model of `model_path` (a local folder) on `device` in `dtype`; return (model, hf_config, info).
+    """Build the model of `model_path` (a local folder or GGUF file) on `device` in `dtype`; return (model,
+    hf_config, info).
 
-    hf_config: use this config instead of the folder's config.json (with load_format="dummy" the folder need not
-    exist). load_format: "auto" reads the folder's safetensors, "dummy" fills random weights.
+    hf_config: use this config instead of the checkpoint's own (with load_format="dummy" the folder need not
+    exist). load_format: "auto" reads the folder's safetensors or the GGUF file's tensors, "dummy" fills random
+    weights.
     """
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"load_format: unknown value {load_format!r}; use one of {', '.join(LOAD_FORMATS)}")
@@ -66,16 +69,28 @@ def load_model(model_path: str, dtype: torch.dtype, device: str, load_format: st
     if load_format == "dummy":
         fill_dummy_weights(model)
     else:
-        _require_folder(model_path)
-        load_weights(model, iterate_checkpoint(model_path))
+        load_weights(model, checkpoint_tensors(model_path, hf_config))
     model.eval().requires_grad_(False)
     folder = model_path if model_path and Path(model_path).is_dir() else None
     return model, hf_config, ModelInfo.from_hf_config(hf_config, folder)
 
 
+def checkpoint_tensors(model_path: str, hf_config):
+    """(name, CPU tensor) of every tensor of the GGUF file or safetensors folder `model_path`."""
+    gguf_file = find_gguf_file(model_path) if model_path else None
+    if gguf_file is not None:
+        return iterate_gguf(gguf_file, hf_config)
+    _require_folder(model_path)
+    return iterate_checkpoint(model_path)
+
+
 def load_hf_config(model_path: str):
-    """config.json of a local folder through transformers.AutoConfig (never the hub)."""
+    """The config of a GGUF file, else config.json of a local folder through transformers.AutoConfig (never the
+    hub)."""
     from transformers import AutoConfig
+    gguf_file = find_gguf_file(model_path) if model_path else None
+    if gguf_file is not None:
+        return load_gguf_config(gguf_file)
     _require_folder(model_path)
     if not (Path(model_path) / "config.json").is_file():
         raise ValueError(f"model_path: no config.json in {model_path}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
 
@@ -31,6 +32,7 @@ class ServerConfig:
     allowed_methods: tuple[str, ...] = ("*",)  # CORS: methods a cross-origin request may use
     allowed_headers: tuple[str, ...] = ("*",)  # CORS: headers it may send
     allow_credentials: bool = False           # CORS: cookies and Authorization from those origins
+    tls: TLSConfig | None = None              # HTTPS (and mTLS): `--ssl-certfile`, `--ssl-keyfile`, ...
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

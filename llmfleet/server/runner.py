@@ -51,7 +51,8 @@ def serve(config: ServerConfig, engine_config: EngineConfig, sock: socket.socket
     lifecycle = Lifecycle(config.drain_timeout)
     app = create_app(config, engine_config, lifecycle)
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                               timeout_graceful_shutdown=int(config.drain_timeout) + 5, lifespan="on")
+                               timeout_graceful_shutdown=int(config.drain_timeout) + 5, lifespan="on",
+                               **(config.tls.uvicorn_options() if config.tls else {}))
     server = DrainingServer(uv_config, lifecycle)
     server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started and lifecycle.failure is None else 1

@@ -136,6 +136,10 @@ async def key_update(tenancy: Tenancy, principal, query: dict, body: dict) -> di
     row = await _find_key(tenancy, req.key, req.key_id, principal)
     await _require_team(tenancy, req.team_id)
     values = _update_values(req, _durations(req))
+    if "metadata" in values or any(name in values for name in m.MODEL_LIMITS):
+        values["metadata"] = m.metadata_with_model_limits(req, values.get("metadata", row.metadata))
+    for name in m.MODEL_LIMITS:
+        values.pop(name, None)
     await tenancy.store.update_key(row.key_id, values)
     await tenancy.invalidate(row.key_hash)
     return {"key_id": row.key_id, "info": key_view((await tenancy.store.row(keys, "key_id", row.key_id))._mapping)}

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from llmfleet.tenancy.config import PII_ACTIONS
+from llmfleet.tenancy.config import INJECTION_ACTIONS, PII_ACTIONS
 from llmfleet.tenancy.errors import TenancyError
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -28,14 +28,39 @@ class Limits(_Body):
     rpm_limit: Count | None = None
     tpm_limit: Count | None = None
     max_parallel_requests: Count | None = None
+    model_rpm_limit: Annotated[dict[Name, Count], Field(max_length=256)] | None = None  # kept in metadata
+    model_tpm_limit: Annotated[dict[Name, Count], Field(max_length=256)] | None = None
     metadata: dict = {}
 
 
+MODEL_LIMITS = ("model_rpm_limit", "model_tpm_limit")
+
+
+def metadata_with_model_limits(body: BaseModel, metadata: dict | None) -> dict:
+    """`metadata` with the body's per-model limits (top-level fields, as LiteLLM takes them) written into it."""
+    merged = dict(metadata or {})
+    for name in MODEL_LIMITS:
+        if getattr(body, name, None) is not None:
+            merged[name] = getattr(body, name)
+    return merged
+
+
 def check_metadata(body: BaseModel) -> None:
-    action = (getattr(body, "metadata", None) or {}).get("pii_action")
+    meta = getattr(body, "metadata", None) or {}
+    action = meta.get("pii_action")
     if action is not None and action not in PII_ACTIONS:
         raise TenancyError(400, f"metadata.pii_action: one of {', '.join(PII_ACTIONS)} expected",
                            "invalid_value", param="metadata.pii_action")
+    action = meta.get("injection_action")
+    if action is not None and action not in INJECTION_ACTIONS:
+        raise TenancyError(400, f"metadata.injection_action: one of {', '.join(INJECTION_ACTIONS)} expected",
+                           "invalid_value", param="metadata.injection_action")
+    for name in MODEL_LIMITS:
+        limits = meta.get(name)
+        if limits is not None and not (isinstance(limits, dict) and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in limits.values())):
+            raise TenancyError(400, f"metadata.{name}: a mapping of model name to a count >= 0 expected",
+                               "invalid_value", param=f"metadata.{name}")
 
 
 class KeyGenerate(Limits):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 DEFAULT_DATABASE_URL = "sqlite:///llmfleet-tenancy.db"
 OPEN_PATHS = ("/health", "/ready")  # what orchestrators probe without credentials
 PII_ACTIONS = ("off", "log", "mask", "block")  # see guards/policy.py
+INJECTION_ACTIONS = ("off", "log", "flag", "block")  # see guards/injection_policy.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,13 @@ class TenancyConfig:
     request_log_dir: str | None = None               # encrypted request/response logs of keys with metadata.log_requests
     request_log_key_file: str | None = None          # their AES-256-GCM key (32 bytes: raw, hex or base64)
     alert_webhook_url: str | None = None             # soft_budget / max_budget reached: Slack-compatible JSON, daily
+    injection_action: str = "off"                    # prompt-injection guard; a key's metadata.injection_action wins
+    injection_threshold: float = 0.5                 # the guard acts on prompts scoring at least this (0..1)
+    filter_url: str | None = None                    # external content filter over HTTP (hooks.py) ...
+    filter_callable: str | None = None               # ... or a Python callable "package.module:function"
+    filter_timeout_s: float = 2.0                    # how long the filter may take
+    filter_fail_open: bool = True                    # a failed filter lets requests through (False: 503)
+    filter_responses: bool = False                   # also send JSON answers to the filter
 
     def __post_init__(self) -> None:
         if not isinstance(self.master_key, str) or len(self.master_key) < 8:
@@ -52,6 +60,19 @@ class TenancyConfig:
             raise ValueError("request_log_dir: request logs need both a folder and request_log_key_file")
         if self.alert_webhook_url is not None and not self.alert_webhook_url.startswith(("http://", "https://")):
             raise ValueError(f"alert_webhook_url: http(s):// expected, got {self.alert_webhook_url!r}")
+        if self.injection_action not in INJECTION_ACTIONS:
+            raise ValueError(f"injection_action: one of {', '.join(INJECTION_ACTIONS)} expected, "
+                             f"got {self.injection_action!r}")
+        if not 0.0 < self.injection_threshold <= 1.0:
+            raise ValueError(f"injection_threshold: must be in (0, 1], got {self.injection_threshold!r}")
+        if self.filter_url is not None and self.filter_callable is not None:
+            raise ValueError("filter_url: give a filter URL or a filter callable, not both")
+        if self.filter_url is not None and not self.filter_url.startswith(("http://", "https://")):
+            raise ValueError(f"filter_url: http(s):// expected, got {self.filter_url!r}")
+        if self.filter_callable is not None and ":" not in self.filter_callable:
+            raise ValueError(f"filter_callable: 'module:function' expected, got {self.filter_callable!r}")
+        if not self.filter_timeout_s > 0:
+            raise ValueError(f"filter_timeout_s: must be > 0 seconds, got {self.filter_timeout_s!r}")
         if not isinstance(self.prices, dict):
             raise ValueError("prices: must be a mapping of model name to {input, output}")
 

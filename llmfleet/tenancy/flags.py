@@ -27,6 +27,18 @@ def add_tenancy_arguments(parser: argparse.ArgumentParser) -> None:
                        help="announce keys reaching soft_budget or max_budget here (Slack-compatible, once a day)")
     group.add_argument("--request-log-key-file", default=None,
                        help="the logs' AES-256-GCM key: 32 bytes, raw, hex or base64")
+    group.add_argument("--injection-action", default="off", choices=["off", "log", "flag", "block"],
+                       help="prompt-injection guard (a key's metadata.injection_action overrides it)")
+    group.add_argument("--injection-threshold", type=float, default=0.5,
+                       help="the injection guard acts on prompts scoring at least this (0..1, default 0.5)")
+    group.add_argument("--filter-url", default=None,
+                       help="external content filter: POSTed each request, answers allow / block / redact")
+    group.add_argument("--filter-callable", default=None, metavar="MODULE:FUNCTION",
+                       help="external content filter as a Python callable (instead of --filter-url)")
+    group.add_argument("--filter-timeout", type=float, default=2.0, help="seconds the filter may take")
+    group.add_argument("--filter-fail-closed", action="store_true",
+                       help="refuse requests (503) when the filter fails or times out (default: let them through)")
+    group.add_argument("--filter-responses", action="store_true", help="also send JSON answers to the filter")
 
 
 def tenancy_config(args: argparse.Namespace):
@@ -38,10 +50,14 @@ def tenancy_config(args: argparse.Namespace):
     database = args.database_url or os.environ.get("LLMFLEET_DATABASE_URL") or None
     redis = args.redis_url or os.environ.get("LLMFLEET_REDIS_URL") or None
     if master is None:
-        if args.database_url or args.redis_url or args.price_file or args.request_log_dir:
+        if (args.database_url or args.redis_url or args.price_file or args.request_log_dir or args.filter_url
+                or args.filter_callable or args.injection_action != "off"):
             raise ValueError("master_key: the tenancy flags (--database-url, --redis-url, ...) need --master-key")
         return None
     return TenancyConfig(master_key=master, database_url=database or DEFAULT_DATABASE_URL, redis_url=redis,
                          price_file=args.price_file, pii_action=args.pii_action,
                          request_log_dir=args.request_log_dir, request_log_key_file=args.request_log_key_file,
-                         alert_webhook_url=args.alert_webhook_url)
+                         alert_webhook_url=args.alert_webhook_url, injection_action=args.injection_action,
+                         injection_threshold=args.injection_threshold, filter_url=args.filter_url,
+                         filter_callable=args.filter_callable, filter_timeout_s=args.filter_timeout,
+                         filter_fail_open=not args.filter_fail_closed, filter_responses=args.filter_responses)

@@ -12,7 +12,9 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmfleet.tenancy.errors import TenancyError, ratelimit_headers
+from llmfleet.tenancy.guards.injection_policy import check_prompt
 from llmfleet.tenancy.guards.policy import guard_answer, guard_prompt
+from llmfleet.tenancy.hooks import answer_check, filter_request
 from llmfleet.tenancy.limits import Ask, Rejected, Ticket
 from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
 from llmfleet.tenancy.records import KeyRecord
@@ -29,8 +31,7 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     if body is None:
         return  # the client left before sending its request
     action = record.pii_action or tenancy.config.pii_action
-    if action != "off":
-        body = _guard_prompt(body, action, record.key_id)
+    body, flags = await _guard_request(tenancy, record, body, action)
     found = inspect_request(body, tenancy.config.default_max_tokens)
     if not record.allows(found.model):
         raise TenancyError(403, f"this key may not use model {found.model!r}", "model_not_allowed", param="model")
@@ -38,7 +39,7 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     ask = Ask(found.prompt_tokens + found.completion_tokens, price.cost(found.prompt_tokens, found.completion_tokens))
     started = time.time()
     try:
-        ticket = await tenancy.limiter.admit(record.subjects, ask, started)
+        ticket = await tenancy.limiter.admit(record.subjects_for(found.model), ask, started)
     except Rejected as exc:
         if exc.reason == "budget" and tenancy.alerts is not None:
             _background(tenancy.alerts.exhausted(exc.subject.name, exc.subject.max_budget))
@@ -54,8 +55,14 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
         return [(COST_HEADER, f"{costs[0]:.8f}".encode())]
 
     answer_filter = None if action == "off" else (lambda b: guard_answer(b, action, f"key {record.key_id}"))
-    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status), finish_headers,
-                          answer_filter)
+    check = None
+    if tenancy.content_filter is not None and tenancy.config.filter_responses and not found.stream:
+        check = answer_check(tenancy.content_filter, found.body, _filter_context(record, found.model))
+    meter = ResponseMeter(send, found.stream, found.strip_usage, ratelimit_headers(ticket.status) + flags,
+                          finish_headers, answer_filter, cost_of=lambda usage: price.cost(*usage),
+                          answer_check=check)
+    if record.log_requests and tenancy.request_log is not None:
+        meter.stream_text = {}  # a streamed answer's text goes to the request log too
     try:
         await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
     finally:
@@ -84,6 +91,24 @@ async def _settle(tenancy: Tenancy, ticket: Ticket, tokens: int, cost: float) ->
         await asyncio.shield(tenancy.limiter.settle(ticket, tokens, cost))
     except Exception:
         logger.exception("settling a request with the rate limiter failed")
+
+
+async def _guard_request(tenancy: Tenancy, record: KeyRecord, body: bytes, pii_action: str) -> tuple[bytes, list]:
+    """The body after the pre-call guards (PII, prompt injection, the external filter) and the headers they add
+    to the answer; TenancyError when one refuses it."""
+    if pii_action != "off":
+        body = _guard_prompt(body, pii_action, record.key_id)
+    flags = []
+    injection = record.injection_action or tenancy.config.injection_action
+    if injection != "off":
+        flags = await check_prompt(body, injection, tenancy.config.injection_threshold, f"key {record.key_id}")
+    if tenancy.content_filter is not None:
+        body = await filter_request(tenancy.content_filter, body, _filter_context(record, None))
+    return body, flags
+
+
+def _filter_context(record: KeyRecord, model: str | None) -> dict:
+    return {"key_id": record.key_id, "team_id": record.team_id, "model": model}
 
 
 def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:
@@ -138,6 +163,8 @@ def _rejection(exc: Rejected) -> TenancyError:
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
     kind = exc.subject.name.split(":")[0]
+    if ":model:" in exc.subject.name:
+        kind = f"key's model {exc.subject.name.split(':model:', 1)[1]!r}"
     if exc.reason == "budget":
         return TenancyError(429, f"the {kind}'s budget is exhausted (max_budget {exc.subject.max_budget})",
                             "insufficient_quota", headers=headers, type_="insufficient_quota")
@@ -149,13 +176,15 @@ def _rejection(exc: Rejected) -> TenancyError:
 
 def _log_record(row: dict, found: Inspection, meter: ResponseMeter) -> dict:
     """What the request log keeps: the spend row's facts, the request as sent upstream, and the answer (a JSON
-    answer whole; for a stream, the count of its events)."""
+    answer whole; for a stream, the count of its events and each choice's text)."""
     keep = ("request_id", "key_id", "team_id", "user_id", "model", "prompt_tokens", "completion_tokens", "cost",
             "status", "started_at", "ended_at")
     record = {k: row[k] for k in keep}
     record["request"] = json.loads(found.body)
     try:
-        record["response"] = json.loads(meter.answer) if meter.answer else {"stream_events": meter.events}
+        record["response"] = json.loads(meter.answer) if meter.answer else {
+            "stream_events": meter.events, "choices": [{"index": i, "text": "".join(parts)}
+                                                       for i, parts in sorted((meter.stream_text or {}).items())]}
     except ValueError:
         record["response"] = None
     return record

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import Message, Send
@@ -17,6 +17,7 @@ from starlette.types import Message, Send
 from llmfleet.tenancy.errors import TenancyError
 
 METERED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+COST_FIELD = "cost"  # the dollars of a streamed request, added to its usage chunk (for clients that asked for it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,12 @@ class ResponseMeter:
 
     def __init__(self, send: Send, stream: bool, strip_usage: bool,
                  start_headers: list, finish_headers: Callable[[tuple[int, int] | None], list],
-                 answer_filter: Callable[[bytes], bytes] | None = None):
+                 answer_filter: Callable[[bytes], bytes] | None = None,
+                 cost_of: Callable[[tuple[int, int]], float] | None = None,
+                 answer_check: Callable[[int, bytes], Awaitable[tuple[int, bytes]]] | None = None):
         self._send, self._stream, self._strip, self._filter = send, stream, strip_usage, answer_filter
+        self._cost_of, self._check = cost_of, answer_check
+        self.stream_text: dict[int, list[str]] | None = None  # set to {} to keep a stream's text (request log)
         self._start_headers, self._finish_headers = start_headers, finish_headers
         self.status = 0
         self.usage: tuple[int, int] | None = None  # (prompt_tokens, completion_tokens)
@@ -113,6 +118,8 @@ class ResponseMeter:
         if self._filter is not None and self.status < 400:
             body = self._filter(body)
         start = self._start
+        if self._check is not None and self.status < 400:  # the external filter's verdict on the answer
+            start["status"], body = await self._check(self.status, body)
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         start["headers"] = headers + [(b"content-length", str(len(body)).encode())] + self._finish_headers(self.usage)
         self.answer = body
@@ -132,6 +139,8 @@ class ResponseMeter:
         """The event to pass on (None: drop it), reading usage from the usage chunk."""
         if self._filter is not None and event.startswith(b"data: {"):
             event = b"data: " + self._filter(event[6:])
+        if self.stream_text is not None and event.startswith(b"data: {"):
+            _keep_text(event[6:], self.stream_text)
         if not event.startswith(b"data: {") or b'"usage"' not in event:
             self.events += 1
             return event
@@ -140,12 +149,30 @@ class ResponseMeter:
         if usage:
             self.usage = (int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
         if not self._strip:
-            return event
+            if not usage or self._cost_of is None:
+                return event
+            usage[COST_FIELD] = round(self._cost_of(self.usage), 8)  # the stream's cost: its headers left long ago
+            return b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
         if not chunk.get("choices"):
             return None  # the usage chunk itself
         chunk.pop("usage", None)
         self.events += 1
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
+
+
+def _keep_text(data: bytes, texts: dict[int, list[str]]) -> None:
+    """Appends a chunk's text (chat delta content or completion text) to its choice's list."""
+    try:
+        choices = json.loads(data).get("choices") or []
+    except (ValueError, AttributeError):
+        return
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        text = delta.get("content") if "delta" in choice else choice.get("text")
+        if isinstance(text, str):
+            texts.setdefault(int(choice.get("index", 0)), []).append(text)
 
 
 def _is_event_stream(start: Message) -> bool:

@@ -16,9 +16,15 @@ from llmfleet.tenancy.errors import TenancyError, send_error
 from llmfleet.tenancy.gate import serve_metered
 from llmfleet.tenancy.keys import bearer_token
 from llmfleet.tenancy.metering import METERED_PATHS
+from llmfleet.tenancy.model_list import filtered_models
 from llmfleet.tenancy.service import ADMIN, Tenancy
 
 logger = logging.getLogger(__name__)
+
+
+def without_credentials(scope: Scope) -> Scope:
+    """`scope` without its Authorization header (the app behind tenancy authenticates nothing itself)."""
+    return {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]}
 
 
 class TenancyMiddleware:
@@ -57,8 +63,11 @@ class TenancyMiddleware:
                                headers=[(b"retry-after", b"1")]) from None
         if admin.is_admin_path(scope["path"]):
             return await self._admin(principal, scope, receive, send)
+        scope = without_credentials(scope)  # the tenant's key stops here: the gateway would pass it to replicas
         if principal != ADMIN and scope["method"] == "POST" and scope["path"] in METERED_PATHS:
             return await serve_metered(self.tenancy, principal, self.app, scope, receive, send)
+        if principal != ADMIN and principal.models and scope["path"] == "/v1/models":
+            send = filtered_models(send, principal.models)
         await self.app(scope, receive, send)
 
     async def _admin(self, principal, scope: Scope, receive: Receive, send: Send) -> None:

@@ -41,9 +41,18 @@ class KeyRecord:
     subjects: tuple[Subject, ...]      # the key's own first, then its team's
     pii_action: str | None = None      # the key's own PII guard action (metadata.pii_action), else the config's
     log_requests: bool = False         # metadata.log_requests: its requests and answers go to the request log
+    model_limits: tuple[tuple[str, int | None, int | None], ...] = ()  # (model, rpm, tpm) of this key per model
+    injection_action: str | None = None  # the key's own prompt-injection action (metadata.injection_action)
 
     def allows(self, model: str | None) -> bool:
         return not self.models or model in self.models
+
+    def subjects_for(self, model: str | None) -> tuple[Subject, ...]:
+        """Who a request for `model` is charged to: the key, its team, and the key's limits for that model."""
+        for name, rpm, tpm in self.model_limits:
+            if name == model:
+                return self.subjects + (Subject(f"{self.subjects[0].name}:model:{name}", rpm, tpm),)
+        return self.subjects
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -59,8 +68,17 @@ def key_record(key_row, team_row) -> KeyRecord:
     if team_row is not None:
         subjects += (subject("team", team_row.team_id, team_row),)
     models = tuple(key_row.models or ()) or tuple(getattr(team_row, "models", None) or ())
-    pii_action = (key_row.metadata or {}).get("pii_action")
+    meta = key_row.metadata or {}
+    pii_action = meta.get("pii_action")
     return KeyRecord(key_row.key_hash, key_row.key_id, key_row.team_id, key_row.user_id, models,
                      key_row.expires_at, bool(key_row.blocked), key_row.soft_budget, subjects,
-                     pii_action if isinstance(pii_action, str) else None,
-                     (key_row.metadata or {}).get("log_requests") is True)
+                     pii_action if isinstance(pii_action, str) else None, meta.get("log_requests") is True,
+                     model_limits(meta),
+                     meta["injection_action"] if isinstance(meta.get("injection_action"), str) else None)
+
+
+def model_limits(meta: dict) -> tuple[tuple[str, int | None, int | None], ...]:
+    """(model, rpm, tpm) from metadata's `model_rpm_limit` / `model_tpm_limit` mappings (LiteLLM's names)."""
+    rpm = meta.get("model_rpm_limit") if isinstance(meta.get("model_rpm_limit"), dict) else {}
+    tpm = meta.get("model_tpm_limit") if isinstance(meta.get("model_tpm_limit"), dict) else {}
+    return tuple((name, rpm.get(name), tpm.get(name)) for name in sorted(set(rpm) | set(tpm)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import (JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, select)
+from sqlalchemy import (JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, select, text)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 metadata = MetaData()
@@ -75,10 +75,14 @@ spend_logs = Table(
 
 MIGRATIONS = {1: (schema_versions, teams, users, keys, spend_logs)}  # version -> tables it creates
 LATEST = max(MIGRATIONS)
+MIGRATION_LOCK = 0x6C6C6D66  # PostgreSQL advisory lock id of the migration ("llmf")
 
 
 async def migrate(conn: AsyncConnection) -> int:
-    """Apply the versions not yet recorded; returns the schema's version."""
+    """Apply the versions not yet recorded; returns the schema's version. On PostgreSQL the migration holds an
+    advisory lock to its transaction's end, so gateways starting together apply it one after another."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
     await conn.run_sync(lambda sync: schema_versions.create(sync, checkfirst=True))
     done = set((await conn.execute(select(schema_versions.c.version))).scalars())
     for version in sorted(set(MIGRATIONS) - done):

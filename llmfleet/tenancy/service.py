@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 ADMIN = "admin"  # what `authenticate` returns for the master key
 
 
+def config_filter(config: TenancyConfig) -> bool:
+    return config.filter_url is not None or config.filter_callable is not None
+
+
 def _unauthorized(message: str) -> TenancyError:
     return TenancyError(401, message, "invalid_api_key", headers=[(b"www-authenticate", b"Bearer")])
 
@@ -35,6 +39,7 @@ class Tenancy:
         self._invalidation: RedisInvalidation | None = None
         self.request_log = None
         self.alerts = None
+        self.content_filter = None
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.database_url)
@@ -52,6 +57,18 @@ class Tenancy:
             from llmfleet.tenancy.request_log import RequestLog, load_key
 
             self.request_log = RequestLog(self.config.request_log_dir, load_key(self.config.request_log_key_file))
+        if config_filter(self.config):
+            from llmfleet.tenancy.hooks import ContentFilter
+
+            self.content_filter = ContentFilter(self.config.filter_url, self.config.filter_callable,
+                                                self.config.filter_timeout_s, self.config.filter_fail_open)
+            await self.content_filter.start()
+        if self.config.injection_action != "off":  # train the classifier now, not on the first request
+            import asyncio
+
+            from llmfleet.tenancy.guards.injection import default_model
+
+            await asyncio.to_thread(default_model)
         logger.info("tenancy: keys in %s, limits %s", self.store.engine.dialect.name,
                     "in Redis" if self._redis else "in process")
 
@@ -68,6 +85,8 @@ class Tenancy:
         await self._invalidation.start()
 
     async def close(self) -> None:
+        if self.content_filter is not None:
+            await self.content_filter.close()
         if self.request_log is not None:
             self.request_log.close()
         if self.spend is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+from llmfleet.tenancy.admin_models import metadata_with_model_limits
 from llmfleet.tenancy.errors import TenancyError
 
 HIDDEN = frozenset({"key_hash", "period_index"})
@@ -12,7 +13,9 @@ LIMIT_FIELDS = ("models", "max_budget", "soft_budget", "rpm_limit", "tpm_limit",
 
 def limit_values(req, budget_duration_s: float | None, now: float) -> dict:
     """The columns keys, teams and users share, from a validated admin body."""
-    return {**{name: getattr(req, name) for name in LIMIT_FIELDS}, "budget_duration_s": budget_duration_s,
+    values = {name: getattr(req, name) for name in LIMIT_FIELDS}
+    values["metadata"] = metadata_with_model_limits(req, values["metadata"])
+    return {**values, "budget_duration_s": budget_duration_s,
             "spend": 0.0, "period_spend": 0.0, "period_index": 0, "created_at": now}
 
 

@@ -11,23 +11,29 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-# Each pattern starts with a plain character class (no look-behind), which keeps Python's scanner fast; the
-# boundaries a hit needs are checked after the match (`_bounded`), and each kind runs only on text holding its
-# trigger character (a digit, "@", ":").
-_PATTERNS = {
-    "SECRET": r"(?:sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|xox[abprs]-[A-Za-z0-9-]{10,}"
-              r"|AIza[0-9A-Za-z_-]{35}|-----BEGIN [A-Z ]*PRIVATE KEY-----)",
-    "EMAIL": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-    "IBAN": r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}",
-    "CREDIT_CARD": r"\d(?:[ -]?\d)*+",  # a whole run of digit groups, once; 13-19 digits and Luhn checked after
-    "SSN": r"\d{3}-\d{2}-\d{4}",
-    "IP_ADDRESS": r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]{0,35}",
-    "PHONE": r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{3,4}(?:[ .-]\d{2,4})?",
-}
-KINDS = tuple(_PATTERNS)
-_COMPILED = {kind: re.compile(pattern) for kind, pattern in _PATTERNS.items()}
+# What costs is Python's work per match, not the scanner's per character: so each pattern refuses in C what
+# `_bounded` would refuse later (a start right after a letter or digit), credit cards need 13 digits in the
+# regex, and IPv6 needs its "::" or eight groups; `_bounded` checks the rest after the match. Each scan runs only
+# on text holding its trigger (a digit, "@", "." or "::"), so prose without digits costs two substring tests.
+_B = r"(?<![0-9A-Za-z_])"  # not right after a letter, digit or underscore
+_HEX = "[0-9A-Fa-f]"
+_SCANS = (  # (kind, pattern, trigger); KINDS' order: the earlier kind wins an overlap
+    ("SECRET", r"(?:sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|xox[abprs]-[A-Za-z0-9-]{10,}"
+               r"|AIza[0-9A-Za-z_-]{35}|-----BEGIN [A-Z ]*PRIVATE KEY-----)", "always"),
+    ("EMAIL", r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", "@"),
+    ("IBAN", _B + r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}", "digit"),
+    ("CREDIT_CARD", _B + r"\d(?:[ -]?\d){12,}+", "digit"),  # a whole run of digit groups, once; Luhn after
+    ("SSN", _B + r"\d{3}-\d{2}-\d{4}", "digit"),
+    ("IP_ADDRESS", _B + r"\d{1,3}(?:\.\d{1,3}){3}", "."),
+    ("IP_ADDRESS", _B + rf"(?:(?:{_HEX}{{1,4}}:){{7}}{_HEX}{{1,4}}|{_HEX}{{0,4}}(?::{_HEX}{{1,4}}){{0,6}}::[0-9A-Fa-f:]{{0,35}})",
+     ":"),
+    ("PHONE", _B + r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{3,4}(?:[ .-]\d{2,4})?", "digit"),
+)
+KINDS = tuple(dict.fromkeys(kind for kind, _, _ in _SCANS))
+_COMPILED = tuple((kind, re.compile(pattern), trigger) for kind, pattern, trigger in _SCANS)
 _SSN_BAD = re.compile(r"^(?:000|666|9\d\d)|^\d{3}-00|0000$")
 _MORE_DIGITS = re.compile(r"[ .-]\d")
+_DIGIT = re.compile(r"\d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,9 @@ def _bounded(text: str, start: int, end: int, kind: str) -> bool:
 
 def _valid(kind: str, text: str) -> bool:
     if kind == "CREDIT_CARD":
-        digits = re.sub(r"\D", "", text)
+        if len(text) - text.count(" ") - text.count("-") > 19:
+            return False  # a longer run of numbers (a log line, a table): no card
+        digits = text.replace(" ", "").replace("-", "")
         return 13 <= len(digits) <= 19 and luhn_ok(digits)
     if kind == "IBAN":
         return iban_ok(text)
@@ -83,7 +91,9 @@ def _valid(kind: str, text: str) -> bool:
 
 
 def _address_ok(text: str) -> bool:
-    if ":" in text and text.count(":") < 2:
+    if ":" not in text:  # a dotted quad: four numbers up to 255, none with a leading zero
+        return all(int(part) <= 255 and (part == "0" or part[0] != "0") for part in text.split("."))
+    if text.count(":") < 2:
         return False
     try:
         ipaddress.ip_address(text)
@@ -92,25 +102,32 @@ def _address_ok(text: str) -> bool:
     return True
 
 
-def _runs(kind: str, text: str, has_digit: bool) -> bool:
-    if kind == "EMAIL":
-        return "@" in text
-    if kind == "IP_ADDRESS":
-        return has_digit and ("." in text or ":" in text)
-    return kind == "SECRET" or has_digit
+def _triggers(text: str) -> frozenset[str]:
+    """Which scans `text` calls for: a digit (every number-shaped kind), "@", "." (dotted quads), ":"."""
+    if _DIGIT.search(text) is None:
+        return frozenset({"always", "@"} if "@" in text else {"always"})
+    found = {"always", "digit"}
+    found.update(t for t in ("@", ".") if t in text)
+    if "::" in text or text.count(":") >= 7:
+        found.add(":")
+    return frozenset(found)
 
 
 def find(text: str, kinds: tuple[str, ...] = KINDS) -> list[Hit]:
     """Non-overlapping hits in `text`, in order; on an overlap the kind listed first in KINDS wins."""
     hits: list[Hit] = []  # kept sorted by start, non-overlapping
-    has_digit = any(c.isdigit() for c in text)
-    for kind in (k for k in KINDS if k in kinds and _runs(k, text, has_digit)):
-        for match in _COMPILED[kind].finditer(text):
+    starts: list[int] = []  # hits' starts, for bisect
+    triggers = _triggers(text)
+    for kind, pattern, trigger in _COMPILED:
+        if trigger not in triggers or kind not in kinds:
+            continue
+        for match in pattern.finditer(text):
             start, end = match.span()
-            at = bisect.bisect_left(hits, start, key=lambda h: h.start)
-            free = (at == 0 or hits[at - 1].end <= start) and (at == len(hits) or end <= hits[at].start)
+            at = bisect.bisect_left(starts, start)
+            free = (at == 0 or hits[at - 1].end <= start) and (at == len(hits) or end <= starts[at])
             if free and _bounded(text, start, end, kind) and _valid(kind, match.group()):
                 hits.insert(at, Hit(kind, start, end))
+                starts.insert(at, start)
     return hits
 
 
