@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from llmfleet.protocol.kv_events import replay_endpoint
 
+QUANTIZATIONS = ("int8", "int4", "fp8")  # linear-layer methods (llmfleet.model.layers.quantization)
+KV_CACHE_DTYPES = ("auto", "fp8")        # auto: the model dtype; fp8: float8 e4m3 with per-layer scales
 DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 
 
@@ -34,6 +36,8 @@ class EngineConfig:
     async_scheduling: bool = True             # schedule step N+1 while step N runs on the device
     cuda_graph_max_batch: int = 256
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
+    quantization: str | None = None           # int8 | int4 | fp8 (None: the checkpoint's own, else unquantized)
+    kv_cache_dtype: str = "auto"              # auto (model dtype) | fp8 (e4m3: half the bytes, twice the blocks)
     tokenizer: str | None = None              # None: the model folder
     skip_tokenizer_init: bool = False         # True: load no tokenizer; prompts are token ids, outputs have no text
     # Fleet
@@ -55,6 +59,12 @@ class EngineConfig:
             raise ValueError(f"device: unknown value {self.device!r}; use auto, cpu or cuda[:N]")
         if self.kv_events_endpoint is not None:
             replay_endpoint(self.kv_events_endpoint)  # ValueError naming kv_events_endpoint
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization: unknown value {self.quantization!r}; use one of "
+                             f"{', '.join(QUANTIZATIONS)}")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: unknown value {self.kv_cache_dtype!r}; use one of "
+                             f"{', '.join(KV_CACHE_DTYPES)}")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format: unknown value {self.load_format!r}")
 

@@ -62,7 +62,8 @@ class ModelRunner:
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
         self.model, self.hf_config, self.info = load_model(
-            model_path, dtype, device, load_format=config.load_format, hf_config=hf_config)
+            model_path, dtype, device, load_format=config.load_format, hf_config=hf_config,
+            quantization=config.quantization)
         self.weight_bytes = torch.cuda.memory_allocated() - self.memory_before_load if cuda else 0
         logger.info("model loaded in %.1f s", time.perf_counter() - began)
         self.backend = get_attention_backend(config.attention_backend, device)
