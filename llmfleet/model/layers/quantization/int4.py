@@ -91,7 +91,7 @@ class Int4Checkpoint(_Int4Apply):
 
         def load(param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
             offset, local = layer.local_part(to_out_in(loaded), shard_id)   # [rows, in_local or groups]
-            if local.shape[1] * (8 if name == "qweight" else 1) != param.shape[0]:
+            if local.shape[1] != param.shape[0] * (8 if name == "qweight" else 1):
                 raise ValueError(f"{name}: checkpoint shard {tuple(local.shape)} does not fit {tuple(param.shape)}"
                                  f" (group_size {self.group_size})")
             packed = packing.pack_rows(local.t()) if name == "qweight" else local.t()
