@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
+                   help="quantize the linear layers (default: none, or the checkpoint's own)")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"])
     p.add_argument("--results-dir", default="benchmarks/results")
     p.add_argument("--no-save", action="store_true")
 
@@ -57,7 +60,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         model=args.shape, device=args.device, dtype=args.dtype, load_format=load_format,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
-        enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager))
+        enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
+        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype))
     ready_s = time.perf_counter() - started
     _warm_up(engine, requests)
     timing = _drive(engine, requests, args.temperature)
@@ -70,7 +74,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         num_kv_blocks=engine.runner.num_blocks, block_size=engine.config.block_size,
         cuda_graphs=engine.runner.graphs is not None, temperature=args.temperature,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-        prefix_caching=not args.no_prefix_caching, **{k: v for k, v in timing.items() if k != "elapsed_s"})
+        prefix_caching=not args.no_prefix_caching, quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
+        seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
+        weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"})
     record["device"] = _device_name(engine.runner.device)
     record.update(bound_fields(slug(record["device"]), args.shape, args.workload, record["output_tokens_per_s"]))
     return record

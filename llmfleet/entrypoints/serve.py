@@ -14,7 +14,8 @@ from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 # flag -> EngineConfig field; only flags the user set are passed on
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
-                "load_format", "enforce_eager", "attention_backend", "kv_events_endpoint")
+                "load_format", "enforce_eager", "attention_backend", "kv_events_endpoint", "quantization",
+                "kv_cache_dtype")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -65,9 +66,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--load-format", default=None, choices=["auto", "dummy"])
     group.add_argument("--enforce-eager", action="store_true", default=None, help="disable CUDA graphs")
     group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
+    add_quantization_arguments(group)
     group.add_argument("--kv-events-endpoint", default=None,
                        help="publish prefix-cache events for the gateway on this ZeroMQ endpoint, e.g. "
                             "tcp://127.0.0.1:5557 (replays on the next port)")
+
+
+def add_quantization_arguments(group) -> None:
+    """--quantization and --kv-cache-dtype (shared by serve, generate and bench offline)."""
+    group.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
+                       help="quantize the linear layers: int8 (W8A16), int4 (W4A16, groups of 128; also reads "
+                            "GPTQ/AWQ), fp8 (W8A8; also reads fp8 checkpoints). Default: as the checkpoint says")
+    group.add_argument("--kv-cache-dtype", default=None, choices=["auto", "fp8"],
+                       help="fp8: float8 e4m3 KV cache, twice the blocks (default auto: the model dtype)")
 
 
 def build_configs(args: argparse.Namespace):
