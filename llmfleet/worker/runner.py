@@ -56,6 +56,8 @@ class ModelRunner:
         self.config, self.device, self.dtype = config, device, dtype
         self.step_timings: list | None = None
         self.block_size = config.block_size
+        # fp8: e4m3 with per-layer scales (1 byte an element, so twice the blocks of a 16-bit cache)
+        self.kv_dtype = torch.float8_e4m3fn if config.kv_cache_dtype == "fp8" else dtype
         self.seqs = SeqStates()
         self._num_launched = 0
         began = time.perf_counter()
@@ -89,11 +91,11 @@ class ModelRunner:
 
     @property
     def bytes_per_block(self) -> int:
-        return 2 * len(self.layers) * self.block_size * self.kv_heads * self.info.head_dim * self.dtype.itemsize
+        return 2 * len(self.layers) * self.block_size * self.kv_heads * self.info.head_dim * self.kv_dtype.itemsize
 
     def _new_cache(self, num_blocks: int) -> torch.Tensor:
         shape = (2, num_blocks, self.block_size, self.kv_heads, self.info.head_dim)
-        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+        return torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
 
     def _bind(self, caches: list[torch.Tensor]) -> None:
         for layer, cache in zip(self.layers, caches):
