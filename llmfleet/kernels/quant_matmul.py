@@ -6,9 +6,16 @@ row k in bits 4 * (k % 8)), int8 as int8 [K, N]; scales and zero points are floa
 the matching tile of x, so the weight crosses memory at its packed size. For small M (decode) the K loop is split
 across programs (partial sums in float32, added after) so that a few rows of x still fill the device.
 """
+import functools
+
 import torch
 
 from llmfleet.kernels._triton import check_device, tl, triton
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 @triton.jit
@@ -66,8 +73,7 @@ def matmul_config(m: int, n: int, k: int, group: int, device: torch.device) -> d
         return dict(block_m=16, block_n=16, block_k=16, split_k=2 if k >= 32 else 1, num_warps=4, num_stages=1)
     if m <= 16:
         tiles = triton.cdiv(n, 64)
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        split = max(1, min(16, triton.cdiv(2 * sms, tiles), k // block_k))
+        split = max(1, min(16, triton.cdiv(2 * _num_sms(device), tiles), k // block_k))
         return dict(block_m=16, block_n=64, block_k=block_k, split_k=split, num_warps=4, num_stages=3)
     block_m = 32 if m <= 64 else 64
     return dict(block_m=block_m, block_n=128, block_k=block_k, split_k=1, num_warps=4, num_stages=3)

@@ -15,9 +15,10 @@ from llmfleet.model.layers.quantization.fp8 import Fp8Checkpoint, Fp8QuantizeAtL
 from llmfleet.model.layers.quantization.int4 import DEFAULT_GROUP_SIZE, Int4Checkpoint, Int4QuantizeAtLoad
 from llmfleet.model.layers.quantization.int8 import Int8WeightOnly
 
+from llmfleet.protocol.config import QUANTIZATIONS
+
 __all__ = ["QUANTIZATIONS", "linear_method_for", "linear_method_scope", "process_after_loading", "LinearMethod"]
 logger = logging.getLogger(__name__)
-QUANTIZATIONS = ("int8", "int4", "fp8")
 # a checkpoint's quantization_config.quant_method -> the quantization that reads it
 _CHECKPOINT_METHODS = {"gptq": "int4", "awq": "int4", "fp8": "fp8", "compressed-tensors": "fp8"}
 
@@ -58,6 +59,9 @@ def _int4_checkpoint(qcfg: dict) -> LinearMethod:
 
 
 def _fp8_checkpoint(qcfg: dict) -> LinearMethod:
+    if qcfg.get("activation_scheme", "dynamic") != "dynamic":
+        raise ValueError(f"quantization_config.activation_scheme: only dynamic activation scales are used, got "
+                         f"{qcfg['activation_scheme']!r}")
     if qcfg.get("weight_block_size"):
         raise ValueError("quantization_config.weight_block_size: block-wise fp8 scales are not supported")
     if qcfg["quant_method"] == "compressed-tensors":
