@@ -200,3 +200,18 @@ def test_bad_values_name_their_field():
         build(linear_method_for("int4", None), lambda: RowParallelLinear(192, 16))
     with pytest.raises(ValueError, match="group_size"):
         Int4Checkpoint("gptq", 100)
+
+
+def test_flags_reach_the_engine_config(tmp_path):
+    from llmfleet.entrypoints.cli import build_parser
+    from llmfleet.entrypoints.serve import build_configs
+    parser = build_parser()
+    _, engine = build_configs(parser.parse_args(["serve", "--model", str(tmp_path), "--quantization", "int4",
+                                                 "--kv-cache-dtype", "fp8"]))
+    assert (engine.quantization, engine.kv_cache_dtype) == ("int4", "fp8")
+    gen = parser.parse_args(["generate", "--prompt", "hi", "--quantization", "fp8"])
+    bench = parser.parse_args(["bench", "offline", "--shape", "x", "--workload", "W0", "--quantization", "int8",
+                               "--kv-cache-dtype", "fp8"])
+    assert (gen.quantization, bench.quantization, bench.kv_cache_dtype) == ("fp8", "int8", "fp8")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--quantization", "int3"])
