@@ -118,3 +118,9 @@ def test_gptq_checkpoint_under_tensor_parallelism(tmp_path):
     assert [proc.exitcode for proc in procs] == [0, 0]
     reference, _, _ = load_model(str(float_folder), torch.float32, "cpu")
     assert torch.allclose(torch.load(tmp_path / "l.pt"), prefill_logits(reference, TP_IDS), atol=1e-4)
+
+
+def test_gptq_checkpoint_generates_like_its_dequantized_float_model(tmp_path):
+    quant, float_folder = quantized_folder(tmp_path, "gptq")
+    opts = dict(device="cpu", dtype="float32", skip_tokenizer_init=True)
+    assert greedy(LLM(str(quant), **opts)) == greedy(LLM(str(float_folder), **opts))
