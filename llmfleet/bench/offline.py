@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph-max-tokens", type=int, default=None,
                    help="largest step replayed as piecewise CUDA graphs (0: none; default: EngineConfig's)")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
+                   help="quantize the linear layers (default: none, or the checkpoint's own)")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"])
     p.add_argument("--results-dir", default="benchmarks/results")
     p.add_argument("--no-save", action="store_true")
 
@@ -60,6 +63,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
         enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
+        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
         **({} if args.cuda_graph_max_tokens is None else {"cuda_graph_max_tokens": args.cuda_graph_max_tokens})))
     ready_s = time.perf_counter() - started
     _warm_up(engine, requests)
@@ -74,7 +78,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         cuda_graphs=engine.runner.graphs is not None, temperature=args.temperature,
         cuda_graph_max_tokens=engine.runner.piecewise.sizes[-1] if engine.runner.piecewise else 0,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-        prefix_caching=not args.no_prefix_caching, **{k: v for k, v in timing.items() if k != "elapsed_s"})
+        prefix_caching=not args.no_prefix_caching, quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
+        seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
+        weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"})
     record["device"] = _device_name(engine.runner.device)
     record.update(bound_fields(slug(record["device"]), args.shape, args.workload, record["output_tokens_per_s"]))
     return record

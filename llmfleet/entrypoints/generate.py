@@ -18,6 +18,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    from llmfleet.entrypoints.serve import add_quantization_arguments
+    add_quantization_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                                 top_k=args.top_k, seed=args.seed, stop=args.stop)
-        engine = LLMEngine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype, max_num_seqs=1))
+        engine = LLMEngine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype, max_num_seqs=1,
+                                        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype or "auto"))
         prompt = args.prompt
         if args.chat:
             text = engine.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],

@@ -16,7 +16,7 @@ from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
                 "load_format", "enforce_eager", "cuda_graph_max_tokens", "attention_backend", "kv_events_endpoint",
-                "pooling")
+                "pooling", "quantization", "kv_cache_dtype")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -83,12 +83,22 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="steps of up to this many tokens (prefill chunks beside decodes) replay piecewise CUDA "
                             "graphs, attention running eagerly between the pieces; 0: such steps run eagerly")
     group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
+    add_quantization_arguments(group)
     group.add_argument("--kv-events-endpoint", default=None,
                        help="publish prefix-cache events for the gateway on this ZeroMQ endpoint, e.g. "
                             "tcp://127.0.0.1:5557 (replays on the next port)")
     group.add_argument("--pooling", default=None, choices=["mean", "last", "cls"],
                        help="how embeddings pool a sequence (default: the model folder's sentence-transformers "
                             "config; else mean for encoders, the last token for decoders)")
+
+
+def add_quantization_arguments(group) -> None:
+    """--quantization and --kv-cache-dtype (shared by serve, generate and bench offline)."""
+    group.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
+                       help="quantize the linear layers: int8 (W8A16), int4 (W4A16, groups of 128; also reads "
+                            "GPTQ/AWQ), fp8 (W8A8; also reads fp8 checkpoints). Default: as the checkpoint says")
+    group.add_argument("--kv-cache-dtype", default=None, choices=["auto", "fp8"],
+                       help="fp8: float8 e4m3 KV cache, twice the blocks (default auto: the model dtype)")
 
 
 def build_configs(args: argparse.Namespace):

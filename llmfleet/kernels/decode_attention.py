@@ -7,10 +7,14 @@ tile is read from memory once per (sequence, KV head, partition).
 CUDA graphs: the grids depend only on host ints (num_decodes, the KV head count, num_splits). The partition length
 is computed on the device from each sequence's seq_len, so a graph captured once serves any context lengths up to
 the `max_seq_len` it was captured with. Sequences with seq_len 0 (padding) write zeros and read no KV.
+
+An fp8 cache (KV_FP8) holds k / k_scale and v / v_scale: tiles are widened to q's dtype as they are loaded, k_scale
+folds into the softmax scale and v_scale into the partition's output (scalars read on the device, graph-safe).
 """
 import torch
 
 from llmfleet.kernels._triton import next_pow2, tl, triton
+from llmfleet.kernels.kv_write import kv_scale_args
 
 _LOG2E = 1.4426950408889634
 MAX_SPLITS = 64
@@ -19,14 +23,18 @@ MAX_SPLITS = 64
 @triton.jit(do_not_specialize=["num_splits"])
 def _decode_split_kernel(
     q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr, qsl_ptr, out_ptr, part_out_ptr, part_lse_ptr,
-    scale_log2, num_splits,
+    k_scale_ptr, v_scale_ptr, scale_log2, num_splits,
     stride_q_tok, stride_q_head, stride_c_kv, stride_c_block, stride_c_off, stride_c_head,
     stride_bt, stride_o_tok, stride_o_head,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    EVEN_D: tl.constexpr, DIRECT: tl.constexpr, FP32_DOT: tl.constexpr,
+    EVEN_D: tl.constexpr, DIRECT: tl.constexpr, FP32_DOT: tl.constexpr, KV_FP8: tl.constexpr,
 ):
     seq = tl.program_id(0)
+    v_scale = 1.0
+    if KV_FP8:
+        scale_log2 = scale_log2 * tl.load(k_scale_ptr)
+        v_scale = tl.load(v_scale_ptr)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq)
@@ -62,6 +70,9 @@ def _decode_split_kernel(
             kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(k_base + offs[:, None] + d[None, :], mask=kv_mask, other=0.0)          # [BLOCK_N, BLOCK_D]
         v = tl.load(k_base + stride_c_kv + offs[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if KV_FP8:
+            k = k.to(q_ptr.dtype.element_ty)
+            v = v.to(q_ptr.dtype.element_ty)
         if FP32_DOT:
             s = tl.dot(q, tl.trans(k), input_precision="ieee")
         else:
@@ -79,7 +90,7 @@ def _decode_split_kernel(
 
     # An empty partition (past the context, or a padding sequence) leaves l == 0: zeros and lse -inf.
     nonempty = l > 0
-    out = tl.where(nonempty[:, None], acc / tl.where(nonempty, l, 1.0)[:, None], 0.0)
+    out = tl.where(nonempty[:, None], acc * v_scale / tl.where(nonempty, l, 1.0)[:, None], 0.0)
     if DIRECT:
         o_ptrs = out_ptr + tok * stride_o_tok + heads[:, None] * stride_o_head + d[None, :]
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
@@ -125,11 +136,13 @@ def choose_num_splits(num_decodes: int, num_kv_heads: int, max_seq_len: int, num
 
 
 def decode_attention(q, kv_cache, block_tables, seq_lens, query_start_loc, out, *, num_decodes: int,
-                     num_splits: int, scale: float, block_n: int = 64, num_warps: int = 4, num_stages: int = 3):
+                     num_splits: int, scale: float, block_n: int = 64, num_warps: int = 4, num_stages: int = 3,
+                     kv_scales=None):
     """Attention of the single query token of each of the first `num_decodes` sequences, written into `out`.
 
-    q, out: [T, Hq, D]; kv_cache: [2, N, S, Hkv, D]; block_tables: int32 [B, M]; seq_lens: int32 [B];
-    query_start_loc: int32 [B + 1]. All on the device; nothing is read back to the host.
+    q, out: [T, Hq, D]; kv_cache: [2, N, S, Hkv, D] (q's dtype, or float8_e4m3fn); block_tables: int32 [B, M];
+    seq_lens: int32 [B]; query_start_loc: int32 [B + 1]; kv_scales: float32 scalars (k_scale, v_scale) of an fp8
+    cache (None: 1.0). All on the device; nothing is read back to the host.
     """
     _, num_heads, head_dim = q.shape
     num_kv_heads, block_size = kv_cache.shape[3], kv_cache.shape[2]
@@ -141,14 +154,15 @@ def decode_attention(q, kv_cache, block_tables, seq_lens, query_start_loc, out, 
     else:
         part_out = torch.empty((num_decodes, num_heads, num_splits, block_d), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((num_decodes, num_heads, num_splits), dtype=torch.float32, device=q.device)
+    fp8, (k_scale, v_scale) = kv_scale_args(kv_cache, kv_scales, seq_lens)
     _decode_split_kernel[(num_decodes, num_kv_heads, num_splits)](
         q, kv_cache, block_tables, seq_lens, query_start_loc, out, part_out, part_lse,
-        scale * _LOG2E, num_splits,
+        k_scale, v_scale, scale * _LOG2E, num_splits,
         q.stride(0), q.stride(1), kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
         BLOCK_G=next_pow2(group, 16), BLOCK_D=block_d, BLOCK_N=block_n,
-        EVEN_D=block_d == head_dim, DIRECT=direct, FP32_DOT=q.dtype == torch.float32,
+        EVEN_D=block_d == head_dim, DIRECT=direct, FP32_DOT=q.dtype == torch.float32, KV_FP8=fp8,
         num_warps=num_warps, num_stages=num_stages,
     )
     if not direct:

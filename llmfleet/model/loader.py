@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from llmfleet.model.gguf_checkpoint import find_gguf_file, iterate_gguf, load_gguf_config
+from llmfleet.model.layers.quantization import linear_method_for, linear_method_scope, process_after_loading
 from llmfleet.model.models.llama import head_dim_of
 from llmfleet.model.models.registry import architecture_of, get_model_class
 from llmfleet.model.weights import fill_dummy_weights, iterate_checkpoint, load_weights
@@ -51,25 +52,28 @@ class ModelInfo:
 
 
 def load_model(model_path: str, dtype: torch.dtype, device: str, load_format: str = "auto",
-               hf_config=None) -> tuple[nn.Module, object, ModelInfo]:
+               hf_config=None, quantization: str | None = None) -> tuple[nn.Module, object, ModelInfo]:
     """Build the model of `model_path` (a local folder or GGUF file) on `device` in `dtype`; return (model,
     hf_config, info).
 
     hf_config: use this config instead of the checkpoint's own (with load_format="dummy" the folder need not
     exist). load_format: "auto" reads the folder's safetensors or the GGUF file's tensors, "dummy" fills random
-    weights.
+    weights. quantization: int8 | int4 | fp8 for the linear layers (None: as the checkpoint's quantization_config
+    says, else unquantized).
     """
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"load_format: unknown value {load_format!r}; use one of {', '.join(LOAD_FORMATS)}")
     if hf_config is None:
         hf_config = load_hf_config(model_path)
     model_cls = get_model_class(architecture_of(hf_config))
-    with _building_on(torch.device(device), dtype):
+    method = linear_method_for(quantization, hf_config)
+    with _building_on(torch.device(device), dtype), linear_method_scope(method):
         model = model_cls(hf_config)
     if load_format == "dummy":
         fill_dummy_weights(model)
     else:
         load_weights(model, checkpoint_tensors(model_path, hf_config))
+    process_after_loading(model)
     model.eval().requires_grad_(False)
     folder = model_path if model_path and Path(model_path).is_dir() else None
     return model, hf_config, ModelInfo.from_hf_config(hf_config, folder)

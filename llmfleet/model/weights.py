@@ -22,6 +22,8 @@ PROGRESS_MIN_BYTES = 1 << 30
 # Buffers some checkpoints carry that are rebuilt from the config here.
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached",
                      "embeddings.position_ids")
+# fp8 KV-cache scales: checkpoints keep them on the attention block, our Attention module is its `attn` child
+_KV_SCALES = {".self_attn.k_scale": ".self_attn.attn.k_scale", ".self_attn.v_scale": ".self_attn.attn.v_scale"}
 
 
 def safetensors_files(model_path: str | os.PathLike) -> list[Path]:
@@ -83,6 +85,9 @@ def load_weights(model: nn.Module, weights: Iterator[tuple[str, torch.Tensor]]) 
 
 def map_checkpoint_name(name: str, mapping: dict) -> tuple[str, object]:
     """Checkpoint tensor name -> (parameter name, shard id or None), through the packed modules mapping."""
+    for suffix, ours in _KV_SCALES.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + ours, None
     for module, (packed, shard_id) in mapping.items():
         part = f".{module}."
         if part in name:
@@ -93,7 +98,9 @@ def map_checkpoint_name(name: str, mapping: dict) -> tuple[str, object]:
 def expected_shards(model: nn.Module) -> list[tuple[str, object]]:
     """Every (parameter, shard id) a complete checkpoint provides: one per packed part, else shard None."""
     expected = []
-    for name, _ in model.named_parameters():
+    for name, param in model.named_parameters():
+        if getattr(param, "optional", False):  # e.g. KV-cache scales: 1.0 unless the checkpoint has them
+            continue
         owner = model.get_submodule(name.rpartition(".")[0])
         expected += [(name, shard) for shard in getattr(owner, "packed_shards", (None,))]
     return expected
@@ -108,7 +115,7 @@ def fill_dummy_weights(model: nn.Module, seed: int = 0) -> None:
     generators: dict[torch.device, torch.Generator] = {}
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight") or getattr(param, "optional", False):
                 param.fill_(1.0)
                 continue
             if param.device not in generators:

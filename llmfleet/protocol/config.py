@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from llmfleet.protocol.kv_events import replay_endpoint
 from llmfleet.protocol.pooling_params import check_pooling_method
 
+QUANTIZATIONS = ("int8", "int4", "fp8")  # linear-layer methods (llmfleet.model.layers.quantization)
+KV_CACHE_DTYPES = ("auto", "fp8")        # auto: the model dtype; fp8: float8 e4m3 with per-layer scales
 DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 
 
@@ -36,6 +38,8 @@ class EngineConfig:
     cuda_graph_max_batch: int = 256
     cuda_graph_max_tokens: int = 1024         # steps up to this many tokens replay piecewise graphs; 0: eager
     load_format: str = "auto"                 # auto (safetensors) | dummy (random weights, for benchmarks)
+    quantization: str | None = None           # int8 | int4 | fp8 (None: the checkpoint's own, else unquantized)
+    kv_cache_dtype: str = "auto"              # auto (model dtype) | fp8 (e4m3: half the bytes, twice the blocks)
     tokenizer: str | None = None              # None: the model folder
     skip_tokenizer_init: bool = False         # True: load no tokenizer; prompts are token ids, outputs have no text
     # Fleet
@@ -63,6 +67,12 @@ class EngineConfig:
         if self.kv_events_endpoint is not None:
             replay_endpoint(self.kv_events_endpoint)  # ValueError naming kv_events_endpoint
         check_pooling_method(self.pooling)
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization: unknown value {self.quantization!r}; use one of "
+                             f"{', '.join(QUANTIZATIONS)}")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: unknown value {self.kv_cache_dtype!r}; use one of "
+                             f"{', '.join(KV_CACHE_DTYPES)}")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format: unknown value {self.load_format!r}")
 

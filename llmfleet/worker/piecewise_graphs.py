@@ -7,7 +7,7 @@ attention inputs, the last piece to the final norm. Attention runs eagerly betwe
 metadata (any mix of decodes and chunks, any context lengths), on static buffers:
 
     piece i:   ... -> qkv -> rotary -> copy q, k, v into q_buf, k_buf, v_buf [T, H, D]
-    eager:     backend.forward(q_buf, k_buf, v_buf, kv_cache_i, meta, out=out_buf)
+    eager:     backend.forward(q_buf, k_buf, v_buf, kv_cache_i, meta, kv_scales_i, out=out_buf)
     piece i+1: out_buf -> o_proj -> ... -> copy into q_buf, k_buf, v_buf
 
 One set of buffers serves every layer and every T: a piece reads out_buf before the next attention rewrites it (one
@@ -56,7 +56,7 @@ class _Cut:
         self.owner = owner
         self.capturing: _Pieces | None = None   # None: a warm-up run (nothing captured)
 
-    def forward(self, q, k, v, kv_cache, meta, scale):
+    def forward(self, q, k, v, kv_cache, meta, scale, *, kv_scales=None):
         bufs = self.owner.buffers(q.shape[0])
         bufs[0].copy_(q)
         bufs[1].copy_(k)
@@ -153,6 +153,7 @@ class PiecewiseGraphs:
         pieces = self.pieces[tokens]
         for graph, layer in zip(pieces.graphs, self.layers):
             graph.replay()
-            self.backend.forward(q, k, v, layer.kv_cache, meta, layer.scale, out=out)
+            self.backend.forward(q, k, v, layer.kv_cache, meta, layer.scale, out=out,
+                                 kv_scales=(layer.k_scale, layer.v_scale))
         pieces.graphs[-1].replay()
         return pieces.hidden[:n]

@@ -68,6 +68,8 @@ class ModelRunner:
         self.config, self.device, self.dtype = config, device, dtype
         self.step_timings: list | None = None
         self.block_size = config.block_size
+        # fp8: e4m3 with per-layer scales (1 byte an element, so twice the blocks of a 16-bit cache)
+        self.kv_dtype = torch.float8_e4m3fn if config.kv_cache_dtype == "fp8" else dtype
         self.seqs = SeqStates()
         self.eos_token_ids: frozenset[int] = frozenset()  # set by the engine core: what min_tokens holds back
         self._num_launched = 0
@@ -77,7 +79,8 @@ class ModelRunner:
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
         self.model, self.hf_config, self.info = load_model(
-            model_path, dtype, device, load_format=config.load_format, hf_config=hf_config)
+            model_path, dtype, device, load_format=config.load_format, hf_config=hf_config,
+            quantization=config.quantization)
         self.weight_bytes = torch.cuda.memory_allocated() - self.memory_before_load if cuda else 0
         self.is_encoder = bool(getattr(self.model, "is_encoder", False))
         self.pooler = pooler_config(model_path, self.is_encoder, config.pooling)
@@ -109,11 +112,11 @@ class ModelRunner:
 
     @property
     def bytes_per_block(self) -> int:
-        return 2 * len(self.layers) * self.block_size * self.kv_heads * self.info.head_dim * self.dtype.itemsize
+        return 2 * len(self.layers) * self.block_size * self.kv_heads * self.info.head_dim * self.kv_dtype.itemsize
 
     def _new_cache(self, num_blocks: int) -> torch.Tensor:
         shape = (2, num_blocks, self.block_size, self.kv_heads, self.info.head_dim)
-        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+        return torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
 
     def _bind(self, caches: list[torch.Tensor]) -> None:
         for layer, cache in zip(self.layers, caches):

@@ -6,8 +6,11 @@ Parameters carry `weight_loader(param, loaded, shard_id=None)`: `loaded` is the 
 (of the whole layer, or of one packed part when `shard_id` names it) and the loader copies this rank's slice.
 
 Weights are created uninitialised on the current default device and dtype: the loader (or the dummy filler)
-writes every element, and building an 8B model costs no init time. The product itself lives in `matmul`, the one
-method a quantized layer replaces.
+writes every element, and building an 8B model costs no init time. What a layer stores and how it multiplies is its
+linear method's (llmfleet.model.layers.quantization): the method in scope when the layer is built creates the
+parameters, turns them into their final form after loading, and applies them in `matmul`. Each layer says where a
+checkpoint tensor oriented [out, in] lands on this rank (`local_part`), so a quantized method shards its own
+tensors (scales, packed weights) with the same arithmetic as the float weight.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmfleet.model.layers.quantization.base import current_linear_method
 from llmfleet.model.parallel_state import get_tp_rank, get_tp_size, tp_all_gather, tp_all_reduce
 
 
@@ -38,27 +42,45 @@ def divide(total: int, parts: int, what: str) -> int:
 
 
 class LinearBase(nn.Module):
-    """weight: [out_local, in_local] (and bias [out_local]); y = x @ weight.T + bias."""
+    """y = x @ W.T + bias for W [out_local, in_local]; how W is stored is the linear method's (`quant_method`).
+
+    Subclasses define `part(shard_id) -> (row offset here, rows, index of the source block)` for the output axis,
+    and may override `local_part` for the input axis (row-parallel layers).
+    """
 
     def __init__(self, in_local: int, out_local: int, bias: bool):
         super().__init__()
         self.tp_rank, self.tp_size = get_tp_rank(), get_tp_size()
-        self.weight = nn.Parameter(torch.empty(out_local, in_local), requires_grad=False)
-        self.weight.weight_loader = self.weight_loader
+        self.in_local, self.out_local = in_local, out_local
+        self.quant_method = current_linear_method()
+        self.quant_method.create_weights(self, in_local, out_local)
         self.bias = None
         if bias:
             self.bias = nn.Parameter(torch.empty(out_local), requires_grad=False)
             self.bias.weight_loader = self.weight_loader
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x: [T, in_local] -> [T, out_local]. The only place the weight is applied (quantization replaces it)."""
-        return F.linear(x, self.weight, bias)
+        """x: [T, in_local] -> [T, out_local]. The only place the weight is applied (the linear method's)."""
+        return self.quant_method.apply(self, x, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.matmul(x, self.bias)
 
+    def part(self, shard_id=None) -> tuple[int, int, int]:
+        """(row offset in this rank's output, rows, which `rows`-sized block of the checkpoint tensor)."""
+        if shard_id is not None:
+            raise ValueError(f"shard_id: this parameter is not packed, got {shard_id!r}")
+        return 0, self.out_local, 0
+
+    def local_part(self, loaded: torch.Tensor, shard_id=None) -> tuple[int, torch.Tensor]:
+        """(row offset, this rank's slice) of a checkpoint tensor oriented [out, ...] (a weight, bias or scales)."""
+        offset, rows, block = self.part(shard_id)
+        return offset, loaded.narrow(0, block * rows, rows)
+
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
-        default_weight_loader(param, loaded, shard_id)
+        """Copy this rank's slice of `loaded` (the whole layer's, or one packed part's) into `param`."""
+        offset, local = self.local_part(loaded, shard_id)
+        _checked_copy(param.narrow(0, offset, local.shape[0]), local)
 
 
 class ColumnParallelLinear(LinearBase):
@@ -73,11 +95,10 @@ class ColumnParallelLinear(LinearBase):
         y = self.matmul(x, self.bias)
         return tp_all_gather(y) if self.gather_output else y
 
-    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
+    def part(self, shard_id=None) -> tuple[int, int, int]:
         if shard_id is not None:
             raise ValueError(f"shard_id: this parameter is not packed, got {shard_id!r}")
-        rows = param.shape[0]
-        _checked_copy(param, loaded.narrow(0, self.tp_rank * rows, rows))
+        return 0, self.out_local, self.tp_rank
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -94,12 +115,10 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
         super().__init__(input_size, sum(output_sizes), bias)
         self.packed_shards = tuple(range(len(output_sizes)))
 
-    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
+    def part(self, shard_id=None) -> tuple[int, int, int]:
         if shard_id not in self.packed_shards:
             raise ValueError(f"shard_id: must be one of {self.packed_shards} for a merged layer, got {shard_id!r}")
-        size = self.local_sizes[shard_id]
-        offset = sum(self.local_sizes[:shard_id])
-        _checked_copy(param.narrow(0, offset, size), loaded.narrow(0, self.tp_rank * size, size))
+        return sum(self.local_sizes[:shard_id]), self.local_sizes[shard_id], self.tp_rank
 
 
 class QKVParallelLinear(ColumnParallelLinear):
@@ -124,16 +143,14 @@ class QKVParallelLinear(ColumnParallelLinear):
         super().__init__(hidden_size, local_out * tp, bias)
         self.packed_shards = ("q", "k", "v")
 
-    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
+    def part(self, shard_id=None) -> tuple[int, int, int]:
         q_size, kv_size = self.num_heads * self.head_size, self.num_kv_heads * self.head_size
         if shard_id == "q":
-            offset, size, head_rank = 0, q_size, self.tp_rank
-        elif shard_id in ("k", "v"):
+            return 0, q_size, self.tp_rank
+        if shard_id in ("k", "v"):
             offset = q_size if shard_id == "k" else q_size + kv_size
-            size, head_rank = kv_size, self.tp_rank // self.kv_replicas
-        else:
-            raise ValueError(f"shard_id: must be one of 'q', 'k', 'v' for a qkv layer, got {shard_id!r}")
-        _checked_copy(param.narrow(0, offset, size), loaded.narrow(0, head_rank * size, size))
+            return offset, kv_size, self.tp_rank // self.kv_replicas
+        raise ValueError(f"shard_id: must be one of 'q', 'k', 'v' for a qkv layer, got {shard_id!r}")
 
 
 class RowParallelLinear(LinearBase):
@@ -153,11 +170,11 @@ class RowParallelLinear(LinearBase):
         y = self.matmul(x, bias)
         return tp_all_reduce(y) if self.reduce_results else y
 
-    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
-        if shard_id is not None:
-            raise ValueError(f"shard_id: this parameter is not packed, got {shard_id!r}")
-        if param.dim() == 1:  # bias: replicated
-            _checked_copy(param, loaded)
-            return
-        cols = param.shape[1]
-        _checked_copy(param, loaded.narrow(1, self.tp_rank * cols, cols))
+    def local_part(self, loaded: torch.Tensor, shard_id=None) -> tuple[int, torch.Tensor]:
+        """The output axis is whole here; a 2-D tensor [out, in_any] is split along its input axis (the weight's
+        columns, or its groups' scales), a 1-D one (the bias, per-channel scales) is replicated."""
+        offset, _, _ = self.part(shard_id)
+        if loaded.dim() == 1:
+            return offset, loaded
+        cols = divide(loaded.shape[1], self.tp_size, "input_size")
+        return offset, loaded.narrow(1, self.tp_rank * cols, cols)

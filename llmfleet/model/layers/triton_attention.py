@@ -4,7 +4,8 @@ forward = write this step's k/v at slot_mapping (one kernel), then decode attent
 sequences (split-KV, GQA-packed; two kernels) and prefill-with-prefix attention for the rest (one kernel). Only host
 ints of the metadata shape the launches; device tensors are never read back, so a step can be captured in a CUDA
 graph. Every paged block size works (1, 4, 16, 32, 64, ... : a key's slot is computed per token); head_dim may be
-any size (tiles pad it to a power of two, at least 16); fp16, bf16 and fp32 are supported, with the cache in q's dtype.
+any size (tiles pad it to a power of two, at least 16); fp16, bf16 and fp32 are supported, with the cache in q's dtype
+or in float8_e4m3fn (kv_cache_dtype="fp8": written as k / k_scale, v / v_scale; read back and rescaled in-kernel).
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class TritonAttentionBackend:
         self._num_sms: dict[torch.device, int] = {}
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
-                meta: AttentionMetadata, scale: float, *, out: torch.Tensor | None = None) -> torch.Tensor:
+                meta: AttentionMetadata, scale: float, *, out: torch.Tensor | None = None,
+                kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The AttentionBackend contract. `out` ([T, Hq, D], q's dtype) may be given to receive the result (a
         CUDA graph's static buffer); every row of a token that belongs to a sequence is written."""
         validate_inputs(q, k, v, kv_cache, meta)
@@ -48,16 +50,17 @@ class TritonAttentionBackend:
             out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:
             raise ValueError(f"out: expected {tuple(q.shape)} {q.dtype} on {q.device}, last dim contiguous")
-        write_kv(kv_cache, k, v, meta.slot_mapping)
+        write_kv(kv_cache, k, v, meta.slot_mapping, kv_scales)
         if meta.num_decodes > 0:
             block_n = self.decode_block_n or _decode_block_n(q)
             decode_attention(q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, out,
                              num_decodes=meta.num_decodes, num_splits=self._splits(q, kv_cache, meta, block_n),
-                             scale=scale, block_n=block_n)
+                             scale=scale, block_n=block_n, kv_scales=kv_scales)
         if meta.num_seqs > meta.num_decodes:
             prefill_attention(q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, out,
                               first_seq=meta.num_decodes, num_seqs=meta.num_seqs,
-                              max_query_len=meta.max_query_len, scale=scale, config=self.prefill_config)
+                              max_query_len=meta.max_query_len, scale=scale, config=self.prefill_config,
+                              kv_scales=kv_scales)
         return out
 
     def _splits(self, q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, block_n: int) -> int:
@@ -90,8 +93,8 @@ def validate_inputs(q, k, v, kv_cache, meta: AttentionMetadata) -> None:
         raise ValueError(f"q: {num_heads} heads is not a multiple of the {k.shape[1]} KV heads")
     if q.dtype not in _DTYPES:
         raise ValueError(f"q: dtype {q.dtype} is not supported; use float16, bfloat16 or float32")
-    if kv_cache.dtype != q.dtype:
-        raise ValueError(f"kv_cache: dtype {kv_cache.dtype} differs from q's {q.dtype}")
+    if kv_cache.dtype not in (q.dtype, torch.float8_e4m3fn):
+        raise ValueError(f"kv_cache: dtype {kv_cache.dtype} is neither q's {q.dtype} nor float8_e4m3fn")
     if q.stride(-1) != 1:
         raise ValueError("q: last dimension must be contiguous")
     if not 0 <= meta.num_decodes <= meta.num_seqs:
