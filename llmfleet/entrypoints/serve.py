@@ -48,6 +48,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --api-key: serve /metrics without the key (for a scraper that has none)")
     group.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug", "trace"])
+    group.add_argument("--tool-call-parser", default=None, choices=["hermes", "qwen", "llama3_json", "mistral"],
+                       help="how tool calls are read out of the model's text (tool_choice \"auto\"; without it, "
+                            "only \"required\" and named tool choices work)")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +87,8 @@ def build_configs(args: argparse.Namespace):
                           drain_timeout=args.drain_timeout,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
                           metrics_public=args.metrics_public,
-                          log_level=args.log_level, tenancy=tenancy_config(args))
+                          log_level=args.log_level, tool_call_parser=args.tool_call_parser,
+                          tenancy=tenancy_config(args))
     return server, engine
 
 

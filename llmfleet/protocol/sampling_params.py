@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmfleet.protocol.structured import StructuredSpec
+
 _GREEDY_BELOW = 1e-5
 
 
@@ -25,6 +27,7 @@ class SamplingParams:
     skip_special_tokens: bool = True
     detokenize: bool = True                   # False: token ids only (benchmarks); stop strings need text
     output_kind: str = "cumulative"           # cumulative: an output every step; final_only: when finished
+    structured: StructuredSpec | None = None  # the output must match this grammar (JSON schema, regex, ...)
     _stop_strings: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,7 @@ class SamplingParams:
         _require(self.detokenize or not stops, "stop", "stop strings need detokenize=True")
         _require(self.output_kind in ("cumulative", "final_only"), "output_kind",
                  f"must be 'cumulative' or 'final_only', got {self.output_kind!r}")
+        self.structured = StructuredSpec.from_wire(self.structured)
         ids = self.stop_token_ids or []
         _require(all(isinstance(t, int) and t >= 0 for t in ids), "stop_token_ids",
                  "must be non-negative integers")
@@ -79,7 +83,8 @@ class SamplingParams:
             min_p=self.min_p, seed=seed, stop=list(self._stop_strings), stop_token_ids=self.stop_token_ids,
             ignore_eos=self.ignore_eos, logprobs=self.logprobs, presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
-            skip_special_tokens=self.skip_special_tokens, detokenize=self.detokenize, output_kind=self.output_kind)
+            skip_special_tokens=self.skip_special_tokens, detokenize=self.detokenize, output_kind=self.output_kind,
+            structured=self.structured)
 
 
 def _is_number(value) -> bool:

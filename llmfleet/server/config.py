@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from llmfleet.tenancy.config import TenancyConfig
 
+TOOL_CALL_PARSERS = ("hermes", "qwen", "llama3_json", "mistral")   # server/chat/tool_parsers.py's PARSERS
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -22,6 +24,7 @@ class ServerConfig:
     metrics_public: bool = False              # with api_key: /metrics open to scrapers without the key
     retry_after_s: int = 1                    # Retry-After header of 429 and 503 answers
     log_level: str = "info"
+    tool_call_parser: str | None = None       # hermes | qwen | llama3_json | mistral: reads tool_choice "auto" calls
     tenancy: TenancyConfig | None = None      # keys, limits, budgets and spend (replaces api_key): `--master-key`
 
     def __post_init__(self) -> None:
@@ -39,5 +42,8 @@ class ServerConfig:
             raise ValueError("api_key: must be a non-empty string or None")
         if self.tenancy is not None and self.api_key is not None:
             raise ValueError("api_key: give either an API key or tenancy's master key, not both")
+        if self.tool_call_parser is not None and self.tool_call_parser not in TOOL_CALL_PARSERS:
+            raise ValueError(f"tool_call_parser: must be one of {', '.join(TOOL_CALL_PARSERS)}, got "
+                             f"{self.tool_call_parser!r}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
             raise ValueError(f"log_level: unknown value {self.log_level!r}")

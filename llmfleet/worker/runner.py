@@ -128,7 +128,7 @@ class ModelRunner:
         self._num_launched += 1
         step = LaunchedStep(self._num_launched, [seqs[i] for i in inputs.sample_rows])
         if logits is not None:
-            step.result = sample(logits, self._sampling_batch(step.seqs))
+            step.result = sample(logits, self._sampling_batch(step, out))
             step.tokens = HostCopy(step.result.token_ids)
             self.seqs.sampled(step.step_id, step.seqs)
         self._events_end(events)
@@ -207,13 +207,16 @@ class ModelRunner:
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 
-    @staticmethod
-    def _sampling_batch(seqs: list[SeqState]) -> SamplingBatch:
+    def _sampling_batch(self, step: LaunchedStep, out: SchedulerOutput) -> SamplingBatch:
+        seqs = step.seqs
         params = [s.params for s in seqs]
         batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
         if any(p.has_penalties for p in params):
             batch.output_token_ids = [s.output_token_ids for s in seqs]
             batch.prompt_token_ids = [s.prompt_token_ids for s in seqs]
+        if out.grammar_seq_ids:
+            batch.token_bitmask = to_device(out.grammar_bitmask, self.device)
+            batch.bitmask_rows = to_device([step.row_of(i) for i in out.grammar_seq_ids], self.device, torch.int64)
         return batch
 
     @staticmethod

@@ -7,7 +7,7 @@ Unknown fields are ignored, as OpenAI-compatible servers do, so newer clients ke
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,16 @@ INT32_MAX = (1 << 31) - 1
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool | None = False
+
+
+class StructuredOutputsField(BaseModel):
+    """vLLM's `structured_outputs` object: exactly one constraint."""
+    model_config = ConfigDict(extra="forbid")
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
 
 
 class SamplingFields(BaseModel):
@@ -44,6 +54,13 @@ class SamplingFields(BaseModel):
     user: str | None = None
     priority: int = Field(0, ge=-INT32_MAX - 1, le=INT32_MAX)
     logit_bias: dict[str, float] | None = None
+    # Structured outputs (server/common/structured.py turns at most one of them into a StructuredSpec)
+    response_format: dict[str, Any] | None = None    # OpenAI's: text | json_object | json_schema
+    guided_json: dict[str, Any] | str | None = None  # vLLM's older fields
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    structured_outputs: StructuredOutputsField | None = None
 
     @property
     def include_usage(self) -> bool:

@@ -47,11 +47,11 @@ async def completion_prompts(prompt: Any, tokenizers: TokenizerPool, n: int, max
 
 
 async def chat_prompt(messages: list[dict], tokenizers: TokenizerPool, max_chars: int,
-                      add_generation_prompt: bool = True) -> list[int]:
-    """Render `messages` with the tokenizer's chat template (or the plain default) and tokenize the text without
-    adding special tokens: the template already placed the ones it wants."""
+                      add_generation_prompt: bool = True, tools: list[dict] | None = None) -> list[int]:
+    """Render `messages` (and `tools`, OpenAI's function definitions) with the tokenizer's chat template (or the
+    plain default) and tokenize the text without adding special tokens: the template placed the ones it wants."""
     check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in messages), max_chars, "messages")
-    ids = await tokenizers.run(_render_and_encode, messages, add_generation_prompt, max_chars)
+    ids = await tokenizers.run(_render_and_encode, messages, add_generation_prompt, max_chars, tools)
     if not ids:
         raise APIError(400, "messages: render to an empty prompt", "messages", "invalid_value")
     return ids
@@ -68,12 +68,12 @@ def _encode_all(tokenizer: Any, prompts: list) -> list[list[int]]:
     return [tokenizer.encode(utf8(p, "prompt")) if isinstance(p, str) else list(p) for p in prompts]
 
 
-def _render_and_encode(tokenizer: Any, messages: list[dict], add_generation_prompt: bool,
-                       max_chars: int) -> list[int]:
+def _render_and_encode(tokenizer: Any, messages: list[dict], add_generation_prompt: bool, max_chars: int,
+                       tools: list[dict] | None = None) -> list[int]:
     template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             chat_template=template)
+                                             chat_template=template, tools=tools)
     except Exception as exc:  # noqa: BLE001 - a template that rejects these messages is the client's 400
         raise APIError(400, f"messages: the chat template could not render them: {exc}", "messages",
                        "invalid_value") from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from llmfleet.protocol.sampling_params import SamplingParams
+from llmfleet.protocol.structured import StructuredSpec
 from llmfleet.protocol.openai.common import SamplingFields
 from llmfleet.server.errors import APIError
 
@@ -39,11 +40,13 @@ def resolve_max_tokens(requested: int | None, default: int | None, prompt_len: i
     return requested
 
 
-def build_params(req: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
-    """SamplingParams for one prompt; its ValueError (naming the field) becomes a 400."""
+def build_params(req: SamplingFields, max_tokens: int, logprobs: int | None,
+                 structured: StructuredSpec | None = None) -> SamplingParams:
+    """SamplingParams for one prompt (`structured`: its checked constraint); its ValueError (naming the field)
+    becomes a 400."""
     kwargs = {name: getattr(req, name) for name in _OPTIONAL if getattr(req, name) is not None}
     try:
         return SamplingParams(n=req.n, max_tokens=max_tokens, logprobs=logprobs, ignore_eos=req.ignore_eos,
-                              skip_special_tokens=req.skip_special_tokens, **kwargs)
+                              skip_special_tokens=req.skip_special_tokens, structured=structured, **kwargs)
     except ValueError as exc:
         raise APIError.from_value_error(exc) from None
