@@ -1,4 +1,4 @@
-"""`llmfleet bench offline | serve | gateway`: the project's own benchmarks (workloads in BENCHMARKS.md).
+"""`llmfleet bench offline | serve | gateway | grammar`: the project's own benchmarks (workloads in BENCHMARKS.md).
 
 Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
 simply has no subcommand.
@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "offline": ("llmfleet.bench.offline", "offline throughput of the engine (W0, W1, W2, W4, W6)"),
     "serve": ("llmfleet.bench.serve", "streaming HTTP load against a running server (W3, W4, W5)"),
     "gateway": ("llmfleet.bench.gateway", "latency the gateway adds over a fixed-answer backend, and its req/s"),
+    "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
 }
 
 

@@ -14,7 +14,28 @@ from llmfleet.protocol.structured import StructuredSpec
 
 
 def _json_schema(spec: str) -> xgr.Grammar:
-    return xgr.Grammar.from_json_schema(spec, any_whitespace=False, strict_mode=True)
+    schema = _bounded_strings(json.loads(spec))
+    return xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
+
+
+# A JSON string's characters without escapes: anything but '"', '\' and control characters.
+_PLAIN_CHAR = r'[^"\\\x00-\x1f]'
+
+
+def _bounded_strings(node):
+    """The schema with each length-bounded string (minLength / maxLength, no pattern or format) given as the
+    equivalent pattern over unescaped characters: xgrammar's length-bounded strings admit raw control
+    characters, which JSON forbids."""
+    if isinstance(node, list):
+        return [_bounded_strings(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _bounded_strings(value) for key, value in node.items()}
+    bounded = "minLength" in node or "maxLength" in node
+    if node.get("type") == "string" and bounded and "pattern" not in node and "format" not in node:
+        low, high = node.pop("minLength", 0), node.pop("maxLength", "")
+        node["pattern"] = f"^{_PLAIN_CHAR}{{{low},{high}}}$"
+    return node
 
 
 def _json_object(spec: str) -> xgr.Grammar:

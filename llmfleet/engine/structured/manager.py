@@ -12,6 +12,7 @@ tokens), so a matcher only ever moves forward: preemption needs nothing from it.
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -30,7 +31,9 @@ class GrammarManager:
                  cache_size: int = 512):
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
         self.vocab_size = vocab_size
-        self._compiler = xgr.GrammarCompiler(info, max_threads=1)
+        # xgrammar spreads one compilation over threads of its own: up to 8, half the cores (the rest step)
+        self.compile_threads = max(1, min(8, (os.cpu_count() or 2) // 2))
+        self._compiler = xgr.GrammarCompiler(info, max_threads=self.compile_threads)
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="grammar")
         self._compiled: OrderedDict[tuple[str, str], Future] = OrderedDict()  # LRU of compiled grammars
         self._cache_size = cache_size

@@ -43,6 +43,7 @@ def _partial_marker(text: str, marker: str) -> int:
 
 class HermesParser:
     """Hermes / Qwen: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, one block per call."""
+    may_call = True
     marker, close = "<tool_call>", "</tool_call>"
 
     def start(self, text: str) -> int:
@@ -66,6 +67,7 @@ class HermesParser:
 
 class MistralParser:
     """Mistral: `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]` after any content."""
+    may_call = True
     marker = "[TOOL_CALLS]"
 
     def start(self, text: str) -> int:
@@ -86,6 +88,7 @@ class MistralParser:
 class Llama3JsonParser:
     """Llama 3.x JSON tool calls: the whole answer is `{"name": ..., "parameters": {...}}` (optionally after
     `<|python_tag|>`, several separated by `;`); anything else is content. Calls are known only at the end."""
+    may_call = True
     tag = "<|python_tag|>"
 
     def start(self, text: str) -> int:
