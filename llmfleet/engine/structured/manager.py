@@ -29,12 +29,13 @@ logger = logging.getLogger(__name__)
 class GrammarManager:
     def __init__(self, tokenizer, vocab_size: int, stop_token_ids: list[int], max_workers: int = 2,
                  cache_size: int = 512):
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
         self.vocab_size = vocab_size
         # xgrammar spreads one compilation over threads of its own: up to 8, half the cores (the rest step)
         self.compile_threads = max(1, min(8, (os.cpu_count() or 2) // 2))
-        self._compiler = xgr.GrammarCompiler(info, max_threads=self.compile_threads)
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="grammar")
+        # Reading the vocabulary takes seconds for 150k tokens: done in the pool, so start-up does not wait for it
+        # (the first compilations do)
+        self._compiler = self._pool.submit(self._new_compiler, tokenizer, vocab_size, stop_token_ids)
         self._compiled: OrderedDict[tuple[str, str], Future] = OrderedDict()  # LRU of compiled grammars
         self._cache_size = cache_size
         self._pending: dict[int, Future] = {}            # seq id -> its grammar, until a matcher is built
@@ -61,8 +62,12 @@ class GrammarManager:
             self._compiled.popitem(last=False)
         return future
 
+    def _new_compiler(self, tokenizer, vocab_size: int, stop_token_ids: list[int]) -> xgr.GrammarCompiler:
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
+        return xgr.GrammarCompiler(info, max_threads=self.compile_threads)
+
     def _compile(self, spec: StructuredSpec) -> xgr.CompiledGrammar:
-        return self._compiler.compile_grammar(build_grammar(spec))
+        return self._compiler.result().compile_grammar(build_grammar(spec))
 
     def ready(self, seq: Request) -> bool:
         """May the scheduler admit `seq`? Unconstrained: yes. Constrained: once its grammar compiled (a failed
