@@ -123,3 +123,16 @@ def test_json_object_with_the_demo_model_parses():
                                                                   structured=StructuredSpec("json_object")))})
     out = finals["j"].outputs[0]
     assert out.finish_reason == "stop" and isinstance(json.loads(out.text), dict)
+
+
+def test_ids_past_the_tokenizer_in_a_padded_vocabulary_are_never_drawn(tiny_checkpoint):
+    padded = tiny_checkpoint("llama", vocab_size=640)   # the model has 128 ids more than its tokenizer (512)
+    engine = LLMEngine(EngineConfig(model=str(padded), device="cpu", dtype="float32", num_kv_blocks=64,
+                                    max_model_len=256))
+    assert engine.vocab_size == 640
+    spec = StructuredSpec("regex", "[a-z ]{20}")
+    finals = _run(engine, {f"p{i}": ("Hello" + "!" * i, SamplingParams(temperature=1.0, max_tokens=24,
+                                                                       structured=spec)) for i in range(4)})
+    for out in finals.values():
+        assert all(t < 512 for t in out.outputs[0].token_ids)
+        assert re.fullmatch("[a-z ]{20}", out.outputs[0].text)

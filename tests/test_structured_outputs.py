@@ -182,3 +182,11 @@ def test_tools_without_a_parser_need_a_forced_choice(client):
     with pytest.raises(openai.BadRequestError) as info:
         _chat(client, tools=tools)                    # tool_choice defaults to "auto"
     assert info.value.body["param"] == "tool_choice"
+
+
+def test_logprobs_of_a_constrained_answer_are_the_models_own(client):
+    out = client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=0, max_tokens=10, logprobs=True,
+                                         top_logprobs=5, extra_body={"guided_choice": ["yes", "no"]}).choices[0]
+    assert out.message.content in ("yes", "no")
+    for entry in out.logprobs.content:   # finite: taken before the mask (which sets forbidden logits to -inf)
+        assert len(entry.top_logprobs) == 5 and all(t.logprob > -1e9 for t in entry.top_logprobs)

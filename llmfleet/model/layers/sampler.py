@@ -42,10 +42,11 @@ class SamplerOutput:
 
 
 def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
-    """logits: [B, V] float32 (constrained rows are masked in place)."""
+    """logits: [B, V] float32 (constrained rows are masked in place). Logprobs are the model's own, from the
+    logits before any step changes them."""
+    raw_logprobs = logits.log_softmax(dim=-1) if batch.max_logprobs is not None else None
     if batch.token_bitmask is not None:
         apply_token_bitmask(logits, batch.token_bitmask, batch.bitmask_rows)
-    raw_logprobs = logits.log_softmax(dim=-1) if batch.max_logprobs is not None else None
     if batch.output_token_ids is not None:
         logits = apply_penalties(logits, batch)
     if batch.all_greedy:
