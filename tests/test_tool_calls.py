@@ -5,7 +5,6 @@ and the 400s."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import jsonschema
 import openai

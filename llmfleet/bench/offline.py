@@ -74,7 +74,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         num_kv_blocks=engine.runner.num_blocks, block_size=engine.config.block_size,
         cuda_graphs=engine.runner.graphs is not None, temperature=args.temperature,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-        prefix_caching=not args.no_prefix_caching, structured=args.structured, **{k: v for k, v in timing.items() if k != "elapsed_s"})
+        prefix_caching=not args.no_prefix_caching, structured=args.structured,
+        **{k: v for k, v in timing.items() if k != "elapsed_s"})
     record["device"] = _device_name(engine.runner.device)
     record.update(bound_fields(slug(record["device"]), args.shape, args.workload, record["output_tokens_per_s"]))
     return record
