@@ -1,5 +1,5 @@
-"""`llmfleet bench offline | serve | gateway | fleet | perplexity | embed`: the project's own benchmarks (workloads
-in BENCHMARKS.md).
+"""`llmfleet bench offline | serve | gateway | fleet | perplexity | embed | grammar`: the project's own benchmarks
+(workloads in BENCHMARKS.md).
 
 Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
 simply has no subcommand.
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "embed": ("llmfleet.bench.embed", "sentences/s of an embedding model through the engine"),
     "fleet": ("llmfleet.bench.fleet", "a workload through the gateway over N llmfleet serve replicas, per policy"),
     "perplexity": ("llmfleet.bench.perplexity", "perplexity of a model on a text file (and transformers' on it)"),
+    "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
 }
 
 

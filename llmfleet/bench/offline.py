@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
                    help="quantize the linear layers (default: none, or the checkpoint's own)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"])
+    p.add_argument("--structured", default="none", choices=["none", "json"],
+                   help="json: every request decodes under a JSON schema (a benchmark shape then gets a byte-level "
+                        "tokenizer of its vocabulary size); throughput counts the tokens that came out")
     p.add_argument("--results-dir", default="benchmarks/results")
     p.add_argument("--no-save", action="store_true")
 
@@ -57,9 +60,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     requests = workload(args.workload, args.num_requests)
     longest = max(len(r.prompt_token_ids) + r.max_tokens for r in requests)
     load_format = args.load_format or ("dummy" if args.shape in SHAPES else "auto")
+    tokenizer, spec = _structured(args, SHAPES)
     started = time.perf_counter()
     engine = LLMEngine(EngineConfig(
-        model=args.shape, device=args.device, dtype=args.dtype, load_format=load_format,
+        model=args.shape, tokenizer=tokenizer, device=args.device, dtype=args.dtype, load_format=load_format,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
         enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
@@ -67,8 +71,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         **({} if args.cuda_graph_max_tokens is None else {"cuda_graph_max_tokens": args.cuda_graph_max_tokens})))
     ready_s = time.perf_counter() - started
     _warm_up(engine, requests)
-    timing = _drive(engine, requests, args.temperature)
-    out_tokens = sum(r.max_tokens for r in requests)
+    timing = _drive(engine, requests, args.temperature, spec)
+    out_tokens = timing.pop("output_tokens")
     in_tokens = sum(len(r.prompt_token_ids) for r in requests)
     record = dict(
         shape=args.shape, workload=args.workload, num_requests=len(requests), input_tokens=in_tokens,
@@ -79,12 +83,29 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         cuda_graph_max_tokens=engine.runner.piecewise.sizes[-1] if engine.runner.piecewise else 0,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         prefix_caching=not args.no_prefix_caching, quantization=args.quantization,
-        kv_cache_dtype=args.kv_cache_dtype, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
+        kv_cache_dtype=args.kv_cache_dtype, structured=args.structured, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
         seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
         weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"})
     record["device"] = _device_name(engine.runner.device)
     record.update(bound_fields(slug(record["device"]), args.shape, args.workload, record["output_tokens_per_s"]))
     return record
+
+
+def _structured(args: argparse.Namespace, shapes) -> tuple[str | None, object]:
+    """(tokenizer folder or None, StructuredSpec or None) for `--structured`."""
+    if args.structured == "none":
+        return None, None
+    import json
+    import tempfile
+
+    from llmfleet.bench.structured import DECODE_SCHEMA, byte_level_tokenizer
+    from llmfleet.model.shapes import shape_config
+    from llmfleet.protocol.structured import StructuredSpec
+
+    folder = None
+    if args.shape in shapes:
+        folder = byte_level_tokenizer(shape_config(args.shape).vocab_size, tempfile.mkdtemp(prefix="bench-tok-"))
+    return folder, StructuredSpec("json", json.dumps(DECODE_SCHEMA))
 
 
 def _device_name(device: str) -> str:
@@ -115,7 +136,7 @@ def _fold(engine, ids: list[int]) -> list[int]:
     return [t % engine.vocab_size for t in ids] if engine.vocab_size < VOCAB_LIMIT else ids
 
 
-def _drive(engine, requests, temperature: float) -> dict:
+def _drive(engine, requests, temperature: float, structured=None) -> dict:
     import torch
 
     from llmfleet.protocol.sampling_params import SamplingParams
@@ -127,9 +148,10 @@ def _drive(engine, requests, temperature: float) -> dict:
     start, start_mono = time.perf_counter(), time.monotonic()
     for i, r in enumerate(requests):
         params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=r.max_tokens, ignore_eos=True,
-                                detokenize=False, output_kind="final_only")
+                                detokenize=False, output_kind="final_only", structured=structured)
         engine.add_request(f"bench-{i}", _fold(engine, r.prompt_token_ids), params)
     first_token: dict[str, float] = {}
+    output_tokens = 0
     while engine.has_unfinished_requests():
         t0 = time.perf_counter()
         outputs = engine.step()
@@ -137,6 +159,7 @@ def _drive(engine, requests, temperature: float) -> dict:
         step_s.append(now - t0)
         for o in outputs:
             first_token[o.request_id] = o.metrics["first_token_time"] - start_mono
+            output_tokens += sum(len(c.token_ids) for c in o.outputs)
     if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
@@ -146,7 +169,7 @@ def _drive(engine, requests, temperature: float) -> dict:
     engine.runner.step_timings = None
     stats1 = engine.stats()
     ttft = sorted(first_token.values())
-    result = dict(elapsed_s=elapsed, steps=len(step_ms),
+    result = dict(elapsed_s=elapsed, steps=len(step_ms), output_tokens=output_tokens,
                   step_wall_ms_mean=_mean(step_ms), device_ms_per_step_mean=_mean(device_ms),
                   host_ms_per_step_mean=_mean(step_ms) - _mean(device_ms) if device_ms else None,
                   prepare_inputs_ms_per_step_mean=_mean(prepare_ms),

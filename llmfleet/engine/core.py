@@ -9,12 +9,14 @@ Not thread-safe by design: every call happens on one thread (the engine-core pro
 from __future__ import annotations
 
 import gc
+import logging
 
 from llmfleet.engine.kv_cache import KVCacheManager
 from llmfleet.engine.kv_events import start_publisher
 from llmfleet.engine.limits import Limits
 from llmfleet.engine.request import Request, Status
 from llmfleet.engine.scheduler import Scheduler
+from llmfleet.engine.structured.manager import GrammarManager
 from llmfleet.model.source import resolve_model
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.engine_messages import CoreRequest, EngineStats, SeqOutput, params_from_wire
@@ -22,6 +24,8 @@ from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.worker.device import resolve_device, resolve_dtype
 from llmfleet.worker.runner import ModelRunner
+
+logger = logging.getLogger(__name__)
 
 
 class EngineCore:
@@ -33,7 +37,6 @@ class EngineCore:
         self.tokenizer = source.tokenizer
         self.runner = ModelRunner(config, device, resolve_dtype(config.dtype, device), source.path, source.hf_config)
         self.kv = KVCacheManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
         self.kv_events = start_publisher(config.kv_events_endpoint, config.block_size, self.kv.pool)  # None: off
         self.limits = Limits(self.runner.max_model_len, self.runner.info.vocab_size, self.runner.num_blocks,
                              config.block_size)
@@ -42,6 +45,11 @@ class EngineCore:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
         self.runner.eos_token_ids = self.eos_token_ids
+        # Structured outputs need token strings: no tokenizer, no grammars (constrained requests are refused).
+        self.grammars = (GrammarManager(self.tokenizer, self.runner.info.vocab_size, sorted(eos))
+                         if self.tokenizer is not None else None)
+        self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens,
+                                   self.grammars.ready if self.grammars is not None else None)
         self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
         self._num_sync_only = 0               # unfinished sequences that need one step at a time
         self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
@@ -80,10 +88,15 @@ class EngineCore:
             raise ValueError(f"n: the engine core runs one sample per request, got n={params.n}")
         self.limits.check_token_ids(request.prompt_token_ids)
         max_total = self.limits.max_total_tokens(len(request.prompt_token_ids), params)
+        if params.structured is not None and self.grammars is None:
+            raise ValueError("structured: structured outputs need the tokenizer (the engine was started with "
+                             "skip_tokenizer_init)")
         seq = Request(request.prompt_token_ids, params, request.arrival_time, max_total, self.eos_token_ids,
                       request.priority, request.request_id, cache_salt=request.cache_salt)
         self._seqs[request.request_id] = seq
         self._num_sync_only += _sync_only(seq)
+        if params.structured is not None:
+            self.grammars.add(seq)
         self.scheduler.add(seq)
 
     def _add_pooling(self, request: CoreRequest) -> None:
@@ -120,14 +133,17 @@ class EngineCore:
         With asynchronous scheduling, step N is scheduled and launched while step N-1 still runs on the device
         (its sampled tokens are pending on the host and reach step N's inputs on the device); N-1's tokens are
         then read back and processed while N runs. Sequences that need every token on the host before the next
-        step (penalties, logprobs, seeds) switch the engine to one step at a time while they are present.
+        step (penalties, logprobs, seeds) switch the engine to one step at a time while they are present, and so
+        do constrained ones: a step's grammar bitmask needs the previous step's token taken by the matcher.
         """
-        outputs: list[SeqOutput] = []
+        outputs: list[SeqOutput] = self._fail_grammars()
         overlap = self.config.async_scheduling and self._num_sync_only == 0
         if self._inflight is not None and not overlap:
             outputs += self._finish(self._inflight)
             self._inflight = None
         out = self.scheduler.schedule()
+        if self.grammars is not None:
+            self.grammars.fill(out, self.scheduler.by_id)
         launched = None
         if out.num_scheduled_tokens:
             launched = (out, self.runner.launch(out, self._inflight[1] if self._inflight else None))
@@ -156,6 +172,8 @@ class EngineCore:
         for seq, token in applies:
             if self._seqs.get(seq.request_id) is not seq:
                 continue  # aborted while its token was on the device
+            if self.grammars is not None:
+                self._advance_grammar(seq, token)
             self._generation_tokens += 1
             first = len(seq.all_token_ids) == seq.num_prompt_tokens + 1  # its first token (pending ones aside)
             if first:
@@ -186,6 +204,27 @@ class EngineCore:
         del self._seqs[seq.request_id]
         self._pooling.pop(seq.seq_id, None)
         self._num_sync_only -= _sync_only(seq)
+        if seq.params.structured is not None:
+            self.grammars.remove(seq)
+
+    def _advance_grammar(self, seq: Request, token: int) -> None:
+        """The matcher takes the drawn token; a complete grammar ends the sequence (even with ignore_eos)."""
+        if not self.grammars.accept(seq, token):
+            logger.error("request %s: token %d breaks its grammar; ending it", seq.request_id, token)
+            self.scheduler.finish(seq, Status.FINISHED_ABORTED)
+        elif not seq.status.finished and self.grammars.terminated(seq):
+            self.scheduler.finish(seq, Status.FINISHED_STOPPED)
+
+    def _fail_grammars(self) -> list[SeqOutput]:
+        """Sequences whose grammar did not compile end as aborted (the API server checks specs first, so this is
+        what its checks cannot see)."""
+        if self.grammars is None:
+            return []
+        failed = [seq for seq, _ in self.grammars.take_failed() if self._seqs.get(seq.request_id) is seq]
+        for seq in failed:
+            self._forget(seq)
+            self.scheduler.finish(seq, Status.FINISHED_ABORTED)
+        return [SeqOutput(seq.request_id, [], Status.FINISHED_ABORTED.value) for seq in failed]
 
     def reset_prefix_cache(self) -> int:
         return self.kv.reset_prefix_cache()
@@ -205,4 +244,5 @@ _NO_SAMPLING = SamplingParams(max_tokens=1, detokenize=False)  # what a pooling 
 def _sync_only(seq: Request) -> bool:
     """Needs every sampled token on the host before the next step is scheduled."""
     p = seq.params
-    return p.has_penalties or p.logprobs is not None or p.seed is not None or p.prompt_logprobs is not None
+    return (p.has_penalties or p.logprobs is not None or p.seed is not None or p.prompt_logprobs is not None
+            or p.structured is not None)

@@ -4,7 +4,8 @@ Each step: running sequences first (a decode needs one token; a sequence mid-pre
 waiting sequences are admitted in priority order while the budget, `max_num_seqs` and free KV blocks allow, their
 prompts chunked to the budget that is left. When a running sequence cannot get a block, the lowest-priority,
 latest-arrived running sequence is preempted: its blocks are freed and it is recomputed later (its prefix may still
-be cached). No admissions happen in a step that preempted.
+be cached). No admissions happen in a step that preempted. A waiting sequence that `admissible` refuses (its
+grammar is still compiling) is passed over, and the ones behind it are admitted meanwhile.
 
 The step goes to the worker as plain data (protocol/scheduler_output.py): a sequence whole the first time it is
 scheduled, diffs after, its table whole again after a preemption, and the ids of sequences that ended once the
@@ -17,6 +18,7 @@ that computes it. Encoders attend bidirectionally, so a chunk could not see the 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 from llmfleet.engine.kv_cache import KVCacheManager
 from llmfleet.engine.request import Request, Status
@@ -27,8 +29,10 @@ _NO_BLOCKS: list[int] = []  # shared by every diff without new blocks: never mod
 
 
 class Scheduler:
-    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
+                 admissible: Callable[[Request], bool] | None = None):
         self.kv = kv
+        self.admissible = admissible or (lambda seq: True)
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: list[Request] = []   # sorted by Request.sort_key
@@ -108,15 +112,19 @@ class Scheduler:
         return budget
 
     def _admit_waiting(self, scheduled: dict[int, tuple[Request, int]], budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+        skipped = 0  # waiting sequences passed over, at the head of the queue
+        while len(self.waiting) > skipped and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[skipped]
+            if not self.admissible(seq):
+                skipped += 1
+                continue
             computed, num_hit = self.kv.get_computed_blocks(seq)
             if seq.pooling is not None and seq.num_tokens > budget:
                 break  # not chunked: waits for a step with room for all of it (FCFS: nothing passes it)
             n = min(seq.num_tokens - num_hit, budget)
             if self.kv.allocate_slots(seq, n, computed) is None:
                 break
-            self.waiting.pop(0)
+            self.waiting.pop(skipped)
             seq.status = Status.RUNNING
             seq.num_computed_tokens = num_hit
             if seq.num_cached_tokens < 0:

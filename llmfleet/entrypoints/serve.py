@@ -63,6 +63,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-credentials", action="store_true", help="CORS: allow cookies and Authorization")
     group.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug", "trace"])
+    group.add_argument("--tool-call-parser", default=None, choices=["hermes", "qwen", "llama3_json", "mistral"],
+                       help="how tool calls are read out of the model's text (tool_choice \"auto\"; without it, "
+                            "only \"required\" and named tool choices work)")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +122,7 @@ def build_configs(args: argparse.Namespace):
                           lenient_requests=args.lenient_requests, allowed_origins=tuple(args.allowed_origins),
                           allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
                           allow_credentials=args.allow_credentials, tls=tls_config(args), batch_dir=args.batch_dir,
-                          batch_concurrency=args.batch_concurrency)
+                          batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser)
     return server, engine
 
 

@@ -33,7 +33,10 @@ def resolve_model(model: str, tokenizer: str | None = None, load_format: str = "
         if load_format != "dummy":
             raise ValueError(f"model: {model!r} is a benchmark shape with no weights; use load_format='dummy'")
         config = shape_config(model)
-        words = None if skip_tokenizer_init else synthetic_tokenizer(config.vocab_size)
+        if skip_tokenizer_init:
+            words = None
+        else:  # a given tokenizer folder replaces the synthetic one (the structured-output bench needs bytes)
+            words = load_tokenizer(tokenizer) if tokenizer else synthetic_tokenizer(config.vocab_size)
         return ModelSource(None, config, words, model)
     if not isinstance(model, str) or not model:
         raise ValueError(f"model: must be a non-empty string, got {model!r}")

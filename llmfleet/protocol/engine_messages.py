@@ -18,7 +18,10 @@ from llmfleet.protocol.sampling_params import SamplingParams
 
 def params_to_wire(params: SamplingParams) -> dict[str, Any]:
     """The constructor fields of SamplingParams (the core re-validates them on arrival)."""
-    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.init}
+    fields = {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.init}
+    if params.structured is not None:
+        fields["structured"] = params.structured.to_wire()
+    return fields
 
 
 def params_from_wire(fields: dict[str, Any]) -> SamplingParams:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from llmfleet.protocol.structured import StructuredSpec
+
 _GREEDY_BELOW = 1e-5
 MAX_LOGIT_BIAS = 100.0  # OpenAI's bound on each bias
 
@@ -32,6 +34,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False  # keep the stop string that ended the text
     best_of: int | None = None                # sample this many (>= n), return the n of highest cumulative logprob
     output_kind: str = "cumulative"           # cumulative: an output every step; final_only: when finished
+    structured: StructuredSpec | None = None  # the output must match this grammar (JSON schema, regex, ...)
     _stop_strings: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,7 @@ class SamplingParams:
         _require(self.detokenize or not stops, "stop", "stop strings need detokenize=True")
         _require(self.output_kind in ("cumulative", "final_only"), "output_kind",
                  f"must be 'cumulative' or 'final_only', got {self.output_kind!r}")
+        self.structured = StructuredSpec.from_wire(self.structured)
         ids = self.stop_token_ids or []
         _require(all(isinstance(t, int) and t >= 0 for t in ids), "stop_token_ids",
                  "must be non-negative integers")

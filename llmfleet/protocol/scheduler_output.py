@@ -64,6 +64,11 @@ class SchedulerOutput:
     # sequences preempted while scheduling this step: their blocks are freed; the worker keeps their state and
     # gets a new table when they resume (`resumed_from_preemption`)
     preempted_seq_ids: list[int] = field(default_factory=list)
+    # Structured outputs: the sequences that sample under a grammar this step, and their allowed tokens as an
+    # int32 host array [len(grammar_seq_ids), ceil(vocab / 32)] (bit j of word w allows token 32 * w + j), row i
+    # for grammar_seq_ids[i]. Empty / None when no scheduled sequence is constrained: nothing else pays.
+    grammar_seq_ids: list[int] = field(default_factory=list)
+    grammar_bitmask: object | None = None
 
     @property
     def total_num_scheduled_tokens(self) -> int:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
+TOOL_CALL_PARSERS = ("hermes", "qwen", "llama3_json", "mistral")   # server/chat/tool_parsers.py's PARSERS
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -23,6 +25,7 @@ class ServerConfig:
     metrics_public: bool = False              # with api_key: /metrics open to scrapers without the key
     retry_after_s: int = 1                    # Retry-After header of 429 and 503 answers
     log_level: str = "info"
+    tool_call_parser: str | None = None       # hermes | qwen | llama3_json | mistral: reads tool_choice "auto" calls
     tenancy: TenancyConfig | None = None      # keys, limits, budgets and spend (replaces api_key): `--master-key`
     batch_dir: str | None = None              # /v1/files + /v1/batches state (survives restarts); None: a
     #                                           temporary folder removed at exit
@@ -52,5 +55,8 @@ class ServerConfig:
         for name in ("allowed_origins", "allowed_methods", "allowed_headers"):
             if any(not isinstance(v, str) or not v for v in getattr(self, name)):
                 raise ValueError(f"{name}: must be non-empty strings")
+        if self.tool_call_parser is not None and self.tool_call_parser not in TOOL_CALL_PARSERS:
+            raise ValueError(f"tool_call_parser: must be one of {', '.join(TOOL_CALL_PARSERS)}, got "
+                             f"{self.tool_call_parser!r}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
             raise ValueError(f"log_level: unknown value {self.log_level!r}")

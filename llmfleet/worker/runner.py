@@ -173,7 +173,7 @@ class ModelRunner:
                 step.pooled = HostCopy(pool_step(hidden, inputs, seqs, self.pooler, self.device))
             logits = self._sampled_logits(inputs, hidden)
         if logits is not None:
-            step.result = sample(logits, self._sampling_batch(step.seqs))
+            step.result = sample(logits, self._sampling_batch(step, out))
             step.tokens = HostCopy(step.result.token_ids)
             self.seqs.sampled(step.step_id, step.seqs)
         self._events_end(events)
@@ -259,7 +259,8 @@ class ModelRunner:
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 
-    def _sampling_batch(self, seqs: list[SeqState]) -> SamplingBatch:
+    def _sampling_batch(self, step: LaunchedStep, out: SchedulerOutput) -> SamplingBatch:
+        seqs = step.seqs
         params = [s.params for s in seqs]
         batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
         if any(p.logit_bias or p.min_tokens for p in params):
@@ -269,6 +270,9 @@ class ModelRunner:
         if any(p.has_penalties for p in params):
             batch.output_token_ids = [s.output_token_ids for s in seqs]
             batch.prompt_token_ids = [s.prompt_token_ids for s in seqs]
+        if out.grammar_seq_ids:
+            batch.token_bitmask = to_device(out.grammar_bitmask, self.device)
+            batch.bitmask_rows = to_device([step.row_of(i) for i in out.grammar_seq_ids], self.device, torch.int64)
         return batch
 
     @staticmethod

@@ -10,9 +10,12 @@ import numpy as np
 import torch
 
 
-def to_device(values: np.ndarray | list, device: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+def to_device(values: np.ndarray | torch.Tensor | list, device: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A small host array on the device, copied asynchronously on CUDA."""
-    host = torch.from_numpy(values) if isinstance(values, np.ndarray) else torch.tensor(values, dtype=dtype)
+    if isinstance(values, torch.Tensor):
+        host = values
+    else:
+        host = torch.from_numpy(values) if isinstance(values, np.ndarray) else torch.tensor(values, dtype=dtype)
     if dtype is not None and host.dtype != dtype:
         host = host.to(dtype)
     if not device.startswith("cuda"):

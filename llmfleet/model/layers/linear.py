@@ -15,7 +15,6 @@ tensors (scales, packed weights) with the same arithmetic as the float weight.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmfleet.model.layers.quantization.base import current_linear_method

@@ -1,5 +1,5 @@
-"""Batched sampling: per-request logit edits (logit_bias, min_tokens; logits_adjust.py), penalties, temperature,
-top-k / top-p / min-p, and per-request seeded randomness.
+"""Batched sampling: per-request logit edits (logit_bias, min_tokens; logits_adjust.py), grammar bitmasks,
+penalties, temperature, top-k / top-p / min-p, and per-request seeded randomness.
 
 Sampling draws through the exponential race (argmax of p / E with E ~ Exp(1)), which needs no cumulative sums
 and no host synchronisation. A request with a seed draws its E from its own generator, so its samples do not
@@ -22,6 +22,9 @@ class SamplingBatch:
     output_token_ids: list[list[int]] | None = None   # only when some row uses penalties
     prompt_token_ids: list[list[int]] | None = None    # for repetition penalty (prompt + output)
     adjustments: LogitAdjustments | None = None        # only when some row uses logit_bias or min_tokens
+    # Structured outputs: allowed tokens of the constrained rows only, on the logits' device (None: no row is)
+    token_bitmask: torch.Tensor | None = None          # [R, ceil(V / 32)] int32, bit j of word w: token 32w + j
+    bitmask_rows: torch.Tensor | None = None           # [R] long: the batch row each bitmask row constrains
 
     @property
     def all_greedy(self) -> bool:
@@ -42,10 +45,14 @@ class SamplerOutput:
 
 
 def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
-    """logits: [B, V] float32. Logit edits come first: the logprobs returned are those of the edited logits."""
+    """logits: [B, V] float32. Logit edits (logit_bias, min_tokens) come first, and the logprobs returned are those
+    of the edited logits, as OpenAI reports them; grammar masks come after the logprobs (constrained rows are masked
+    in place), so a constrained answer's logprobs stay finite."""
     if batch.adjustments is not None:
         logits = adjust_logits(logits, batch.adjustments)
     raw_logprobs = logits.log_softmax(dim=-1) if batch.max_logprobs is not None else None
+    if batch.token_bitmask is not None:
+        apply_token_bitmask(logits, batch.token_bitmask, batch.bitmask_rows)
     if batch.output_token_ids is not None:
         logits = apply_penalties(logits, batch)
     if batch.all_greedy:
@@ -56,6 +63,18 @@ def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
     if raw_logprobs is not None:
         _gather_logprobs(out, raw_logprobs, batch.max_logprobs)
     return out
+
+
+def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor) -> None:
+    """Sets the logits of the tokens a grammar forbids to -inf, in place, for the `rows` it constrains.
+
+    logits: [B, V]; bitmask: [R, W] int32 with W * 32 >= V (ids past the tokenizer's vocabulary are forbidden);
+    rows: [R] long. Runs on the logits' device without a host synchronisation.
+    """
+    vocab = logits.shape[-1]
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    allowed = ((bitmask[:, :, None] >> shifts) & 1).bool().flatten(1)[:, :vocab]   # [R, W * 32] -> [R, V]
+    logits[rows] = logits[rows].masked_fill(~allowed, float("-inf"))
 
 
 def _sample_random(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:

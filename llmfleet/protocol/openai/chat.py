@@ -13,10 +13,44 @@ class ContentPart(StrictModel):
     text: str | None = None
 
 
+class FunctionCall(StrictModel):
+    name: str
+    arguments: str                                # JSON text of the arguments object
+
+
+class ToolCall(StrictModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(StrictModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None      # an assistant turn that called tools
+    tool_call_id: str | None = None               # a tool's answer: to which call
+
+
+class FunctionDefinition(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None      # a JSON schema of the arguments object
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -25,9 +59,9 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    response_format: dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None  # None: auto with tools
+    parallel_tool_calls: bool = True
     add_generation_prompt: bool = True
     continue_final_message: bool = False      # the prompt ends inside the last (assistant) message, continued
     echo: bool = False                        # the last message's content starts the answer when it is the assistant's
@@ -52,6 +86,33 @@ class ChoiceLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+
+def _without_nulls(model: BaseModel, handler) -> dict:
+    """OpenAI's deltas carry only the keys that changed."""
+    return {k: v for k, v in handler(model).items() if v is not None}
+
+
+class DeltaFunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_nulls(self, handler)
+
+
+class DeltaToolCall(BaseModel):
+    """One piece of a streamed tool call: its first carries id, type and the name; later ones argument text."""
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_nulls(self, handler)
 
 
 class ChatChoice(BaseModel):
@@ -71,11 +132,12 @@ class ChatCompletionResponse(ResponseHeader):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
     @model_serializer(mode="wrap")
-    def _without_nulls(self, handler) -> dict:
-        """OpenAI's deltas carry only the keys that changed: {"role", "content"}, {"content"} or {}."""
-        return {k: v for k, v in handler(self).items() if v is not None}
+    def _compact(self, handler) -> dict:
+        """{"role", "content"}, {"content"}, {"tool_calls"} or {}."""
+        return _without_nulls(self, handler)
 
 
 class ChatChunkChoice(BaseModel):

@@ -9,7 +9,7 @@ aside (pydantic's extra="allow") for the server to refuse by name (`unknown_fiel
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +46,15 @@ class StreamOptions(StrictModel):
     continuous_usage_stats: bool | None = False   # with include_usage: usage in every chunk, not only the last
 
 
+class StructuredOutputsField(StrictModel):
+    """vLLM's `structured_outputs` object: exactly one constraint."""
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+
+
 class SamplingFields(StrictModel):
     """Fields both endpoints accept; vLLM's extras (top_k, min_p, ignore_eos, ...) included."""
 
@@ -70,6 +79,13 @@ class SamplingFields(StrictModel):
     logit_bias: dict[str, float] | None = None     # token id (as a string, JSON keys are) -> bias in [-100, 100]
     min_tokens: int = Field(0, ge=0, le=INT32_MAX)
     include_stop_str_in_output: bool = False
+    # Structured outputs (server/common/structured.py turns at most one of them into a StructuredSpec)
+    response_format: dict[str, Any] | None = None    # OpenAI's: text | json_object | json_schema
+    guided_json: dict[str, Any] | str | None = None  # vLLM's older fields
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    structured_outputs: StructuredOutputsField | None = None
 
     @property
     def include_usage(self) -> bool:

@@ -1,6 +1,8 @@
 """Chat messages as templates take them, and the request's template options (shared by chat and /tokenize)."""
 from __future__ import annotations
 
+import json
+
 from llmfleet.server.common.prompts import ChatRender
 from llmfleet.server.errors import APIError
 
@@ -18,8 +20,22 @@ def template_messages(req) -> list[dict]:
         entry = {"role": message.role, "content": content or ""}
         if message.name is not None:
             entry["name"] = message.name
+        if message.tool_call_id is not None:
+            entry["tool_call_id"] = message.tool_call_id
+        if message.tool_calls:
+            entry["tool_calls"] = [_template_call(call) for call in message.tool_calls]
         messages.append(entry)
     return messages
+
+
+def _template_call(call) -> dict:
+    """A past call as chat templates read it: arguments as an object where they parse (most templates write them
+    out with `tojson`), else the text as sent."""
+    try:
+        arguments = json.loads(call.function.arguments)
+    except json.JSONDecodeError:
+        arguments = call.function.arguments
+    return {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}
 
 
 # apply_chat_template's own arguments: chat_template_kwargs may not set them.

@@ -93,11 +93,12 @@ class ChatRender:
 
 
 async def chat_prompt(messages: list[dict], tokenizers: TokenizerPool, max_chars: int,
-                      render: ChatRender = ChatRender()) -> list[int]:
-    """Render `messages` with the chat template (the request's, the tokenizer's or the plain default) and tokenize
-    the text without adding special tokens: the template already placed the ones it wants."""
+                      render: ChatRender = ChatRender(), tools: list[dict] | None = None) -> list[int]:
+    """Render `messages` (and `tools`, OpenAI's function definitions) with the chat template (the request's, the
+    tokenizer's or the plain default) and tokenize the text without adding special tokens: the template already
+    placed the ones it wants."""
     check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in messages), max_chars, "messages")
-    ids = await tokenizers.run(_render_and_encode, messages, render, max_chars)
+    ids = await tokenizers.run(_render_and_encode, messages, render, max_chars, tools)
     if not ids:
         raise APIError(400, "messages: render to an empty prompt", "messages", "invalid_value")
     return ids
@@ -114,10 +115,11 @@ def _encode_all(tokenizer: Any, prompts: list) -> list[list[int]]:
     return [tokenizer.encode(utf8(p, "prompt")) if isinstance(p, str) else list(p) for p in prompts]
 
 
-def _render_and_encode(tokenizer: Any, messages: list[dict], render: ChatRender, max_chars: int) -> list[int]:
+def _render_and_encode(tokenizer: Any, messages: list[dict], render: ChatRender, max_chars: int,
+                       tools: list[dict] | None = None) -> list[int]:
     template = render.chat_template or (None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE)
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template,
+        text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template, tools=tools,
                                              add_generation_prompt=render.add_generation_prompt,
                                              continue_final_message=render.continue_final_message,
                                              **render.template_kwargs)

@@ -26,6 +26,7 @@ from llmfleet.server.common.sse import DONE, error_event, event, sse_response
 from llmfleet.server.common.text import check_text
 from llmfleet.protocol.openai.completions import (CompletionChoice, CompletionLogprobs, CompletionRequest,
                                                   CompletionResponse, CompletionStreamResponse)
+from llmfleet.server.common.structured import structured_spec
 from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError
 
@@ -38,6 +39,7 @@ async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Re
     check_text(req)
     model = ctx.resolve_model(req.model)
     _check_fields(req)
+    structured = structured_spec(req)
     prompts = await completion_prompts(req.prompt, ctx.tokenizers, req.n, ctx.config.max_waiting_requests,
                                        ctx.max_prompt_chars)
     if req.suffix is not None:
@@ -45,7 +47,8 @@ async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Re
     echoes = await echo_texts(req.prompt, prompts, ctx.tokenizers) if req.echo else None
     requested, default = _max_tokens_asked(req)
     params = [build_params(req, resolve_max_tokens(requested, default, len(p), ctx.max_model_len, "prompt"),
-                           req.logprobs, best_of=req.best_of, prompt_logprobs=_prompt_top_n(req)) for p in prompts]
+                           req.logprobs, best_of=req.best_of, prompt_logprobs=_prompt_top_n(req),
+                           structured=structured) for p in prompts]
     request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     sub = await submit(ctx, prompts, params, request_id, req.priority, "prompt")
     if req.stream:
