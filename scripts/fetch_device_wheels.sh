@@ -9,5 +9,5 @@ platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
   -d .whl fastapi starlette uvicorn pydantic pydantic-core annotated-types typing-inspection annotated-doc \
-  typing-extensions opentelemetry-api msgspec pyzmq httptools uvloop xgrammar gguf
+  typing-extensions opentelemetry-api msgspec pyzmq httptools uvloop xgrammar apache-tvm-ffi gguf
 ls .whl

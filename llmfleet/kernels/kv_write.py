@@ -7,6 +7,7 @@ import torch
 from llmfleet.kernels._triton import check_device, next_pow2, tl, triton
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
+_FP8_MAX = tl.constexpr(FP8_MAX)  # the same, as the kernel may read a global
 
 
 def kv_scale_args(kv_cache: torch.Tensor, kv_scales, like: torch.Tensor):
@@ -42,8 +43,8 @@ def _write_kv_kernel(
     k = tl.load(k_ptr + tok * stride_k_tok + heads[:, None] * stride_k_head + dims[None, :], mask=mask)
     v = tl.load(v_ptr + tok * stride_v_tok + heads[:, None] * stride_v_head + dims[None, :], mask=mask)
     if KV_FP8:
-        k = tl.clamp(k.to(tl.float32) / tl.load(k_scale_ptr), -FP8_MAX, FP8_MAX)
-        v = tl.clamp(v.to(tl.float32) / tl.load(v_scale_ptr), -FP8_MAX, FP8_MAX)
+        k = tl.clamp(k.to(tl.float32) / tl.load(k_scale_ptr), -_FP8_MAX, _FP8_MAX)
+        v = tl.clamp(v.to(tl.float32) / tl.load(v_scale_ptr), -_FP8_MAX, _FP8_MAX)
     tl.store(cache_ptr + dst, k.to(cache_ptr.dtype.element_ty), mask=mask)
     tl.store(cache_ptr + stride_c_kv + dst, v.to(cache_ptr.dtype.element_ty), mask=mask)
 
