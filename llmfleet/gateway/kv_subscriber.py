@@ -2,8 +2,11 @@
 
 A SUB socket receives every batch; batches are applied in sequence order. On start, and whenever a batch's number
 skips ahead of the next expected one, the subscriber asks the replica's replay socket (DEALER -> ROUTER) for what
-it missed. A replay that no longer holds the oldest missed batch, or a publisher that starts counting again from 0
-(the replica restarted), makes the index forget the replica and start over from what the replay holds.
+it missed; it asks again after `idle_replay_s` without a live batch, since a SUB socket drops what is published
+before its subscription reaches the publisher (a batch lost with nothing after it would otherwise stay unseen until
+the replica's next event). A replay that no longer holds the oldest missed batch, or a publisher that starts
+counting again from 0 (the replica restarted), makes the index forget the replica and start over from what the
+replay holds.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ logger = logging.getLogger(__name__)
 
 class KVEventSubscriber:
     def __init__(self, url: str, endpoint: str, index: PrefixIndex, ctx: zmq.asyncio.Context,
-                 replay_timeout_s: float = 2.0, on_gap=None):
+                 replay_timeout_s: float = 2.0, on_gap=None, idle_replay_s: float = 1.0):
         self.url, self.endpoint, self.index, self.ctx = url, endpoint, index, ctx
         self.replay_endpoint = msg.replay_endpoint(endpoint)
-        self.replay_timeout_s = replay_timeout_s
+        self.replay_timeout_s, self.idle_replay_s = replay_timeout_s, idle_replay_s
         self.on_gap = on_gap or (lambda url, lost: None)   # metrics hook: (replica, batches lost for good)
         self.next_seq, self.last_timestamp = 0, 0.0
         self.replays = 0
@@ -40,7 +43,12 @@ class KVEventSubscriber:
             await self.replay()
             self.synced.set()
             while True:
-                await self.handle(msg.decode_batch(await sub.recv()))
+                try:
+                    frame = await asyncio.wait_for(sub.recv(), self.idle_replay_s)
+                except asyncio.TimeoutError:
+                    await self.replay()   # quiet: anything published that this socket never saw?
+                    continue
+                await self.handle(msg.decode_batch(frame))
         finally:
             sub.close(linger=0)
 
