@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import jsonschema
 import pytest
@@ -136,3 +137,23 @@ def test_ids_past_the_tokenizer_in_a_padded_vocabulary_are_never_drawn(tiny_chec
     for out in finals.values():
         assert all(t < 512 for t in out.outputs[0].token_ids)
         assert re.fullmatch("[a-z ]{20}", out.outputs[0].text)
+
+
+def test_a_step_with_only_compiling_grammars_is_stalled_and_then_runs(tight_engine):
+    """While the only request's grammar compiles nothing can be scheduled: the step says so (the core process then
+    waits instead of spinning), and the request runs once its grammar is ready."""
+    core = tight_engine.core
+    spec = StructuredSpec("regex", "[0-9]{3}-stall")
+    release = threading.Event()
+    compile_grammar = core.grammars._compile
+    core.grammars._compile = lambda s: (release.wait(10), compile_grammar(s))[1]
+    try:
+        tight_engine.add_request("slow", "Hi", SamplingParams(temperature=0, max_tokens=12, structured=spec))
+        assert tight_engine.step() == [] and core.stalled
+        release.set()
+        finals = {}
+        while tight_engine.has_unfinished_requests():
+            finals.update({o.request_id: o for o in tight_engine.step() if o.finished})
+        assert not core.stalled and re.fullmatch(r"[0-9]{3}-stall", finals["slow"].outputs[0].text)
+    finally:
+        core.grammars._compile = compile_grammar

@@ -53,6 +53,7 @@ class EngineCore:
         self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
         self._num_sync_only = 0               # unfinished sequences that need one step at a time
         self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
+        self.stalled = False                  # the last step scheduled nothing and had nothing to return
         self._pooling: dict[int, Request] = {}  # seq id -> pooling request, until its vector is read back
         self._prompt_tokens = self._generation_tokens = 0
         # Everything built so far (the model's modules, the block pool, tokenizer tables) lives as long as the
@@ -156,6 +157,9 @@ class EngineCore:
             self._inflight = None
         if self.kv_events is not None:
             self.kv_events.publish_pending()
+        # Nothing could run (every waiting request's grammar still compiling): the caller may wait instead of
+        # stepping again at once
+        self.stalled = not out.num_scheduled_tokens and self._inflight is None and not outputs
         return outputs
 
     def _finish(self, inflight) -> list[SeqOutput]:

@@ -27,6 +27,7 @@ from llmfleet.protocol.engine_messages import (AbortRequests, AddRequests, Call,
                                                Ready, SeqOutput, StepOutputs, StopStrings)
 
 logger = logging.getLogger("llmfleet.engine.core_proc")
+_STALL_WAIT_S = 0.002  # a step that could schedule nothing waits this long (or for a message) before the next
 
 
 def run_engine_core(config: EngineConfig, input_address: str, output_address: str, parent_alive,
@@ -106,11 +107,19 @@ class _CoreLoop:
                     outputs = self.core.step()
                     if outputs:
                         self._send(StepOutputs(outputs, started, time.monotonic()))
+                    elif self.core.stalled:   # grammars compiling: wait a little for them or a message
+                        self._apply(self._wait(_STALL_WAIT_S))
             return 0
         except BaseException as exc:  # noqa: BLE001 - the engine is dead; the API server fails every request
             logger.error("engine core failed:\n%s", traceback.format_exc())
             self._send(Dead(f"the engine failed: {type(exc).__name__}: {exc}"))
             return 1
+
+    def _wait(self, timeout: float):
+        try:
+            return self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def _busy(self) -> bool:
         return self.core.has_unfinished_requests() or self.core.has_inflight_step()
