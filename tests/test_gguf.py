@@ -147,3 +147,14 @@ def test_perplexity_agrees_with_transformers_on_a_gguf_file():
     reference = transformers_perplexity(str(file), text, window=256)
     assert ours["tokens"] == reference["tokens"] > 1000
     assert abs(ours["nll"] - reference["nll"]) < 1e-4 and 1 < ours["perplexity"] < 1e4
+
+
+def test_perplexity_of_quantized_layers_and_an_fp8_kv_cache_stays_near_the_float_score():
+    """The bench's quantized scores run the methods' CPU paths: int8 weights and an fp8 KV cache move the score by
+    little, and each differs from the float one (the option reached the model)."""
+    file, _ = gguf_model("qwen2", Q.Q4_1)
+    text = Path(__file__).resolve().parents[1] / "benchmarks" / "texts" / "heldout-en.txt"
+    base = perplexity(str(file), text, window=256)["nll"]
+    for options in ({"quantization": "int8"}, {"kv_cache_dtype": "fp8"}):
+        nll = perplexity(str(file), text, window=256, **options)["nll"]
+        assert nll != base and abs(nll - base) < 0.05 * base, options

@@ -26,12 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reference", action="store_true", help="also score with transformers and compare")
+    parser.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
+                        help="quantize the linear layers at load (on CPU: the methods' reference paths)")
+    parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"])
 
 
 def run(args: argparse.Namespace) -> int:
     """Print a JSON record: llmfleet's perplexity (and transformers' with --reference)."""
-    record = {"model": args.model, "text_file": args.text_file, "window": args.window, "dtype": args.dtype}
-    record["llmfleet"] = perplexity(args.model, args.text_file, args.window, args.dtype, args.device)
+    record = {"model": args.model, "text_file": args.text_file, "window": args.window, "dtype": args.dtype,
+              "quantization": args.quantization, "kv_cache_dtype": args.kv_cache_dtype}
+    record["llmfleet"] = perplexity(args.model, args.text_file, args.window, args.dtype, args.device,
+                                    args.quantization, args.kv_cache_dtype)
     if args.reference:
         record["transformers"] = transformers_perplexity(args.model, args.text_file, args.window)
     print(json.dumps(record, indent=2))
@@ -39,16 +44,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def perplexity(model: str, text_file: str | Path, window: int = 512, dtype: str = "float32",
-               device: str = "cpu") -> dict:
-    """{"tokens": scored tokens, "nll": mean negative log-likelihood, "perplexity": exp(nll), "seconds": ...}."""
+               device: str = "cpu", quantization: str | None = None, kv_cache_dtype: str = "auto") -> dict:
+    """{"tokens": scored tokens, "nll": mean negative log-likelihood, "perplexity": exp(nll), "seconds": ...}.
+
+    quantization: int8 | int4 | fp8 linear layers, quantized at load; kv_cache_dtype "fp8": the prefill writes its
+    keys and values into an fp8 cache and attends over what it reads back, as serving does."""
     from llmfleet.model.loader import load_model
     from llmfleet.model.source import resolve_model
 
     source = resolve_model(model)
     began = time.perf_counter()
-    net, _, _ = load_model(source.path, getattr(torch, dtype), device, hf_config=source.hf_config)
+    net, _, _ = load_model(source.path, getattr(torch, dtype), device, hf_config=source.hf_config,
+                           quantization=quantization)
     windows = token_windows(source.tokenizer, text_file, window)
-    return _score(lambda ids: paged_prefill_logits(net, ids, device), windows, began)
+    cache_dtype = torch.float8_e4m3fn if kv_cache_dtype == "fp8" else None
+    return _score(lambda ids: paged_prefill_logits(net, ids, device, cache_dtype), windows, began)
 
 
 def transformers_perplexity(model: str, text_file: str | Path, window: int = 512) -> dict:
@@ -72,13 +82,15 @@ def token_windows(tokenizer, text_file: str | Path, window: int) -> list[list[in
     return [ids[i:i + window] for i in range(0, len(ids) - 1, window) if len(ids[i:i + window]) > 1]
 
 
-def paged_prefill_logits(model, ids: list[int], device: str = "cpu") -> torch.Tensor:
-    """Logits [T, V] of one sequence prefilled into a fresh paged KV cache, as one engine step would run it."""
+def paged_prefill_logits(model, ids: list[int], device: str = "cpu",
+                         cache_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Logits [T, V] of one sequence prefilled into a fresh paged KV cache (in the model's dtype, or
+    `cache_dtype`), as one engine step would run it."""
     from llmfleet.model.layers.attention import AttentionMetadata
 
     t = len(ids)
     num_blocks = -(-t // BLOCK_SIZE)
-    dtype = next(model.parameters()).dtype
+    dtype = cache_dtype or next(model.parameters()).dtype
     for attn in model.attention_layers():
         attn.kv_cache = torch.zeros(2, num_blocks, BLOCK_SIZE, attn.num_kv_heads, attn.head_dim, dtype=dtype,
                                     device=device)
