@@ -293,3 +293,18 @@ def test_fill_in_the_middle_prompt_uses_the_models_fim_tokens(tiny_checkpoint):
     [ids] = _fim(tokenizer, [prompt], "    return x")
     body = prompt[1:] if prompt[:1] == [tokenizer.bos_token_id] else prompt
     assert ids == [pre] + body + [suf] + tokenizer.encode("    return x", add_special_tokens=False) + [mid]
+
+
+def test_chat_prompt_logprobs_are_those_of_the_rendered_prompt(server):
+    messages = [{"role": "user", "content": "The quick brown fox"}]
+    rendered = httpx.post(server.url + "/tokenize", json={"model": MODEL, "messages": messages}).json()["tokens"]
+    chat = server.client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, temperature=0,
+                                                 extra_body={"prompt_logprobs": 1})
+    entries = chat.model_extra["prompt_logprobs"]
+    plain = server.client.completions.create(model=MODEL, prompt=rendered, max_tokens=2, temperature=0,
+                                             extra_body={"prompt_logprobs": 1})
+    assert entries == plain.choices[0].model_extra["prompt_logprobs"] and len(entries) == len(rendered)
+    with pytest.raises(openai.BadRequestError) as exc:
+        server.client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, stream=True,
+                                              extra_body={"prompt_logprobs": 1})
+    assert _error(exc)["param"] == "prompt_logprobs"

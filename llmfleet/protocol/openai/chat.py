@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_serializer
 
 from llmfleet.protocol.openai.common import ResponseHeader, SamplingFields, StrictModel, UsageInfo
+from llmfleet.protocol.openai.completions import PromptLogprob
 
 
 class ContentPart(StrictModel):
@@ -59,6 +60,7 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)  # vLLM's: top-N per token of the rendered prompt
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None  # None: auto with tools
     parallel_tool_calls: bool = True
@@ -127,6 +129,7 @@ class ChatCompletionResponse(ResponseHeader):
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: UsageInfo
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None  # vLLM's, when asked (the first: None)
 
 
 class DeltaMessage(BaseModel):

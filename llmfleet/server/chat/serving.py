@@ -25,7 +25,7 @@ from llmfleet.server.chat.tool_stream import ToolStream
 from llmfleet.server.chat.tools import ToolPlan, extract, finish_reason, plan_tools, tool_calls
 from llmfleet.server.common.deltas import DeltaTracker
 from llmfleet.server.common.generation import Submission, collect_for, merge, submit
-from llmfleet.server.common.logprobs import chat_logprobs
+from llmfleet.server.common.logprobs import chat_logprobs, prompt_logprobs_field
 from llmfleet.server.common.prompts import chat_prompt
 from llmfleet.protocol.openai.common import UsageInfo
 from llmfleet.server.common.sampling import build_params, check_fields, resolve_max_tokens
@@ -48,7 +48,7 @@ async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext
                                plan.template_tools)
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = resolve_max_tokens(requested, None, len(prompt), ctx.max_model_len, "messages")
-    params = build_params(req, max_tokens, _top_n(req), structured=structured)
+    params = build_params(req, max_tokens, _top_n(req), structured=structured, prompt_logprobs=req.prompt_logprobs)
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     sub = await submit(ctx, [prompt], [params], request_id, req.priority, "messages")
     echo = _echo(req, messages)
@@ -69,6 +69,9 @@ def _echo(req: ChatCompletionRequest, messages: list[dict]) -> str:
 def _check_fields(req: ChatCompletionRequest) -> None:
     if req.top_logprobs is not None and not req.logprobs:
         raise APIError(400, "top_logprobs: requires logprobs to be true", "top_logprobs", "invalid_value")
+    if req.prompt_logprobs is not None and req.stream:
+        raise APIError(400, "prompt_logprobs: not available when stream is true", "prompt_logprobs",
+                       "invalid_value")
 
 
 def _constraints(req: ChatCompletionRequest, ctx: ServingContext) -> tuple[ToolPlan, StructuredSpec | None]:
@@ -111,8 +114,9 @@ def _response(req: ChatCompletionRequest, ctx: ServingContext, plan: ToolPlan, o
         choices.append(ChatChoice(index=i, message=message, logprobs=_logprobs(req, ctx, c, 0),
                                   finish_reason=finish_reason(c.finish_reason, bool(calls)),
                                   stop_reason=c.stop_reason))
+    prompt_logprobs = prompt_logprobs_field(out.prompt_logprobs) if req.prompt_logprobs is not None else None
     return ChatCompletionResponse(id=request_id, created=created, model=model, choices=choices,
-                                  usage=_usage(prompt_len, out))
+                                  usage=_usage(prompt_len, out), prompt_logprobs=prompt_logprobs)
 
 
 async def _stream(req: ChatCompletionRequest, ctx: ServingContext, plan: ToolPlan, sub: Submission, prompt_len: int,
