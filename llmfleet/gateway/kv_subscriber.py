@@ -46,7 +46,7 @@ class KVEventSubscriber:
                 try:
                     frame = await asyncio.wait_for(sub.recv(), self.idle_replay_s)
                 except asyncio.TimeoutError:
-                    await self.replay()   # quiet: anything published that this socket never saw?
+                    await self.replay(idle=True)   # quiet: anything published that this socket never saw?
                     continue
                 await self.handle(msg.decode_batch(frame))
         finally:
@@ -68,14 +68,16 @@ class KVEventSubscriber:
                 return
         self._apply(batch)
 
-    async def replay(self) -> None:
-        """Fetches and applies every held batch from `next_seq` on (from 0 again if the publisher restarted)."""
+    async def replay(self, idle: bool = False) -> None:
+        """Fetches and applies every held batch from `next_seq` on (from 0 again if the publisher restarted).
+        `idle`: a routine check after a quiet spell, so a replica that does not answer is only logged at debug
+        level (its health checks report it)."""
         self.replays += 1
         dealer = self.ctx.socket(zmq.DEALER)
         dealer.connect(self.replay_endpoint)
         try:
             for _ in range(2):
-                end = await self._replay_once(dealer)
+                end = await self._replay_once(dealer, idle)
                 if end is not None and end.next_seq > self.next_seq:   # batches gone from the replay buffer
                     self._lost(end.next_seq - self.next_seq)
                     self.next_seq = end.next_seq
@@ -85,7 +87,7 @@ class KVEventSubscriber:
         finally:
             dealer.close(linger=0)
 
-    async def _replay_once(self, dealer) -> msg.ReplayEnd | None:
+    async def _replay_once(self, dealer, idle: bool = False) -> msg.ReplayEnd | None:
         await dealer.send(msg.encode(msg.ReplayRequest(self.next_seq)))
         try:
             while True:
@@ -95,7 +97,8 @@ class KVEventSubscriber:
                 if reply.seq >= self.next_seq:
                     self._apply(reply, replaying=True)
         except asyncio.TimeoutError:
-            logger.warning("KV events from %s: the replay socket %s did not answer", self.url, self.replay_endpoint)
+            log = logger.debug if idle else logger.warning
+            log("KV events from %s: the replay socket %s did not answer", self.url, self.replay_endpoint)
             return None
 
     def _apply(self, batch: msg.KVEventBatch, replaying: bool = False) -> None:
