@@ -11,6 +11,7 @@ import argparse
 import inspect
 import json
 import platform
+import shlex
 import random
 import statistics
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from llmfleet.bench.results import write_result  # noqa: E402
 from llmfleet.tenancy.guards import pii  # noqa: E402
 
 SIZE = 4096
@@ -103,9 +105,9 @@ def main() -> None:
               "python": platform.python_version(), "machine": platform.machine(),
               "load_average": list(__import__("os").getloadavg()),
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = ROOT / "benchmarks" / "results" / "cpu-tenancy" / f"pii-guard-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result.update(workload="4kb-texts", shape="regex", device="cpu-tenancy",
+                  command=shlex.join(["python3", f"scripts/{Path(__file__).name}", *sys.argv[1:]]))
+    out = write_result(result, "pii-guard", ROOT / "benchmarks" / "results")  # adds the commit and date
     print(json.dumps(result, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from llmfleet.bench.results import write_result  # noqa: E402
 from tests.fleet_procs import fixed_backend, gateway_proc  # noqa: E402
 from tests.services import running_postgres, running_redis  # noqa: E402
 
@@ -57,7 +59,7 @@ async def _offer(client: httpx.AsyncClient, urls: list[str], key: str, rate: flo
                  statuses: Counter) -> None:
     """An open loop: `rate` requests per second for `seconds`, round-robin over the gateways."""
     tasks, start, i = [], time.monotonic(), 0
-    while (now := time.monotonic() - start) < seconds:
+    while time.monotonic() - start < seconds:
         url = urls[i % len(urls)]
         tasks.append(asyncio.create_task(_one(client, url, key, statuses)))
         i += 1
@@ -177,9 +179,9 @@ def main() -> None:
               "seconds": round(elapsed, 1), "offered_rate_per_key": args.rate, "shared": "redis + postgresql",
               "gateway_exit_codes": codes, **_report(rows, statuses), "python": platform.python_version(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = ROOT / "benchmarks" / "results" / "cpu-tenancy" / f"tenancy-gateways-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result.update(workload=f"{args.gateways}-gateways", shape="redis-postgresql", device="cpu-tenancy",
+                  command=shlex.join(["python3", f"scripts/{Path(__file__).name}", *sys.argv[1:]]))
+    out = write_result(result, "tenancy-gateways", ROOT / "benchmarks" / "results")  # adds the commit and date
     print(json.dumps(result, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import random
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from llmfleet.bench.results import write_result  # noqa: E402
 from llmfleet.tenancy.guards import injection  # noqa: E402
 
 
@@ -62,9 +64,9 @@ def main() -> None:
         "train_split_fifth": {"examples": fifth, "guard": _report(shuffled[:fifth], split_model, args.threshold)},
         "score_4kb_ms": round((time.perf_counter() - start) / 20 * 1e3, 3),
         "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = ROOT / "benchmarks" / "results" / "cpu-tenancy" / f"injection-guard-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result.update(workload="heldout", shape="logreg-ngrams", device="cpu-tenancy",
+                  command=shlex.join(["python3", f"scripts/{Path(__file__).name}", *sys.argv[1:]]))
+    out = write_result(result, "injection-guard", ROOT / "benchmarks" / "results")  # adds the commit and date
     summary = {k: {m: {x: v[x] for x in ("precision", "recall")} for m, v in result["heldout"].items()
                    if isinstance(v, dict)} for k in ("heldout",)}
     print(json.dumps(summary, indent=2))
