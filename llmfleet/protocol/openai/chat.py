@@ -91,30 +91,25 @@ class AssistantMessage(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
-def _without_nulls(model: BaseModel, handler) -> dict:
-    """OpenAI's deltas carry only the keys that changed."""
-    return {k: v for k, v in handler(model).items() if v is not None}
-
-
-class DeltaFunctionCall(BaseModel):
-    name: str | None = None
-    arguments: str | None = None
+class _Delta(BaseModel):
+    """A streamed piece: OpenAI's deltas carry only the keys that changed, so None fields are left out."""
 
     @model_serializer(mode="wrap")
     def _compact(self, handler) -> dict:
-        return _without_nulls(self, handler)
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class DeltaToolCall(BaseModel):
+class DeltaFunctionCall(_Delta):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(_Delta):
     """One piece of a streamed tool call: its first carries id, type and the name; later ones argument text."""
     index: int
     id: str | None = None
     type: Literal["function"] | None = None
     function: DeltaFunctionCall | None = None
-
-    @model_serializer(mode="wrap")
-    def _compact(self, handler) -> dict:
-        return _without_nulls(self, handler)
 
 
 class ChatChoice(BaseModel):
@@ -132,15 +127,11 @@ class ChatCompletionResponse(ResponseHeader):
     prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None  # vLLM's, when asked (the first: None)
 
 
-class DeltaMessage(BaseModel):
+class DeltaMessage(_Delta):
+    """{"role", "content"}, {"content"}, {"tool_calls"} or {}."""
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[DeltaToolCall] | None = None
-
-    @model_serializer(mode="wrap")
-    def _compact(self, handler) -> dict:
-        """{"role", "content"}, {"content"}, {"tool_calls"} or {}."""
-        return _without_nulls(self, handler)
 
 
 class ChatChunkChoice(BaseModel):
