@@ -16,15 +16,15 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, quants
 from safetensors.numpy import load_file
 
+from llmfleet.model import gguf_checkpoint
+
 # HF model_type -> (GGUF general.architecture, general.name); llama.cpp files Mistral under "llama".
 _ARCH = {"llama": ("llama", "tiny-llama"), "mistral": ("llama", "mistral"), "qwen2": ("qwen2", "tiny-qwen2"),
          "qwen3": ("qwen3", "tiny-qwen3")}
-_LAYER_PARTS = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-                "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
-                "self_attn.k_norm": "attn_k_norm", "input_layernorm": "attn_norm",
-                "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                "mlp.down_proj": "ffn_down"}
-_GLOBAL_PARTS = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+# Our tensor names -> llama.cpp's: the loader's tables turned around (parity with transformers' own GGUF reading is
+# what checks them).
+_LAYER_PARTS = {ours: theirs for theirs, ours in gguf_checkpoint._LAYER_PARTS.items()}
+_GLOBAL_PARTS = {ours: theirs for theirs, ours in gguf_checkpoint._GLOBAL_PARTS.items()}
 # Byte offsets and sizes of the f16 scales in K-quant blocks: weights stay O(0.5), centred near 0 (Q5_K subtracts
 # dmin * min from d * scale * q, q in 0..31 and scale, min in 0..63).
 _K_QUANT_SCALES = {GGMLQuantizationType.Q5_K: ((0, 2.5e-4), (2, 3.9e-3)), GGMLQuantizationType.Q6_K: ((208, 1e-4),)}
