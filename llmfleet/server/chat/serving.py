@@ -109,7 +109,8 @@ def _response(req: ChatCompletionRequest, ctx: ServingContext, plan: ToolPlan, o
     for i in range(req.n):
         c = by_index.get(i) or CompletionOutput(i, "", [], "abort")  # aborted before its first token
         content, calls = extract(plan.reader, c.text)
-        content = echo + content if echo and content is not None else (echo or content)
+        if echo:
+            content = echo + (content or "")
         message = AssistantMessage(content=content, tool_calls=tool_calls(calls))
         choices.append(ChatChoice(index=i, message=message, logprobs=_logprobs(req, ctx, c, 0),
                                   finish_reason=finish_reason(c.finish_reason, bool(calls)),
