@@ -54,6 +54,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                             "left unfinished resume when the server restarts with the same folder (default: a "
                             "temporary folder, removed at exit)")
     group.add_argument("--batch-concurrency", type=int, default=32, help="requests of one batch in flight at once")
+    group.add_argument("--max-stored-responses", type=int, default=1024,
+                       help="/v1/responses answers kept in memory for previous_response_id and GET (least recently "
+                            "used dropped first)")
     group.add_argument("--lenient-requests", action="store_true",
                        help="ignore unknown request fields (logged at debug level) instead of answering 400")
     group.add_argument("--allowed-origins", nargs="+", default=[],
@@ -122,7 +125,8 @@ def build_configs(args: argparse.Namespace):
                           lenient_requests=args.lenient_requests, allowed_origins=tuple(args.allowed_origins),
                           allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
                           allow_credentials=args.allow_credentials, tls=tls_config(args), batch_dir=args.batch_dir,
-                          batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser)
+                          batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser,
+                          max_stored_responses=args.max_stored_responses)
     return server, engine
 
 

@@ -27,6 +27,8 @@ from llmfleet.server.embeddings.router import router as embeddings_router
 from llmfleet.server.errors import install_error_handlers
 from llmfleet.server.lifecycle import Lifecycle
 from llmfleet.server.metrics import ServerMetrics
+from llmfleet.server.responses.router import router as responses_router
+from llmfleet.server.responses.store import ResponseStore
 from llmfleet.server.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from llmfleet.server.system.router import router as system_router
 from llmfleet.server.tokenize.router import router as tokenize_router
@@ -61,7 +63,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
         if on_ready is not None:
             on_ready(ctx)
         try:
-            yield {"ctx": ctx, "batches": batches}
+            yield {"ctx": ctx, "batches": batches, "responses": ResponseStore(config.max_stored_responses)}
         finally:
             watcher.cancel()
             await batches.stop()   # unfinished batches resume on the next start (with the same batch_dir)
@@ -73,8 +75,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
 
     app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for router in (completions_router, chat_router, embeddings_router, batches_router, tokenize_router,
-                   system_router):
+    for router in (completions_router, chat_router, responses_router, embeddings_router, batches_router,
+                   tokenize_router, system_router):
         app.include_router(router)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
     if config.tenancy is not None:  # virtual keys, limits and spend, in place of the single API key

@@ -30,6 +30,7 @@ class ServerConfig:
     batch_dir: str | None = None              # /v1/files + /v1/batches state (survives restarts); None: a
     #                                           temporary folder removed at exit
     batch_concurrency: int = 32               # requests of one batch in flight at once
+    max_stored_responses: int = 1024          # /v1/responses kept for previous_response_id (least recent dropped)
     lenient_requests: bool = False            # unknown request fields are ignored (debug log) instead of a 400
     allowed_origins: tuple[str, ...] = ()     # CORS: origins browsers may call from ("*": any); (): no CORS
     allowed_methods: tuple[str, ...] = ("*",)  # CORS: methods a cross-origin request may use
@@ -40,7 +41,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port: must be in [0, 65535], got {self.port}")
-        for name in ("max_waiting_requests", "max_body_bytes", "retry_after_s", "batch_concurrency"):
+        for name in ("max_waiting_requests", "max_body_bytes", "retry_after_s", "batch_concurrency",
+                     "max_stored_responses"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from llmfleet.engine.streams import EngineDeadError
 from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
+from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.protocol.openai.chat import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk,
                                            ChatCompletionRequest, ChatCompletionResponse, ChoiceLogprobs,
                                            DeltaMessage)
@@ -36,8 +38,19 @@ from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError
 
 
-async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext, raw: Request) -> Response:
-    """Answer one /v1/chat/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
+@dataclass(slots=True)
+class ChatJob:
+    """A checked chat request ready for the engine: its rendered prompt, sampling and how answers are read back."""
+    messages: list[dict]
+    plan: ToolPlan
+    prompt: list[int]
+    params: SamplingParams
+    model: str
+
+
+async def prepare_chat(req: ChatCompletionRequest, ctx: ServingContext) -> ChatJob:
+    """Check `req`, render its messages with the chat template and build its sampling (shared by /v1/responses).
+    Raises APIError for bad requests."""
     messages = template_messages(req)
     check_fields(req, ctx.config.lenient_requests)
     check_text(req)
@@ -49,9 +62,16 @@ async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = resolve_max_tokens(requested, None, len(prompt), ctx.max_model_len, "messages")
     params = build_params(req, max_tokens, _top_n(req), structured=structured, prompt_logprobs=req.prompt_logprobs)
+    return ChatJob(messages, plan, prompt, params, model)
+
+
+async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext, raw: Request) -> Response:
+    """Answer one /v1/chat/completions request: JSON, or SSE when `stream`. Raises APIError for bad requests."""
+    job = await prepare_chat(req, ctx)
+    plan, prompt, model = job.plan, job.prompt, job.model
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    sub = await submit(ctx, [prompt], [params], request_id, req.priority, "messages")
-    echo = _echo(req, messages)
+    sub = await submit(ctx, [prompt], [job.params], request_id, req.priority, "messages")
+    echo = _echo(req, job.messages)
     if req.stream:
         return sse_response(_stream(req, ctx, plan, sub, len(prompt), echo, request_id, created, model), sub.close)
     outputs = await collect_for(raw, sub)
