@@ -90,3 +90,24 @@ def test_log_per_key_passes_everything(tenant):
 def test_bad_pii_action_is_refused(tenant):
     answer = tenant.admin("POST", "/key/generate", json={"metadata": {"pii_action": "shout"}})
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "metadata.pii_action"
+
+
+def test_responses_shapes_are_guarded():
+    from llmfleet.tenancy.guards.injection_policy import prompt_text
+    from llmfleet.tenancy.guards.policy import guard_answer, guard_prompt
+
+    request = {"input": [{"role": "user", "content": [{"type": "input_text", "text": FOUND["EMAIL"]}]},
+                         {"type": "function_call_output", "call_id": "c", "output": FOUND["SSN"]}],
+               "instructions": FOUND["PHONE"]}
+    guarded = guard_prompt(json.loads(json.dumps(request)), "mask", "test")
+    assert guarded["input"][0]["content"][0]["text"] == "write to [EMAIL] today"
+    assert guarded["input"][1]["output"] == "ssn [SSN] on file" and guarded["instructions"] == "ring [PHONE]"
+    assert guard_prompt({"input": FOUND["EMAIL"]}, "mask", "test")["input"] == "write to [EMAIL] today"
+    assert prompt_text(request) == f"{FOUND['EMAIL']}\n{FOUND['SSN']}"
+    answer = {"output": [{"type": "message", "content": [{"type": "output_text", "text": FOUND["EMAIL"]}]}]}
+    assert json.loads(guard_answer(json.dumps(answer).encode(), "mask", "test"))["output"][0]["content"][0][
+        "text"] == "write to [EMAIL] today"
+    delta = {"type": "response.output_text.delta", "delta": FOUND["EMAIL"]}
+    assert json.loads(guard_answer(json.dumps(delta).encode(), "mask", "test"))["delta"] == "write to [EMAIL] today"
+    done = {"type": "response.completed", "response": answer}
+    assert "[EMAIL]" in guard_answer(json.dumps(done).encode(), "mask", "test").decode()

@@ -3,6 +3,7 @@ the cost header from the real usage, streams with the usage chunk forced upstrea
 the flags, and every request's spend in the database after shutdown (the batch is written only then)."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from types import SimpleNamespace
 
@@ -78,6 +79,25 @@ def test_stream_with_usage_asked_keeps_it(server):
     assert chunks[-1].usage.completion_tokens == 3 and not chunks[-1].choices
 
 
+def test_responses_are_metered_whole_and_streamed(server):
+    client = _client(server)
+    raw = client.responses.with_raw_response.create(model="tiny", input="Hello", max_output_tokens=3,
+                                                    temperature=0, extra_body={"ignore_eos": True})
+    server.requests += 1
+    out = raw.parse()
+    expected = (out.usage.input_tokens * 100.0 + out.usage.output_tokens * 1000.0) / 1e6
+    assert out.usage.output_tokens == 3
+    assert float(raw.headers["x-llmfleet-cost"]) == pytest.approx(expected, abs=1e-8)
+    with httpx.stream("POST", server.url + "/v1/responses", headers={"authorization": f"Bearer {server.key}"},
+                      json={"model": "tiny", "input": "Hello", "max_output_tokens": 3, "stream": True,
+                            "ignore_eos": True}, timeout=60) as answer:
+        events = [json.loads(line[6:]) for line in answer.iter_lines() if line.startswith("data: ")]
+    server.requests += 1
+    usage = events[-1]["response"]["usage"]
+    assert events[-1]["type"] == "response.incomplete" and usage["output_tokens"] == 3
+    assert usage["cost"] == pytest.approx((usage["input_tokens"] * 100.0 + 3 * 1000.0) / 1e6, abs=1e-8)
+
+
 def test_wrong_model_and_wrong_key(server):
     with pytest.raises(openai.PermissionDeniedError):
         _client(server).completions.create(model="other", prompt="x", max_tokens=1)
@@ -108,8 +128,8 @@ def test_spend_written_at_shutdown(server):
     with sqlite3.connect(server.db) as db:
         rows = db.execute("select model, completion_tokens, cost, status from tenancy_spend").fetchall()
         spend = db.execute("select spend from tenancy_keys").fetchone()[0]
-    assert len(rows) == server.requests == 3
-    assert sorted(r[1] for r in rows) == [3, 3, 4] and all(r[0] == "tiny" and r[3] == 200 for r in rows)
+    assert len(rows) == server.requests == 5
+    assert sorted(r[1] for r in rows) == [3, 3, 3, 3, 4] and all(r[0] == "tiny" and r[3] == 200 for r in rows)
     assert spend == pytest.approx(sum(r[2] for r in rows))
 
 

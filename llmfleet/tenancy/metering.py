@@ -16,7 +16,7 @@ from starlette.types import Message, Send
 
 from llmfleet.tenancy.errors import TenancyError
 
-METERED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+METERED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/responses"})
 COST_FIELD = "cost"  # the dollars of a streamed request, added to its usage chunk (for clients that asked for it)
 
 
@@ -39,11 +39,11 @@ def inspect_request(body: bytes, default_max_tokens: int) -> Inspection:
         raise TenancyError(400, "the request body must be a JSON object", "invalid_value")
     prompts, chars, ids = _prompt_size(data)
     n = data.get("n") if isinstance(data.get("n"), int) and data.get("n") > 0 else 1
-    asked = data.get("max_completion_tokens") or data.get("max_tokens")
+    asked = data.get("max_completion_tokens") or data.get("max_tokens") or data.get("max_output_tokens")
     max_tokens = asked if isinstance(asked, int) and asked > 0 else default_max_tokens
     stream = data.get("stream") is True
     strip = False
-    if stream:
+    if stream and not _is_responses(data):  # a Responses stream always ends with its usage
         options = data.get("stream_options") if isinstance(data.get("stream_options"), dict) else {}
         strip = options.get("include_usage") is not True
         data["stream_options"] = {**options, "include_usage": True}
@@ -52,10 +52,17 @@ def inspect_request(body: bytes, default_max_tokens: int) -> Inspection:
     return Inspection(model, stream, strip, math.ceil(chars / 4) + ids, max_tokens * n * prompts, body)
 
 
+def _is_responses(data: dict) -> bool:
+    return "input" in data and "messages" not in data and "prompt" not in data
+
+
 def _prompt_size(data: dict) -> tuple[int, int, int]:
-    """(prompts, characters, token ids) of a completions `prompt` or a chat's `messages`."""
+    """(prompts, characters, token ids) of a completions `prompt`, a chat's `messages` or a response's `input`
+    (a follow-up's stored history is not counted here: the answer's usage settles the cost)."""
     if "messages" in data:
         return 1, _chars(data["messages"]), 0
+    if _is_responses(data):
+        return 1, _chars([data["input"], data.get("instructions")]), 0
     prompt = data.get("prompt", "")
     if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
         return 1, 0, len(prompt)
@@ -137,6 +144,8 @@ class ResponseMeter:
 
     def _event(self, event: bytes) -> bytes | None:
         """The event to pass on (None: drop it), reading usage from the usage chunk."""
+        if event.startswith(b"event: "):
+            return self._typed_event(event)
         if self._filter is not None and event.startswith(b"data: {"):
             event = b"data: " + self._filter(event[6:])
         if self.stream_text is not None and event.startswith(b"data: {"):
@@ -147,7 +156,7 @@ class ResponseMeter:
         chunk = json.loads(event[6:])
         usage = chunk.get("usage")
         if usage:
-            self.usage = (int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+            self.usage = _tokens(usage)
         if not self._strip:
             if not usage or self._cost_of is None:
                 return event
@@ -158,6 +167,35 @@ class ResponseMeter:
         chunk.pop("usage", None)
         self.events += 1
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
+
+
+    def _typed_event(self, event: bytes) -> bytes:
+        """A /v1/responses event: its text kept and guarded; the final response's usage read (and its cost added)."""
+        head, sep, data = event.partition(b"\ndata: ")
+        if not sep:
+            return event
+        if self._filter is not None:
+            data = self._filter(data)
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return head + sep + data
+        if self.stream_text is not None and chunk.get("type") == "response.output_text.delta":
+            self.stream_text.setdefault(0, []).append(str(chunk.get("delta", "")))
+        usage = (chunk.get("response") or {}).get("usage") if isinstance(chunk.get("response"), dict) else None
+        self.events += 1
+        if not usage:
+            return head + sep + data
+        self.usage = _tokens(usage)
+        if self._cost_of is not None:
+            usage[COST_FIELD] = round(self._cost_of(self.usage), 8)
+        return head + sep + json.dumps(chunk, separators=(",", ":")).encode()
+
+
+def _tokens(usage: dict) -> tuple[int, int]:
+    """(prompt, completion) tokens of a usage object: chat's and completions' names, or the Responses API's."""
+    return (int(usage.get("prompt_tokens", usage.get("input_tokens", 0))),
+            int(usage.get("completion_tokens", usage.get("output_tokens", 0))))
 
 
 def _keep_text(data: bytes, texts: dict[int, list[str]]) -> None:
@@ -181,7 +219,6 @@ def _is_event_stream(start: Message) -> bool:
 
 def _usage_of(body: bytes) -> tuple[int, int] | None:
     try:
-        usage = json.loads(body).get("usage") or {}
-        return int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        return _tokens(json.loads(body).get("usage") or {})
     except (ValueError, AttributeError, TypeError):
         return None

@@ -99,4 +99,5 @@ class ResponsesRequest(StrictModel):
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     stop: str | list[str] | None = None
+    ignore_eos: bool = False
     priority: int = Field(0, ge=-INT32_MAX - 1, le=INT32_MAX)

@@ -30,7 +30,7 @@ def to_chat(req: ResponsesRequest, history: list[dict]) -> tuple[ChatCompletionR
               "parallel_tool_calls": req.parallel_tool_calls, "response_format": _format(req), "user": req.user,
               "seed": req.seed, "top_k": req.top_k, "min_p": req.min_p, "presence_penalty": req.presence_penalty,
               "frequency_penalty": req.frequency_penalty, "repetition_penalty": req.repetition_penalty,
-              "stop": req.stop, "priority": req.priority}
+              "stop": req.stop, "ignore_eos": req.ignore_eos, "priority": req.priority}
     if wants_logprobs(req):
         fields |= {"logprobs": True, "top_logprobs": req.top_logprobs or 0}
     try:

@@ -21,12 +21,19 @@ def prompt_text(data: dict) -> str:
     """The text a request's user-side messages (or its `prompt`) carry, one part per line."""
     parts: list[str] = []
     messages = data.get("messages")
+    items = data.get("input") if messages is None and "prompt" not in data else None  # /v1/responses
     if isinstance(messages, list):
         for message in messages:
             if isinstance(message, dict) and message.get("role", "user") in SCANNED_ROLES:
                 _collect(message.get("content"), parts)
+    elif isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and item.get("type") == "function_call_output":
+                _collect(item.get("output"), parts)
+            elif isinstance(item, dict) and item.get("role", "user") in SCANNED_ROLES:
+                _collect(item.get("content"), parts)
     else:
-        _collect(data.get("prompt"), parts)
+        _collect(items if items is not None else data.get("prompt"), parts)
     return "\n".join(parts)
 
 
@@ -56,5 +63,6 @@ async def check_prompt(body: bytes, action: str, threshold: float, who: str) -> 
     logger.warning("prompt injection suspected from %s (score %.3f, %s)", who, score, action)
     if action == "block":
         raise TenancyError(400, f"the prompt looks like a prompt injection (score {score:.2f})",
-                           "prompt_injection_detected", param="messages" if "messages" in data else "prompt")
+                           "prompt_injection_detected",
+                           param=next((n for n in ("messages", "prompt", "input") if n in data), "prompt"))
     return [(FLAG_HEADER, b"prompt_injection")] if action == "flag" else []

@@ -34,11 +34,15 @@ def guard_prompt(data: dict, action: str, who: str) -> dict:
         data["messages"] = [_message(m, fix) for m in data["messages"]]
     elif "prompt" in data:
         data["prompt"] = _strings(data["prompt"], fix)
+    elif "input" in data:  # /v1/responses: a string or items, and the instructions
+        data["input"] = [_item(i, fix) for i in data["input"]] if isinstance(data["input"], list) else \
+            _strings(data["input"], fix)
+        data["instructions"] = _strings(data.get("instructions"), fix)
     if found:
         logger.warning("PII in a prompt from %s: %s (%s)", who, ", ".join(sorted(found)), action)
         if action == "block":
             raise TenancyError(400, f"the prompt contains personal data ({', '.join(sorted(found))})",
-                               "pii_detected", param="messages" if "messages" in data else "prompt")
+                               "pii_detected", param=_prompt_param(data))
     return data
 
 
@@ -62,10 +66,33 @@ def guard_answer(body: bytes, action: str, who: str) -> bytes:
             for name in ("text", "content"):
                 if isinstance(holder, dict) and isinstance(holder.get(name), str):
                     holder[name] = fix(holder[name])
+    _guard_response_texts(data, fix)
     if not found:
         return body
     logger.warning("PII in an answer to %s: %s (%s)", who, ", ".join(sorted(found)), action)
     return body if action == "log" else json.dumps(data).encode()
+
+
+def _guard_response_texts(data: dict, fix) -> None:
+    """/v1/responses answers: output_text parts of a response (or of a stream event's), and text deltas."""
+    if data.get("type") == "response.output_text.delta" and isinstance(data.get("delta"), str):
+        data["delta"] = fix(data["delta"])
+    for response in (data, data.get("response")):
+        for item in (response.get("output") if isinstance(response, dict) else None) or []:
+            for part in (item.get("content") if isinstance(item, dict) else None) or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part["text"] = fix(part["text"])
+
+
+def _prompt_param(data: dict) -> str:
+    return next((name for name in ("messages", "prompt", "input") if name in data), "prompt")
+
+
+def _item(item, fix):
+    """A /v1/responses input item: a message's content, or a function call's output."""
+    if isinstance(item, dict) and isinstance(item.get("output"), str):
+        return {**item, "output": fix(item["output"])}
+    return _message(item, fix)
 
 
 def _message(message, fix):
