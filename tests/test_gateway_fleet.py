@@ -12,6 +12,7 @@ import time
 from collections import Counter
 
 import httpx
+import openai
 import pytest
 
 try:
@@ -247,3 +248,24 @@ def test_kill_9_retries_requests_and_ends_streams_with_an_error(fleet):
     assert all(a.headers[HEADER] != victim.url for a in answers)
     broken = [ls for ls in lines if any('"replica_failed"' in line for line in ls)]
     assert len(broken) == 1 and broken[0][-1] == "data: [DONE]"
+
+
+def test_responses_follow_ups_reach_the_replica_that_stored_them(fleet):
+    with _gateway(fleet, "round-robin") as (url, gw):
+        assert all(rep.instance for rep in gw.replicas) and len({rep.instance for rep in gw.replicas}) == 3
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        first = client.responses.create(model="tiny", input="one", max_output_tokens=2, temperature=0)
+        homes, previous = set(), first
+        for turn in range(4):   # round-robin would spread these: each is pinned to the first one's replica
+            raw = client.responses.with_raw_response.create(model="tiny", input=f"turn {turn}", max_output_tokens=2,
+                                                            previous_response_id=previous.id, temperature=0)
+            homes.add(raw.headers[HEADER])
+            previous = raw.parse()
+        assert len(homes) == 1
+        assert client.responses.retrieve(previous.id).id == previous.id
+        assert [i.content[0].text for i in client.responses.input_items.list(previous.id).data] == ["turn 3"]
+        client.responses.delete(first.id)
+        for call in (lambda: client.responses.retrieve(first.id),
+                     lambda: client.responses.create(model="tiny", input="x", previous_response_id="resp_unknown")):
+            with pytest.raises(openai.NotFoundError):
+                call()

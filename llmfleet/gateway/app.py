@@ -1,6 +1,7 @@
 """The gateway's ASGI app (plain Starlette): the OpenAI routes proxied, the fleet's own system routes.
 
-/v1/completions, /v1/chat/completions, /v1/embeddings   proxied (proxy.py), streaming passed through
+/v1/completions, /v1/chat/completions, /v1/responses, /v1/embeddings   proxied (proxy.py), streams passed through
+/v1/responses/{id}[/input_items|/cancel]   to the replica that stored it (responses.py)
 /v1/models       the union of the replicas' model cards
 /health          the gateway process is up
 /ready           some replica can take a request
@@ -24,8 +25,9 @@ from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.errors import error_response
 from llmfleet.gateway.fleet import Fleet
 from llmfleet.gateway.proxy import proxy
+from llmfleet.gateway.responses import forward_stored
 
-PROXIED = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings")
+PROXIED = ("/v1/completions", "/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 
 
 def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
@@ -43,6 +45,9 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
 
     async def forward(request: Request) -> Response:
         return await proxy(fleet, request)
+
+    async def stored(request: Request) -> Response:
+        return await forward_stored(fleet, request)
 
     async def models(request: Request) -> JSONResponse:
         cards = fleet.model_cards() or [{"id": name, "object": "model", "created": created, "owned_by": "llmfleet"}
@@ -62,7 +67,9 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
 
     routes = [Route(path, forward, methods=["POST"]) for path in PROXIED] + [
         Route("/v1/models", models), Route("/health", health), Route("/ready", ready), Route("/metrics", metrics),
-        Route("/fleet/replicas", replicas)]
+        Route("/fleet/replicas", replicas), Route("/v1/responses/{response_id}", stored, methods=["GET", "DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", stored), Route("/v1/responses/{response_id}/cancel", stored,
+                                                                          methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.fleet = fleet
     if config.tenancy is not None:  # keys, limits, budgets, guards and spend in front of the proxy

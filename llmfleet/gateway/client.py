@@ -23,6 +23,10 @@ from llmfleet.gateway.connection import (ConnectError, ReadError, ReplicaError, 
 
 __all__ = ["ConnectError", "ReadError", "ReplicaClient", "ReplicaError", "ReplicaResponse", "ReplicaTimeout"]
 
+# Headers of one hop that a proxy never passes on (the client adds host and content-length itself).
+HOP_BY_HOP = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
+                        "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding"})
+
 
 class _Origin:
     """The pool of one scheme://host:port."""

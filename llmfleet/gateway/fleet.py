@@ -71,7 +71,8 @@ class Fleet:
         now = time.monotonic()
         version = request.version
         candidates = [r for r in self.replicas if r not in exclude and r.available(now) and (
-            r.url in version.replicas if version is not None else r.serves(request.model))]
+            r.url in version.replicas if version is not None else r.serves(request.model))
+            and request.pinned in (None, r.url)]
         return self.policy.choose(request, candidates) if candidates else None
 
     def knows(self, model: str) -> bool:
@@ -132,6 +133,7 @@ class Fleet:
             cards = json.loads((await self.client.get(rep.url, "/v1/models", self.config.health_timeout_s))[1])
             rep.cards = [c for c in cards.get("data", []) if isinstance(c, dict)]
             rep.models = tuple(str(c.get("id")) for c in rep.cards)
+            rep.instance = cards.get("instance") if isinstance(cards.get("instance"), str) else None
         except (ReplicaError, ValueError, AttributeError):
             logger.warning("replica %s: /v1/models did not answer a model list", rep.url)
         await self._follow_events(rep)

@@ -28,6 +28,7 @@ class RoutingRequest:
     version: object | None = None                # the ModelVersion of a split model (splits.py)
     tier: tuple[str, str] | None = None          # (tier model, why) for a virtual tiered model (tiers.py)
     cache: dict = field(default_factory=dict)    # per-request scratch (prompt hashes) shared across retries
+    pinned: str | None = None                    # only this replica url may take it (a stored response's owner)
 
 
 class Policy(Protocol):

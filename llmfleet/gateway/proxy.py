@@ -14,17 +14,16 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmfleet.gateway.client import ReplicaError, ReplicaResponse
+from llmfleet.gateway.client import HOP_BY_HOP, ReplicaError, ReplicaResponse
 from llmfleet.gateway.escalation import apply_tier, judged
 from llmfleet.gateway.errors import error_response, sse_error
+from llmfleet.gateway import responses
 from llmfleet.gateway.fleet import Fleet
 from llmfleet.gateway.policies import RoutingRequest
 from llmfleet.gateway.relay import Release, RelayResponse
 from llmfleet.gateway.replica import Replica
 from llmfleet.gateway.splits import body_for
 
-_HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
-               "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding"}
 _PASS_BACK = ("content-type", "x-request-id", "retry-after")
 REPLICA_HEADER = "x-llmfleet-replica"
 VERSION_HEADER = "x-llmfleet-version"
@@ -44,6 +43,12 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
     route = _routing_request(request, body)
     if isinstance(route, Response):
         return route
+    previous = route.payload.get("previous_response_id") if route.path == "/v1/responses" else None
+    if isinstance(previous, str):  # a follow-up: only the replica holding the conversation can answer it
+        rep = responses.owner(fleet, previous)
+        if rep is None:
+            return responses.not_found(previous, "previous_response_id")
+        route.pinned = rep.url
     virtual = route.model
     tiered = fleet.tiers.resolve(route.model, route.path, route.payload)
     if tiered is not None:
@@ -55,7 +60,7 @@ async def proxy(fleet: Fleet, request: Request) -> Response:
         fleet.metrics.rejected.labels("model_not_found").inc()
         return error_response(404, f"The model `{route.model}` does not exist. The fleet serves: "
                                    f"{', '.join(fleet.models())}", "model", "model_not_found", _route_headers(route))
-    headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
+    headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP}
     path = request.url.path
 
     async def forward(content: bytes) -> Response:

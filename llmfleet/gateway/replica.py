@@ -59,6 +59,7 @@ class Replica:
     kv_events: str | None = None        # the PUB endpoint (from config or the replica's /kv_events)
     models: tuple[str, ...] = ()        # from its /v1/models; () until the first successful check
     cards: list = field(default_factory=list)
+    instance: str | None = None         # its serving process's id (from /v1/models): stored responses name it
     healthy: bool = False               # its /ready answered 200 or "draining" lately
     draining: bool = False              # /ready said draining: finishes what it has, gets nothing new
     in_flight: int = 0                  # requests the gateway has open on it

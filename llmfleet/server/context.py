@@ -1,6 +1,7 @@
 """The typed state every route works with, built once by the app's lifespan (never None-checked by routes)."""
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class ServingContext:
     model_names: tuple[str, ...]
     created: int                # unix time the model was loaded (/v1/models)
     num_waiting_sequences: int = 0
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(6))  # this process's, in stored ids
     tokenizers: TokenizerPool = field(init=False)  # copies of `tokenizer` on worker threads, off the event loop
 
     def __post_init__(self) -> None:

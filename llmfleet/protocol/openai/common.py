@@ -134,3 +134,4 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+    instance: str | None = None   # the serving process (stored response ids carry it: a gateway routes by it)

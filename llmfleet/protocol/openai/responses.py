@@ -7,11 +7,27 @@ function-call outputs, so `input=[*previous.output, {"type": "function_call_outp
 """
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any, Literal
 
 from pydantic import Field
 
 from llmfleet.protocol.openai.common import INT32_MAX, SEED_MAX, SEED_MIN, StrictModel
+
+
+_RESPONSE_ID = re.compile(r"resp_([0-9a-f]{12})[0-9a-f]{32}")
+
+
+def new_response_id(instance: str) -> str:
+    """A response id naming the serving process (`instance`: 12 hex digits), so a gateway can route follow-ups."""
+    return f"resp_{instance}{uuid.uuid4().hex}"
+
+
+def instance_of(response_id: str) -> str | None:
+    """The serving process an id from `new_response_id` names; None for any other string."""
+    match = _RESPONSE_ID.fullmatch(response_id)
+    return match.group(1) if match else None
 
 
 class InputPart(StrictModel):

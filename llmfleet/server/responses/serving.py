@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from llmfleet.engine.streams import EngineDeadError
 from llmfleet.protocol.outputs import CompletionOutput, RequestOutput
-from llmfleet.protocol.openai.responses import ResponsesRequest
+from llmfleet.protocol.openai.responses import ResponsesRequest, new_response_id
 from llmfleet.server.chat.serving import ChatJob, prepare_chat
 from llmfleet.server.chat.tool_stream import ToolStream
 from llmfleet.server.chat.tools import extract, new_call_id
@@ -22,7 +22,7 @@ from llmfleet.server.common.sse import sse_response
 from llmfleet.server.context import ServingContext
 from llmfleet.server.errors import APIError, envelope
 from llmfleet.server.responses.events import EventStream, StreamedOutput
-from llmfleet.server.responses.output import (assistant_turn, call_item, input_items, message_item, new_id,
+from llmfleet.server.responses.output import (assistant_turn, call_item, input_items, message_item,
                                               response_object, status_of, usage)
 from llmfleet.server.responses.store import ResponseStore, StoredResponse
 from llmfleet.server.responses.translate import renamed, to_chat, wants_logprobs
@@ -39,7 +39,7 @@ async def create_response(req: ResponsesRequest, ctx: ServingContext, store: Res
         job = await prepare_chat(chat, ctx)
     except APIError as exc:
         raise renamed(exc) from None
-    response_id, created = new_id("resp"), int(time.time())
+    response_id, created = new_response_id(ctx.instance_id), int(time.time())
     sub = await submit(ctx, [job.prompt], [job.params], response_id, req.priority, "input")
     turn = _Turn(req, ctx, store, job, response_id, created, history, turns)
     if req.stream:

@@ -53,7 +53,8 @@ async def ready(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
 @router.get("/v1/models")
 async def models(ctx: ServingContext = Depends(serving_context)) -> ModelList:
     return ModelList(data=[ModelCard(id=name, created=ctx.created, root=ctx.model_names[0],
-                                     max_model_len=ctx.max_model_len) for name in ctx.model_names])
+                                     max_model_len=ctx.max_model_len) for name in ctx.model_names],
+                     instance=ctx.instance_id)
 
 
 @router.get("/v1/models/{model_id:path}")
