@@ -57,6 +57,22 @@ def test_quantized_at_load_matches_float_within_the_formats_error(quant):
     assert 0 < err < BOUNDS[quant], err
 
 
+@pytest.mark.parametrize("inputs, group", [(576, 64), (1536, 128), (208, 16)])
+def test_int4_at_load_takes_the_largest_group_that_divides_the_inputs(inputs, group):
+    gen = torch.Generator().manual_seed(0)
+    w, x = torch.randn(32, inputs, generator=gen), torch.randn(3, inputs, generator=gen)
+    (layer,) = build(linear_method_for("int4", None), lambda: RowParallelLinear(inputs, 32))
+    layer.weight.weight_loader(layer.weight, w)
+    finish(layer)
+    assert tuple(layer.scales.shape) == (inputs // group, 32)
+    assert 0 < rel_err(layer(x), F.linear(x, w)) < BOUNDS["int4"]
+
+
+def test_int4_at_load_refuses_inputs_no_group_divides():
+    with pytest.raises(ValueError, match="divisible by 16"):
+        build(linear_method_for("int4", None), lambda: RowParallelLinear(40, 32))
+
+
 def test_row_parallel_int4_shards_the_float_weight_then_quantizes():
     gen = torch.Generator().manual_seed(1)
     w, x = torch.randn(32, 512, generator=gen), torch.randn(3, 512, generator=gen)
@@ -196,8 +212,6 @@ def test_bad_values_name_their_field():
         EngineConfig(model="m", kv_cache_dtype="int8")
     with pytest.raises(ValueError, match="quantization"):
         linear_method_for("int3", None)
-    with pytest.raises(ValueError, match="quantization: int4 needs in_features divisible by the group size 128"):
-        build(linear_method_for("int4", None), lambda: RowParallelLinear(192, 16))
     with pytest.raises(ValueError, match="group_size"):
         Int4Checkpoint("gptq", 100)
 
