@@ -188,7 +188,7 @@ def static(replicas: int, **overrides) -> AutoscalePolicy:
     return AutoscalePolicy(name="static", targets=(), min_replicas=replicas, max_replicas=replicas, **overrides)
 
 
-def preset(name: str, **overrides) -> AutoscalePolicy:
+def preset(name: str, /, **overrides) -> AutoscalePolicy:
     """A named policy (`queue`, `ray-default`, `kv`, `ttft`) with `overrides` applied."""
     if name not in PRESETS:
         raise ValueError(f"policy: unknown preset {name!r}; one of {', '.join(PRESETS)} or a YAML file")
