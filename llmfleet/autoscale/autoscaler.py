@@ -58,7 +58,7 @@ class Autoscaler:
         if self.forecaster is not None:
             self.forecaster.observe(s.time_s, s.arrival_rate)
             wanted.append((self._predicted(s.time_s), "predictive"))
-        count, reason = max(wanted, default=(0, "none"))
+        count, reason = max(wanted, key=lambda w: w[0], default=(0, "none"))   # ties: the first target named
         if count == 0 and not s.idle:
             count, reason = 1, "traffic"   # never zero while requests arrive or wait
         return min(max(count, self.policy.min_replicas), self.policy.max_replicas), reason
