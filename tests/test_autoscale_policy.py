@@ -117,3 +117,23 @@ def test_the_policy_maps_onto_ray_serve_autoscaling_config():
                       "downscale_delay_s": 600.0, "downscale_to_zero_delay_s": 600.0,
                       "upscale_smoothing_factor": 1.0, "downscale_smoothing_factor": 1.0,
                       "metrics_interval_s": 10.0, "target_ongoing_requests": 48.0}
+
+
+def test_a_yaml_policy_file_loads_with_the_same_field_names():
+    import yaml
+
+    text = """
+name: night-shift
+targets: {ongoing: 32, kv: 0.7}
+min_replicas: 0
+max_replicas: 40
+upscale_delay_s: 15
+spot: true
+on_demand_floor: 2
+predictive: {requests_per_replica: 9.5, lead_s: 120}
+"""
+    policy = policy_from_dict(yaml.safe_load(text))
+    assert policy.targets == (Target("ongoing", 32.0), Target("kv", 0.7))
+    assert (policy.name, policy.min_replicas, policy.max_replicas, policy.upscale_delay_s) == ("night-shift", 0, 40, 15)
+    assert policy.spot and policy.on_demand_floor == 2
+    assert policy.predictive == PredictiveConfig(requests_per_replica=9.5, lead_s=120.0)
