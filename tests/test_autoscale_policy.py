@@ -16,7 +16,7 @@ def _policy(**fields) -> AutoscalePolicy:
 
 
 def _signals(t: float, replicas: int, ongoing: float = 0.0, **extra) -> FleetSignals:
-    return FleetSignals(time_s=t, replicas=replicas, ready_replicas=replicas, running=ongoing, **extra)
+    return FleetSignals(time_s=t, ready_replicas=replicas, running=ongoing, **extra)
 
 
 def _run(scaler: Autoscaler, steps: list[tuple[float, float]]) -> list[int]:
@@ -69,7 +69,7 @@ def test_scale_to_zero_waits_for_the_cold_start_break_even_and_returns_at_once()
     scaler = Autoscaler(policy)
     idle = [scaler.decide(_signals(t, scaler.replicas)).replicas for t in range(0, 210, 10)]
     assert idle[:20] == [1] * 20 and idle[20] == 0                       # gone at t=200, not at t=60
-    back = scaler.decide(FleetSignals(time_s=210, replicas=0, ready_replicas=0, waiting=3.0))
+    back = scaler.decide(FleetSignals(time_s=210, ready_replicas=0, waiting=3.0))
     assert back.replicas == 1 and back.reason == "ongoing"               # no upscale delay from zero
 
 

@@ -109,3 +109,21 @@ def test_the_cli_writes_summary_series_and_plot(tmp_path):
     bad = subprocess.run(command[:-2] + ["--startup-s", "fast"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "startup_s:" in bad.stderr
+
+
+def test_scale_to_zero_saves_the_idle_hours_and_pays_a_cold_start():
+    model = _tiny_model(startup_s=(30.0, 30.0))
+    config = SimConfig(step_s=10.0, poisson=False)
+    rate = np.concatenate([np.full(60, 1.0), np.zeros(720), np.full(60, 1.0)])   # 10 min, 2 h idle, 10 min
+    policy = dict(targets={"ongoing": 4.0}, max_replicas=4, upscale_delay_s=0.0, downscale_delay_s=60.0,
+                  cold_start_s=30.0, cold_start_weight=10.0, initial_replicas=1)
+    to_zero = simulate(rate, model, preset("queue", min_replicas=0, **policy), config)
+    kept = simulate(rate, model, preset("queue", min_replicas=1, **policy), config)
+    # idle from step 60: the last replica goes after the break-even, 30 s x 10 = 300 s (30 steps) later
+    assert to_zero.live[89] == 1 and to_zero.live[90:780].max() == 0
+    # the first requests (step 780) ask for ceil(10 waiting / 4) = 3 at once, ready after the 30 s start-up
+    assert to_zero.live[780] == 3 and to_zero.ready[780:783].max() == 0 and to_zero.ready[783] == 3
+    zero, one = summarize(to_zero, model, config), summarize(kept, model, config)
+    assert one["replica_hours"] == pytest.approx(140 / 60) and zero["replica_hours"] < one["replica_hours"] - 1.5
+    assert one["slo_attainment"] == pytest.approx(1 - 0.01 * 10 ** -2.0)
+    assert zero["slo_attainment"] < one["slo_attainment"] - 30 / 1200   # the 30 requests of the cold start miss

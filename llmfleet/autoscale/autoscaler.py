@@ -17,8 +17,7 @@ from llmfleet.autoscale.policy import AutoscalePolicy
 class FleetSignals:
     """What the fleet looks like at `time_s` (fleet totals; the policy divides by replicas itself)."""
     time_s: float
-    replicas: int              # replicas the adapter keeps: ready, starting and not draining
-    ready_replicas: int        # of those, the ones serving
+    ready_replicas: int        # replicas serving (not starting, not draining)
     waiting: float = 0.0       # requests waiting for a first token (the gateway's queue included)
     running: float = 0.0       # requests being decoded
     kv_usage: float = 0.0      # mean KV-cache usage of the ready replicas, a fraction

@@ -107,7 +107,7 @@ class _Run:
         self.queue += self.arrivals[i] - admitted
         per_replica = admitted / dt / ready if ready else 0.0
         if i % self.every == 0:
-            signals = _signals(now, slots, ready, self.queue, per_replica, self.arrivals[i] / dt, self.model)
+            signals = _signals(now, ready, self.queue, per_replica, self.arrivals[i] / dt, self.model)
             self.target = self.scaler.decide(signals).replicas
         self._reconcile(now)
         values = (self.arrivals[i], admitted, self.queue, ready, slots.live, self.target,
@@ -129,13 +129,14 @@ def _warm_start(policy: AutoscalePolicy, model: ReplicaModel, first_rate: float,
     return min(max(needed, policy.min_replicas), policy.max_replicas)
 
 
-def _signals(now: float, slots: FleetSlots, ready: int, queue: float, per_replica: float, arrival_rate: float,
+def _signals(now: float, ready: int, queue: float, per_replica: float, arrival_rate: float,
              model: ReplicaModel) -> FleetSignals:
+    """What an adapter would scrape: the queue, running requests by Little's law, KV usage, TTFT p90."""
     rate = np.asarray([per_replica])
-    running = ready * per_replica * float(model.curve("e2e_s", rate)[0])
+    running_per_replica = per_replica * float(model.curve("e2e_s", rate)[0])
     wait = queue / (ready * model.capacity_rps) if ready else (model.startup_s[1] if queue else 0.0)
-    kv = per_replica * float(model.curve("e2e_s", rate)[0]) * model.kv_per_running() / model.kv_tokens
-    return FleetSignals(time_s=now, replicas=slots.live, ready_replicas=ready, waiting=queue, running=running,
+    kv = running_per_replica * model.kv_per_running() / model.kv_tokens
+    return FleetSignals(time_s=now, ready_replicas=ready, waiting=queue, running=ready * running_per_replica,
                         kv_usage=min(kv, 1.0), ttft_p90_s=float(model.curve("ttft_p90_s", rate)[0]) + wait,
                         arrival_rate=arrival_rate)
 

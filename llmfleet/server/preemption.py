@@ -9,11 +9,14 @@ What counts as a notice (one rule covers the providers):
 So: a 200 whose body is not "FALSE" is a notice; 404, "FALSE" and unreachable endpoints are not (logged at debug:
 the endpoint is missing off the cloud). On a notice the replica drains as on SIGTERM: /ready says "draining" so
 the gateway stops routing to it, new requests get 503 "draining" (which the gateway retries elsewhere), and the
-in-flight ones get the drain timeout, which should be below the provider's warning.
+in-flight ones get the drain timeout; when the notice names the machine's end (AWS's "time"), the drain is cut
+to end `EXIT_MARGIN_S` before it, so that the process still exits cleanly.
 """
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import logging
 from urllib.parse import urlsplit
 
@@ -24,6 +27,19 @@ from llmfleet.server.lifecycle import Lifecycle
 logger = logging.getLogger(__name__)
 _HEADERS = {"Metadata-Flavor": "Google"}
 _TOKEN_TTL = {"X-aws-ec2-metadata-token-ttl-seconds": "300"}
+EXIT_MARGIN_S = 5.0   # between the end of the drain and the machine's end: the engine and uvicorn shut down
+
+
+def seconds_left(body: str, now: dt.datetime | None = None) -> float | None:
+    """Seconds until the termination time a notice names (AWS: {"time": "2026-12-02T17:00:00Z"}), or None."""
+    try:
+        when = json.loads(body).get("time")
+        end = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=dt.timezone.utc)
+    return (end - (now or dt.datetime.now(dt.timezone.utc))).total_seconds()
 
 
 def is_notice(status: int, body: str) -> bool:
@@ -45,10 +61,17 @@ class PreemptionWatcher:
             while not self.lifecycle.draining:
                 notice = await self._poll(client)
                 if notice is not None:
-                    logger.warning("preemption notice from %s (%s): draining", self.url, notice[:200])
-                    self.lifecycle.request_drain()
+                    self._drain(notice)
                     return
                 await asyncio.sleep(self.interval_s)
+
+    def _drain(self, notice: str) -> None:
+        left = seconds_left(notice)
+        if left is not None:
+            self.lifecycle.drain_timeout = max(0.0, min(self.lifecycle.drain_timeout, left - EXIT_MARGIN_S))
+        logger.warning("preemption notice from %s (%s): draining for up to %.1f s", self.url, notice[:200],
+                       self.lifecycle.drain_timeout)
+        self.lifecycle.request_drain()
 
     async def _poll(self, client: httpx.AsyncClient) -> str | None:
         """The notice's body, or None."""
