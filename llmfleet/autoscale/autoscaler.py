@@ -55,7 +55,6 @@ class Autoscaler:
         wanted = [(self._for_target(metric, value, s, current), metric) for metric, value in
                   ((t.metric, t.value) for t in self.policy.targets)]
         if self.forecaster is not None:
-            self.forecaster.observe(s.time_s, s.arrival_rate)
             wanted.append((self._predicted(s.time_s), "predictive"))
         count, reason = max(wanted, key=lambda w: w[0], default=(0, "none"))   # ties: the first target named
         if count == 0 and not s.idle:
@@ -63,7 +62,10 @@ class Autoscaler:
         return min(max(count, self.policy.min_replicas), self.policy.max_replicas), reason
 
     def decide(self, s: FleetSignals) -> Decision:
-        """Apply the stabilization windows to the recommendation; returns the count to keep now."""
+        """Apply the stabilization windows to the recommendation; returns the count to keep now. Call it once per
+        metrics interval, in time order (the forecast learns from each call)."""
+        if self.forecaster is not None:
+            self.forecaster.observe(s.time_s, s.arrival_rate)
         wanted, reason = self.recommend(s)
         if wanted > self.replicas:
             self._down_since = None

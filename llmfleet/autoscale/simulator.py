@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmfleet.autoscale.autoscaler import Autoscaler, FleetSignals
-from llmfleet.autoscale.fleet import DRAINING, READY, STARTING, FleetSlots, SpotMarket
+from llmfleet.autoscale.fleet import READY, STARTING, FleetSlots, SpotMarket
 from llmfleet.autoscale.policy import AutoscalePolicy
 from llmfleet.autoscale.replica_model import ReplicaModel, within
 
@@ -110,9 +110,9 @@ class _Run:
             signals = _signals(now, ready, self.queue, per_replica, self.arrivals[i] / dt, self.model)
             self.target = self.scaler.decide(signals).replicas
         self._reconcile(now)
-        values = (self.arrivals[i], admitted, self.queue, ready, slots.live, self.target,
-                  slots.count(STARTING, READY, DRAINING, spot=False), slots.count(STARTING, READY, DRAINING, spot=True),
-                  per_replica)
+        table = slots.table()   # [spot][state]; billed: every state but off
+        values = (self.arrivals[i], admitted, self.queue, ready, table[:, STARTING:READY + 1].sum(), self.target,
+                  table[0, STARTING:].sum(), table[1, STARTING:].sum(), per_replica)
         for name, value in zip(_RECORDED, values):
             self.out[name][i] = value
 
