@@ -137,3 +137,30 @@ predictive: {requests_per_replica: 9.5, lead_s: 120}
     assert (policy.name, policy.min_replicas, policy.max_replicas, policy.upscale_delay_s) == ("night-shift", 0, 40, 15)
     assert policy.spot and policy.on_demand_floor == 2
     assert policy.predictive == PredictiveConfig(requests_per_replica=9.5, lead_s=120.0)
+
+
+def test_the_policy_renders_as_a_keda_scaled_object():
+    from llmfleet.autoscale.keda import keda_scaled_object
+
+    policy = preset("queue", min_replicas=2, max_replicas=40, spot=True, on_demand_floor=2)
+    scaled = keda_scaled_object(policy, name="llm", deployment="llm-spot", server_address="http://prom:9090",
+                                namespace="serving", selector='app="llmfleet"')
+    spec = scaled["spec"]
+    assert (scaled["kind"], scaled["metadata"]) == ("ScaledObject", {"name": "llm", "namespace": "serving"})
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["pollingInterval"]) == (0, 38, 10)
+    assert spec["cooldownPeriod"] == 600   # the spot part may go to zero: the floor stays
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == {
+        "scaleUp": {"stabilizationWindowSeconds": 10}, "scaleDown": {"stabilizationWindowSeconds": 600}}
+    ongoing, waiting = spec["triggers"]
+    sel = '{app="llmfleet"}'
+    assert ongoing["metricType"] == "AverageValue" and ongoing["metadata"]["threshold"] == "48"
+    assert ongoing["metadata"]["query"] == (f"clamp_min((sum(vllm:num_requests_running{sel}) + "
+                                            f"sum(vllm:num_requests_waiting{sel})) - 96, 0)")
+    assert waiting["metadata"]["query"] == (
+        f"clamp_min(((count(vllm:num_requests_waiting{sel}) * 16 + sum(vllm:num_requests_waiting{sel})) "
+        f"and on() (sum(vllm:num_requests_waiting{sel}) > 0)) - 32, 0)")
+    ttft = keda_scaled_object(preset("ttft"), name="a", deployment="b", server_address="http://p")
+    (trigger,) = ttft["spec"]["triggers"]
+    assert trigger["metricType"] == "Value" and trigger["metadata"]["threshold"] == "0.25"
+    assert trigger["metadata"]["query"].startswith("histogram_quantile(0.9, sum(rate(vllm:time_to_first_token")
+    assert "cooldownPeriod" not in ttft["spec"] and ttft["spec"]["minReplicaCount"] == 1
