@@ -44,6 +44,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger request bodies get 413")
     group.add_argument("--drain-timeout", type=float, default=30.0,
                        help="seconds in-flight requests get to finish after SIGTERM")
+    group.add_argument("--preemption-notice-url", default=None,
+                       help="spot instances: poll this metadata URL and drain on a preemption notice, e.g. "
+                            "http://169.254.169.254/latest/meta-data/spot/instance-action (AWS) or http://"
+                            "metadata.google.internal/computeMetadata/v1/instance/preempted (GCE)")
+    group.add_argument("--preemption-poll-s", type=float, default=5.0, help="how often to poll it")
     group.add_argument("--api-key", default=None,
                        help="require this bearer token on everything but /health and /ready, docs and /metrics "
                             "included (default: $LLMFLEET_API_KEY, else none)")
@@ -118,7 +123,8 @@ def build_configs(args: argparse.Namespace):
     names = tuple(args.served_model_name or ([served_name] if served_name else []))
     server = ServerConfig(host=args.host, port=args.port, served_model_names=names,
                           max_waiting_requests=args.max_waiting_requests, max_body_bytes=args.max_body_bytes,
-                          drain_timeout=args.drain_timeout,
+                          drain_timeout=args.drain_timeout, preemption_notice_url=args.preemption_notice_url,
+                          preemption_poll_s=args.preemption_poll_s,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
                           metrics_public=args.metrics_public,
                           log_level=args.log_level, tenancy=tenancy_config(args),

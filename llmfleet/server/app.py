@@ -56,6 +56,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
         engine.observer = metrics  # no request can arrive before the app starts serving
         ctx = ServingContext(config, engine, copy.deepcopy(engine.tokenizer), metrics, lifecycle, names, int(time.time()))
         watcher = asyncio.create_task(lifecycle.watch(engine))
+        notices = _watch_preemption(config, lifecycle)
         logger.info("serving %s (max_model_len %d) as %s", engine.model_name, engine.max_model_len, ", ".join(names))
         batch_dir = config.batch_dir or tempfile.mkdtemp(prefix="llmfleet-batches-")
         store = await BatchStore.open(batch_dir)
@@ -66,6 +67,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
             yield {"ctx": ctx, "batches": batches, "responses": ResponseStore(config.max_stored_responses)}
         finally:
             watcher.cancel()
+            if notices is not None:
+                notices.cancel()
             await batches.stop()   # unfinished batches resume on the next start (with the same batch_dir)
             await store.close()
             if config.batch_dir is None:
@@ -93,3 +96,13 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
                            allow_methods=list(config.allowed_methods), allow_headers=list(config.allowed_headers),
                            allow_credentials=config.allow_credentials)
     return app
+
+
+def _watch_preemption(config: ServerConfig, lifecycle: Lifecycle) -> asyncio.Task | None:
+    """With a notice URL: a task that drains the replica when the cloud announces its preemption."""
+    if config.preemption_notice_url is None:
+        return None
+    from llmfleet.server.preemption import PreemptionWatcher
+
+    watcher = PreemptionWatcher(config.preemption_notice_url, lifecycle, config.preemption_poll_s)
+    return asyncio.create_task(watcher.run())

@@ -37,6 +37,8 @@ class ServerConfig:
     allowed_headers: tuple[str, ...] = ("*",)  # CORS: headers it may send
     allow_credentials: bool = False           # CORS: cookies and Authorization from those origins
     tls: TLSConfig | None = None              # HTTPS (and mTLS): `--ssl-certfile`, `--ssl-keyfile`, ...
+    preemption_notice_url: str | None = None  # spot instances: poll this metadata URL; a notice drains the replica
+    preemption_poll_s: float = 5.0            # how often
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -46,6 +48,11 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if self.preemption_notice_url is not None and not self.preemption_notice_url.startswith(
+                ("http://", "https://")):
+            raise ValueError(f"preemption_notice_url: must be an http(s) URL, got {self.preemption_notice_url!r}")
+        if not self.preemption_poll_s > 0:
+            raise ValueError(f"preemption_poll_s: must be > 0 seconds, got {self.preemption_poll_s!r}")
         if not self.drain_timeout >= 0:
             raise ValueError(f"drain_timeout: must be >= 0 seconds, got {self.drain_timeout!r}")
         if any(not name for name in self.served_model_names):
