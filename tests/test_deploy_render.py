@@ -87,6 +87,9 @@ def test_spot_fraction_splits_a_floor_from_autoscaled_spot(spot, floor, deployme
     assert (scaled["scaleTargetRef"]["name"], scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (target,
                                                                                                          *bounds)
     assert "replicas" not in objects["Deployment", target]["spec"]   # the autoscaler owns it
+    waiting = 'sum(vllm:num_requests_waiting{namespace="llmfleet",service="chat-v1"})'
+    query = scaled["triggers"][0]["metadata"]["query"]
+    assert query == (f"clamp_min({waiting} - {floor * 4}, 0)" if floor and spot else waiting)
     pod = objects["Deployment", deployments[-1]]["spec"]["template"]["spec"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     if deployments[-1].endswith("spot"):

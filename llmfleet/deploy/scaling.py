@@ -4,7 +4,8 @@
 KEDA (default): a ScaledObject whose Prometheus trigger runs the query itself. HPA: the same target as an External
 metric, which needs prometheus-adapter to serve `llmfleet_num_requests_waiting` (rule in docs/kubernetes.md).
 Either drives the group's spot Deployment where it has spot capacity (the on-demand floor stays fixed), else its
-on-demand one. Scale-up acts at once; scale-down waits out a 5-minute window so a lull does not drop replicas that
+on-demand one; KEDA's query takes the floor's share out of the queue first (the HPA's adapter metric cannot, so
+under it the floor comes on top). Scale-up acts at once; scale-down waits out a 5-minute window so a lull does not drop replicas that
 take minutes to come back.
 """
 from __future__ import annotations
@@ -32,8 +33,11 @@ def bounds(engine: EngineSpec) -> tuple[int, int]:
 
 
 def waiting_query(spec: DeploymentSpec, engine: EngineSpec) -> str:
-    """Requests waiting over the whole group (floor and spot pods alike): the Service label is the group's."""
-    return f'sum(vllm:num_requests_waiting{{namespace="{spec.namespace}",service="{engine.service}"}})'
+    """Requests waiting over the whole group (floor and spot pods alike: the Service label is the group's), less
+    what the fixed floor is meant to hold, so that floor + spot pods = ceil(waiting / target_waiting)."""
+    total = f'sum(vllm:num_requests_waiting{{namespace="{spec.namespace}",service="{engine.service}"}})'
+    floor = engine.on_demand_floor if engine.autoscaled == "spot" else 0
+    return f"clamp_min({total} - {_number(floor * engine.target_waiting)}, 0)" if floor else total
 
 
 def _behavior() -> dict:
