@@ -9,8 +9,10 @@ the real server's "too old resource version"); a bearer token is required when `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import socket
 import threading
 from urllib.parse import parse_qs
 
@@ -20,6 +22,22 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 PREFIX = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+
+
+def shared_port(hosts: list[str]) -> int:
+    """A port free on every one of `hosts` (loopback addresses such as 127.0.0.2), so that servers bound there
+    look like the pods of one Service: one port, one address each."""
+    while True:
+        with contextlib.ExitStack() as stack:
+            with socket.socket() as probe:
+                probe.bind((hosts[0], 0))
+                port = probe.getsockname()[1]
+            try:
+                for host in hosts:
+                    stack.enter_context(socket.socket()).bind((host, port))
+                return port
+            except OSError:
+                continue
 
 
 def endpoint_slice(name: str, service: str, addresses: dict[str, dict], ports: dict[str, int],

@@ -159,7 +159,7 @@ def test_kubectl_kustomize_builds_what_render_built_writes(tmp_path, autoscaler)
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "llmfleet", "deploy", "render", "--config", str(config), "--out",
-                           str(out), "--built"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                           str(out), "--built"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for overlay in ("cpu", "gpu", "multi-gpu"):
         ours = [d for d in yaml.safe_load_all((out / "built" / f"{overlay}.yaml").read_text()) if d]
@@ -179,7 +179,7 @@ def test_render_command_errors_name_the_field(tmp_path):
     config.write_text(yaml.safe_dump(bad))
     done = subprocess.run([sys.executable, "-m", "llmfleet", "deploy", "render", "--config", str(config), "--out",
                            str(tmp_path / "out"), "--overlay", "gpu"], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=300)
     assert done.returncode == 2
     assert "deployment.engines.chat-v1.max_replicas: must be an integer >= 1" in done.stderr
     assert not Path(tmp_path / "out").exists()
