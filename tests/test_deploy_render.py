@@ -114,7 +114,8 @@ def test_overlays_set_devices_gpus_and_engines_per_pod():
             box["startupProbe"]["httpGet"]["path"]) == ("/ready", "/health", "/health")
     assert "nvidia.com/gpu" not in box["resources"]["limits"]
     (box,) = gpu["Deployment", "chat-v1-on-demand"]["spec"]["template"]["spec"]["containers"]
-    assert box["image"] == "registry.example/llmfleet:0.1.0-cuda" and box["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert box["image"] == "registry.example/llmfleet:0.1.0-cuda"
+    assert box["resources"]["limits"]["nvidia.com/gpu"] == "1"
     pod = multi["Deployment", "chat-v1-on-demand"]["spec"]["template"]["spec"]
     assert [(c["name"], c["ports"][0]["containerPort"], c["resources"]["limits"]["nvidia.com/gpu"])
             for c in pod["containers"]] == [("engine", 8000, "1"), ("engine-1", 8001, "1"), ("engine-2", 8002, "1")]

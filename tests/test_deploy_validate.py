@@ -57,7 +57,7 @@ def test_a_broken_manifest_fails_validation():
     scaled = _one("ScaledObject")
     typo = copy.deepcopy(scaled)
     typo["spec"]["minReplicas"] = 1                                                      # KEDA says minReplicaCount
-    with pytest.raises(AssertionError, match=r"ScaledObject/chat-v1: fields its CRD does not declare: .spec.minReplicas"):
+    with pytest.raises(AssertionError, match=r"ScaledObject/chat-v1: fields its CRD does not declare: .spec.minRep"):
         validate(typo, "1.37.0")
     untyped = copy.deepcopy(scaled)
     untyped["spec"]["triggers"][0]["metadata"]["threshold"] = 4                           # must be a string

@@ -53,15 +53,17 @@ def deployment(spec: DeploymentSpec, fleet_yaml: str) -> dict:
                             "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_PATH, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}]}
+    volumes = [{"name": "config", "configMap": {"name": f"{NAME}-config"}}, {"name": "tmp", "emptyDir": {}}]
+    if spec.model_pvc is not None:   # the tokenizers prefix-aware routing hashes prompts with (`tokenizer:`)
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": spec.model_pvc, "readOnly": True}})
+        container["volumeMounts"].append({"name": "models", "mountPath": "/models", "readOnly": True})
     pod = {"serviceAccountName": NAME, "terminationGracePeriodSeconds": spec.termination_grace_s,
            "enableServiceLinks": False,
            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
                {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                                                    "labelSelector": {"matchLabels": labels("gateway")}}}]}},
            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
-           "containers": [container],
-           "volumes": [{"name": "config", "configMap": {"name": f"{NAME}-config"}},
-                       {"name": "tmp", "emptyDir": {}}]}
+           "containers": [container], "volumes": volumes}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(NAME, spec.namespace,
                                                                                  labels("gateway")),
             "spec": {"replicas": spec.gateway_replicas, "selector": {"matchLabels": labels("gateway")},

@@ -5,8 +5,8 @@ KEDA (default): a ScaledObject whose Prometheus trigger runs the query itself. H
 metric, which needs prometheus-adapter to serve `llmfleet_num_requests_waiting` (rule in docs/kubernetes.md).
 Either drives the group's spot Deployment where it has spot capacity (the on-demand floor stays fixed), else its
 on-demand one; KEDA's query takes the floor's share out of the queue first (the HPA's adapter metric cannot, so
-under it the floor comes on top). Scale-up acts at once; scale-down waits out a 5-minute window so a lull does not drop replicas that
-take minutes to come back.
+under it the floor comes on top). Scale-up acts at once; scale-down waits out a 5-minute window so that a lull
+does not drop replicas that take minutes to come back.
 """
 from __future__ import annotations
 
