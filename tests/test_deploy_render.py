@@ -48,6 +48,7 @@ def _objects(spec, overlay: str) -> dict[tuple[str, str], dict]:
     ({"replica_count": 3}, "deployment.replica_count: unknown setting"),
     ({"namespace": "Prod"}, "deployment.namespace: 'Prod' is not"),
     ({"prometheus_url": "prometheus:9090"}, "deployment.prometheus_url: must be an http"),
+    ({"gateway_secret": "My Secret"}, "deployment.gateway_secret: 'My Secret' is not"),
 ])
 def test_bad_deployment_settings_name_their_field(change, message):
     with pytest.raises(ValueError, match=message):
@@ -139,6 +140,8 @@ def test_the_gateway_reads_the_same_fleet_yaml_and_may_watch_endpoint_slices():
     assert objects["Service", "chat-v1"]["spec"]["clusterIP"] == "None"
     pod = objects["Deployment", "llmfleet-gateway"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "llmfleet-gateway"
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "llmfleet-gateway", "optional": True}}]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in pod["containers"][0]["volumeMounts"]
 
 
 def test_the_repository_manifests_are_the_rendered_example():

@@ -53,6 +53,8 @@ def deployment(spec: DeploymentSpec, fleet_yaml: str) -> dict:
                             "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_PATH, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}]}
+    if spec.gateway_secret is not None:   # keys and database URLs stay out of the ConfigMap
+        container["envFrom"] = [{"secretRef": {"name": spec.gateway_secret, "optional": True}}]
     volumes = [{"name": "config", "configMap": {"name": f"{NAME}-config"}}, {"name": "tmp", "emptyDir": {}}]
     if spec.model_pvc is not None:   # the tokenizers prefix-aware routing hashes prompts with (`tokenizer:`)
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": spec.model_pvc, "readOnly": True}})

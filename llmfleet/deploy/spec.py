@@ -101,6 +101,8 @@ class DeploymentSpec:
     drain_timeout_s: int = 30             # `--drain-timeout`: in-flight requests' time after SIGTERM
     prestop_sleep_s: int = 5              # endpoint removal reaches the gateways before SIGTERM
     model_pvc: str | None = None          # a PersistentVolumeClaim with the weights, mounted read-only at /models
+    gateway_secret: str | None = None     # a Secret whose keys become the gateway's environment (if it exists):
+    #                                       LLMFLEET_MASTER_KEY, LLMFLEET_DATABASE_URL, ... turn tenancy on
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image or ":" in self.image.rsplit("/", 1)[-1]:
@@ -121,8 +123,9 @@ class DeploymentSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"deployment.{name}: must be a whole number of seconds >= 0, got {value!r}")
-        if self.model_pvc is not None:
-            ServiceRef.parse(self.model_pvc, "deployment.model_pvc")
+        for name in ("model_pvc", "gateway_secret"):
+            if getattr(self, name) is not None:
+                ServiceRef.parse(getattr(self, name), f"deployment.{name}")   # a DNS label, as object names are
         if not self.engines:
             raise ValueError("deployment.engines: no engine; name Services as k8s://SERVICE in replicas or in a "
                              "model version's replicas, and describe each under deployment.engines")
