@@ -53,6 +53,7 @@ class FakeKubeAPI:
     def __init__(self, token: str | None = None):
         self.token = token
         self.requests: list[tuple[str, dict, str | None]] = []   # (path, query, authorization) of each request
+        self.refused = 0                                         # requests answered 401
         self._lock = threading.Lock()
         self._version = 100
         self._slices: dict[tuple[str, str], dict] = {}           # (namespace, name) -> slice
@@ -95,6 +96,7 @@ class FakeKubeAPI:
         auth = request.headers.get("authorization")
         self.requests.append((request.url.path, query, auth))
         if self.token is not None and auth != f"Bearer {self.token}":
+            self.refused += 1
             return JSONResponse({"kind": "Status", "code": 401, "message": "Unauthorized"}, 401)
         namespace = request.path_params["namespace"]
         service = query.get("labelSelector", "").removeprefix("kubernetes.io/service-name=")

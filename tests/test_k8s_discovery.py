@@ -146,6 +146,22 @@ def _terminate_while_busy(api: FakeKubeAPI, fleet: Fleet, url: str, busy: str, t
     assert busy in {r.headers["x-llmfleet-replica"] for r in answers}
 
 
+def test_replicas_stay_while_the_api_server_refuses_and_changes_apply_once_it_answers(pods, kube):
+    port, url_of = pods
+    api, _ = kube
+    a, b, *_ = sorted(url_of)
+    api.put("default", endpoint_slice("chat-1", "chat", {a: READY}, {"http": port}))
+    with _gateway(discover_k8s=("chat",)) as (url, fleet):
+        wait_until(lambda: _healthy(fleet) == {url_of[a]}, 10)
+        api.token = "revoked"                        # every list and watch now gets 401
+        api.expire()                                 # the open watch ends; the watcher must list again, and fails
+        wait_until(lambda: api.refused >= 2, 10)     # it retries, with a growing delay
+        assert _served_by(url, 3) == [url_of[a]] * 3
+        api.put("default", endpoint_slice("chat-1", "chat", {a: READY, b: READY}, {"http": port}))
+        api.token = "t1"
+        wait_until(lambda: _healthy(fleet) == {url_of[a], url_of[b]}, 40)
+
+
 def test_versions_of_a_split_route_to_their_own_services(pods, kube):
     port, url_of = pods
     api, _ = kube

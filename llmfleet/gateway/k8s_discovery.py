@@ -73,7 +73,8 @@ class EndpointSliceWatch:
                         version = await self._list(http)
                     version = await self._watch(http, version)
                     delay = self.retry_s
-                except (httpx.HTTPError, APIError, ValueError, OSError) as exc:
+                except (httpx.HTTPError, APIError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+                    # KeyError ... AttributeError: an answer not shaped like EndpointSlices; never end the task
                     logger.warning("kubernetes discovery of %s/%s: %s (retry in %.1f s)", self.namespace,
                                    self.service.name, exc, delay)
                     version = None
