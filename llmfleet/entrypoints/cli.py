@@ -16,6 +16,7 @@ COMMANDS = {
     "run-batch": "llmfleet.entrypoints.run_batch",
     "logs": "llmfleet.entrypoints.logs",
     "autoscale": "llmfleet.autoscale.cli",
+    "deploy": "llmfleet.deploy.cli",
 }
 
 

@@ -20,6 +20,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                                    description="Route OpenAI API requests over several replicas.")
     parser.add_argument("--replica", action="append", default=None, metavar="URL[,kv_events=ENDPOINT]",
                         help="a replica's base URL (repeat for each); kv_events= names its KV-event endpoint")
+    parser.add_argument("--discover-k8s", action="append", default=None, metavar="SERVICE[.NAMESPACE]",
+                        help="the ready endpoints of this Kubernetes Service are replicas, followed through its "
+                             "EndpointSlices (in a pod: its service account; else $LLMFLEET_KUBERNETES_API, e.g. "
+                             "kubectl proxy's URL); repeat for each Service")
     parser.add_argument("--config", default=None, help="fleet.yaml: any GatewayConfig field, replicas as a list")
     parser.add_argument("--policy", default=None, choices=POLICY_NAMES, help="routing policy (default prefix-aware)")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
@@ -50,6 +54,8 @@ def build_config(args: argparse.Namespace):
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.replica:
         data["replicas"] = [parse_replica_flag(url) for url in args.replica]
+    if args.discover_k8s:
+        data["discover_k8s"] = [*(data.get("discover_k8s") or ()), *args.discover_k8s]
     return GatewayConfig.from_dict(data)
 
 
@@ -62,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per health check otherwise
     try:
         config = build_config(args)
+        if config.discover_k8s:  # fail here, with the reason, rather than in the app's startup
+            from llmfleet.gateway.k8s_api import KubernetesAPI
+            KubernetesAPI.from_environment()
         import uvicorn
 
         from llmfleet.gateway.app import create_app

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from llmfleet.gateway.k8s_api import SCHEME as K8S_SCHEME, ServiceRef
 from llmfleet.gateway.splits import ModelVersion, parse_models
 from llmfleet.gateway.tiers import Tier, parse_tiers
 from llmfleet.protocol.tls import TLSConfig
@@ -64,10 +65,22 @@ class GatewayConfig:
     tenancy: TenancyConfig | None = None
     tls: TLSConfig | None = None
     replica_ca_certs: str | None = None  # PEM bundle for https:// replicas (None: the system's CAs)
+    # Kubernetes: Services (SERVICE[.NAMESPACE]) whose ready endpoints are replicas, found from their EndpointSlices
+    # (k8s_discovery.py); `k8s://SERVICE` in `replicas` or a version's replicas lands here too
+    discover_k8s: tuple[str, ...] = ()
+    k8s_port_name: str = "http"         # the Service port (and port-N for multi-engine pods) replicas answer on
+    # what `llmfleet deploy render` builds from this file (llmfleet/deploy/spec.py); the gateway ignores it
+    deployment: dict | None = None
 
     def __post_init__(self) -> None:
-        if not self.replicas:
-            raise ValueError("replicas: at least one replica URL is needed")
+        if not self.replicas and not self.discover_k8s:
+            raise ValueError("replicas: at least one replica URL (or a Service in discover_k8s) is needed")
+        object.__setattr__(self, "discover_k8s", tuple(dict.fromkeys(
+            ServiceRef.parse(ref).source.removeprefix(K8S_SCHEME) for ref in self.discover_k8s)))
+        if not isinstance(self.k8s_port_name, str) or not self.k8s_port_name:
+            raise ValueError(f"k8s_port_name: must be a port name, got {self.k8s_port_name!r}")
+        if self.deployment is not None and not isinstance(self.deployment, dict):
+            raise ValueError("deployment: must be a mapping (see llmfleet deploy render)")
         if len({r.url for r in self.replicas}) != len(self.replicas):
             raise ValueError("replicas: the same URL is listed twice")
         if self.policy not in POLICIES:
@@ -106,18 +119,24 @@ class GatewayConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
-        replicas = [_replica(item, i) for i, item in enumerate(data.get("replicas") or [])]
+        entries = list(data.get("replicas") or [])
         models = parse_models(data.get("models"))
-        listed = {r.url for r in replicas}
-        for url in (url for versions in models.values() for v in versions for url in v.replicas):
-            if url not in listed:
-                replicas.append(ReplicaConfig(url))
-                listed.add(url)
+        entries += [url for versions in models.values() for v in versions for url in v.replicas]
+        services = list(data.get("discover_k8s") or ())
+        services += [e for e in entries if isinstance(e, str) and e.startswith(K8S_SCHEME)]
+        replicas, listed = [], set()
+        for i, item in enumerate(entries):
+            if isinstance(item, str) and item.startswith(K8S_SCHEME):
+                continue
+            replica = _replica(item, i)
+            if replica.url not in listed:
+                replicas.append(replica)
+                listed.add(replica.url)
         tenancy = data.get("tenancy")
         if isinstance(tenancy, dict):
             tenancy = TenancyConfig(**tenancy)
         return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers")),
-                      "tenancy": tenancy})
+                      "tenancy": tenancy, "discover_k8s": tuple(services)})
 
 
 def load_yaml(path: str) -> dict[str, Any]:

@@ -5,6 +5,9 @@ to `health_max_interval_s`. A replica that (re)turns healthy has its models read
 publishes them, its KV events followed (endpoint from the config, else from its /kv_events); its cache entries in
 the index start empty, since a replica that was down may have restarted. "draining" on /ready keeps the replica's
 open requests going but sends it nothing new.
+
+Replicas may come and go at run time: those of a Kubernetes Service (`discover_k8s`) follow its EndpointSlices
+(k8s_discovery.py). A replica removed keeps its open requests (they hold it); it only stops being picked.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import zmq.asyncio
 from llmfleet.gateway.client import ReplicaClient, ReplicaError
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.index import PrefixIndex
+from llmfleet.gateway.k8s_api import KubernetesAPI, ServiceRef
+from llmfleet.gateway.k8s_discovery import EndpointSliceWatch
 from llmfleet.gateway.kv_subscriber import KVEventSubscriber
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.policies import RoutingRequest, make_policy
@@ -36,7 +41,7 @@ class Fleet:
         self.config = config
         self.replicas = [Replica(r.url, CircuitBreaker(config.failure_threshold, config.open_s), r.kv_events)
                          for r in config.replicas]
-        self._configured_events = {r.url: r.kv_events for r in config.replicas}
+        self._configured_events: dict[str, str | None] = {r.url: r.kv_events for r in config.replicas}
         self.index = PrefixIndex(config.approx_capacity, config.approx_ttl_s)
         self.hasher = PromptHasher(config.tokenizer, config.block_size) if config.tokenizer else None
         self.policy = make_policy(config.policy, config, self.index, self.hasher)
@@ -47,18 +52,27 @@ class Fleet:
         self.client: ReplicaClient | None = None
         self.subscribers: dict[str, tuple[KVEventSubscriber, asyncio.Task]] = {}
         self._zmq: zmq.asyncio.Context | None = None
-        self._watchers: list[asyncio.Task] = []
+        self._watchers: dict[str, asyncio.Task] = {}     # url -> its health-check loop
+        self._discovery: list[asyncio.Task] = []
 
-    async def start(self) -> None:
+    async def start(self, api: KubernetesAPI | None = None) -> None:
+        """Start health checks, and discovery for `discover_k8s` (`api`: the API server; default from the
+        environment, ValueError when there is none)."""
         cfg = self.config
         self.client = ReplicaClient(cfg.connect_timeout_s, cfg.request_timeout_s, cfg.max_connections,
                                     verify=cfg.replica_verify())
         self._zmq = zmq.asyncio.Context()
-        self._watchers = [asyncio.create_task(self._watch(rep)) for rep in self.replicas]
+        self._watchers = {rep.url: asyncio.create_task(self._watch(rep)) for rep in self.replicas}
+        if cfg.discover_k8s:
+            api = api or KubernetesAPI.from_environment()
+            for ref in map(ServiceRef.parse, cfg.discover_k8s):
+                watch = EndpointSliceWatch(ref, api, lambda urls, src=ref.source: self.follow(src, urls),
+                                           cfg.k8s_port_name)
+                self._discovery.append(asyncio.create_task(watch.run()))
 
     async def stop(self) -> None:
         await self.shadows.stop()
-        tasks = self._watchers + [task for _, task in self.subscribers.values()]
+        tasks = [*self._discovery, *self._watchers.values()] + [task for _, task in self.subscribers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -71,8 +85,8 @@ class Fleet:
         now = time.monotonic()
         version = request.version
         candidates = [r for r in self.replicas if r not in exclude and r.available(now) and (
-            r.url in version.replicas if version is not None else r.serves(request.model))
-            and request.pinned in (None, r.url)]
+            (r.url in version.replicas or r.source in version.replicas) if version is not None
+            else r.serves(request.model)) and request.pinned in (None, r.url)]
         return self.policy.choose(request, candidates) if candidates else None
 
     def knows(self, model: str) -> bool:
@@ -96,6 +110,37 @@ class Fleet:
             for card in rep.cards:
                 cards.setdefault(card.get("id"), card)
         return [cards[name] for name in sorted(cards, key=str)]
+
+    # ---- membership -----------------------------------------------------------------------------------------
+    def follow(self, source: str, urls: set[str]) -> None:
+        """Make the replicas tagged `source` exactly `urls` (a discovery's latest view)."""
+        current = {rep.url for rep in self.replicas if rep.source == source}
+        for url in sorted(urls - current):
+            self.add_replica(url, source)
+        for url in sorted(current - urls):
+            self.remove_replica(url)
+
+    def add_replica(self, url: str, source: str | None = None) -> Replica | None:
+        """A new replica, health-checked from now on; None if `url` is already one."""
+        if any(rep.url == url for rep in self.replicas):
+            return None
+        rep = Replica(url, CircuitBreaker(self.config.failure_threshold, self.config.open_s), source=source)
+        self._configured_events[url] = None
+        self.replicas.append(rep)
+        if self.client is not None:
+            self._watchers[url] = asyncio.create_task(self._watch(rep))
+        return rep
+
+    def remove_replica(self, url: str) -> None:
+        """Stop routing to `url`: its open requests finish; its checks, events and series go."""
+        self.replicas = [rep for rep in self.replicas if rep.url != url]
+        for task in (self._watchers.pop(url, None), (self.subscribers.pop(url, None) or (None, None))[1]):
+            if task is not None:
+                task.cancel()
+        self.index.clear(url)
+        self.index.precise_replicas.discard(url)
+        self._configured_events.pop(url, None)
+        self.metrics.forget(url)
 
     # ---- health ---------------------------------------------------------------------------------------------
     async def _watch(self, rep: Replica) -> None:

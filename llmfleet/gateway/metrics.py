@@ -72,6 +72,14 @@ class GatewayMetrics:
         self.cache_hits.labels(replica, "engine").inc(reported)
         self.prediction_error.observe(predicted - reported)
 
+    def forget(self, replica: str) -> None:
+        """Drop a removed replica's gauges (its counters stay: totals must not go down)."""
+        for gauge in (self.in_flight, self.circuit, self.healthy, self.draining):
+            try:
+                gauge.remove(replica)
+            except KeyError:
+                pass
+
     def render(self, replicas: list[Replica]) -> bytes:
         for rep in replicas:
             self.in_flight.labels(rep.url).set(rep.in_flight)

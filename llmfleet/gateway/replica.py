@@ -65,6 +65,7 @@ class Replica:
     in_flight: int = 0                  # requests the gateway has open on it
     routed: int = 0                     # requests the gateway sent it, ever
     failures: int = 0
+    source: str | None = None           # k8s://SERVICE[.NAMESPACE] when discovered; None when configured
 
     def available(self, now: float | None = None) -> bool:
         return self.healthy and not self.draining and self.breaker.allows(now)
@@ -75,4 +76,5 @@ class Replica:
     def snapshot(self) -> dict:
         return {"url": self.url, "model": self.models[0] if self.models else None, "models": list(self.models),
                 "healthy": self.healthy, "draining": self.draining, "in_flight": self.in_flight,
-                "routed": self.routed, "circuit": self.breaker.state, "kv_events": self.kv_events}
+                "routed": self.routed, "circuit": self.breaker.state, "kv_events": self.kv_events,
+                "source": self.source}

@@ -30,7 +30,7 @@ from typing import Any
 class ModelVersion:
     version: str
     weight: float
-    replicas: tuple[str, ...]
+    replicas: tuple[str, ...]       # base URLs, or k8s://SERVICE[.NAMESPACE]: that Service's endpoints
     served_model: str | None = None
     shadow: float = 0.0       # fraction of the model's requests mirrored to this version (answers discarded)
 
@@ -41,8 +41,9 @@ class ModelVersion:
             raise ValueError(f"models.weight: must be a number >= 0, got {self.weight!r}")
         if not self.replicas:
             raise ValueError(f"models.replicas: version {self.version!r} lists no replica")
-        if any(not str(url).startswith(("http://", "https://")) for url in self.replicas):
-            raise ValueError(f"models.replicas: version {self.version!r} has a URL without http:// or https://")
+        if any(not str(url).startswith(("http://", "https://", "k8s://")) for url in self.replicas):
+            raise ValueError(f"models.replicas: version {self.version!r} has a URL without http://, https:// "
+                             "or k8s:// (a Kubernetes Service)")
         if not isinstance(self.shadow, (int, float)) or not 0 <= self.shadow <= 1:
             raise ValueError(f"models.shadow: version {self.version!r} needs a fraction in [0, 1], got {self.shadow!r}")
         object.__setattr__(self, "replicas", tuple(str(url).rstrip("/") for url in self.replicas))
