@@ -150,7 +150,11 @@ def test_the_policy_renders_as_a_keda_scaled_object():
     assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["pollingInterval"]) == (0, 38, 10)
     assert spec["cooldownPeriod"] == 600   # the spot part may go to zero: the floor stays
     assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == {
-        "scaleUp": {"stabilizationWindowSeconds": 10}, "scaleDown": {"stabilizationWindowSeconds": 600}}
+        "scaleUp": {"stabilizationWindowSeconds": 10,
+                    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30}]},
+        "scaleDown": {"stabilizationWindowSeconds": 600, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm-spot"}
+    assert all(t["metadata"]["activationThreshold"] == "0" for t in spec["triggers"])
     ongoing, waiting = spec["triggers"]
     sel = '{app="llmfleet"}'
     assert ongoing["metricType"] == "AverageValue" and ongoing["metadata"]["threshold"] == "48"
@@ -164,3 +168,18 @@ def test_the_policy_renders_as_a_keda_scaled_object():
     assert trigger["metricType"] == "Value" and trigger["metadata"]["threshold"] == "0.25"
     assert trigger["metadata"]["query"].startswith("histogram_quantile(0.9, sum(rate(vllm:time_to_first_token")
     assert "cooldownPeriod" not in ttft["spec"] and ttft["spec"]["minReplicaCount"] == 1
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"predictive": PredictiveConfig(requests_per_replica=5.0)}, "predictive"),
+    ({"upscale_smoothing_factor": 0.5}, "upscale_smoothing_factor"),
+    ({"initial_replicas": 3}, "initial_replicas"),
+    ({"upscale_delay_s": 7.5}, "upscale_delay_s"),
+    ({"downscale_delay_s": 3601.0}, "downscale_delay_s"),
+])
+def test_what_kubernetes_cannot_carry_out_is_refused_by_field(fields, field):
+    from llmfleet.autoscale.keda import keda_scaled_object
+
+    with pytest.raises(ValueError) as error:
+        keda_scaled_object(preset("queue", **fields), name="a", deployment="b", server_address="http://p")
+    assert str(error.value).startswith(field + ":")

@@ -46,6 +46,18 @@ def _objects(spec, overlay: str) -> dict[tuple[str, str], dict]:
     ({"gpus_per_replica": "two"}, "deployment.engines.chat-v1.gpus_per_replica: must be an integer"),
     ({"target_waiting": 0}, "deployment.engines.chat-v1.target_waiting: must be a number > 0"),
     ({"replica_count": 3}, "deployment.replica_count: unknown setting"),
+    ({"autoscale": {"upscale_delay_s": -1}}, "deployment.engines.chat-v1.autoscale.upscale_delay_s: must be a number"),
+    ({"autoscale": {"downscale_delay_s": 4000}},
+     "deployment.engines.chat-v1.autoscale.downscale_delay_s: Kubernetes takes whole seconds up to 3600"),
+    ({"autoscale": "fastest"}, "deployment.engines.chat-v1.autoscale: unknown preset 'fastest'"),
+    ({"autoscale": {"preset": "queue", "max_replicas": 9}},
+     "deployment.engines.chat-v1.autoscale.max_replicas: set by the engine's max_replicas"),
+    ({"autoscale": {"targets": {"queue_depth": 1}}}, "deployment.engines.chat-v1.autoscale.targets.metric: must be"),
+    ({"autoscale": {"predictive": {"requests_per_replica": 9}}},
+     "deployment.engines.chat-v1.autoscale.predictive: KEDA and the HPA have no forecast"),
+    ({"autoscale": {"colour": "red"}}, "deployment.engines.chat-v1.autoscale.colour: unknown policy field"),
+    ({"autoscale": {"targets": {"waiting": 8}}, "target_waiting": 2},
+     "deployment.engines.chat-v1.autoscale.targets.waiting: also given as target_waiting"),
     ({"namespace": "Prod"}, "deployment.namespace: 'Prod' is not"),
     ({"prometheus_url": "prometheus:9090"}, "deployment.prometheus_url: must be an http"),
     ({"gateway_secret": "My Secret"}, "deployment.gateway_secret: 'My Secret' is not"),
@@ -88,9 +100,12 @@ def test_spot_fraction_splits_a_floor_from_autoscaled_spot(spot, floor, deployme
     assert (scaled["scaleTargetRef"]["name"], scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (target,
                                                                                                          *bounds)
     assert "replicas" not in objects["Deployment", target]["spec"]   # the autoscaler owns it
-    waiting = 'sum(vllm:num_requests_waiting{namespace="llmfleet",service="chat-v1"})'
+    # the policy's waiting rule (ready pods + one per 4 waiting), less the floor's share: floor + spot pods follow it
+    sel = '{namespace="llmfleet",service="chat-v1"}'
+    waiting = (f"(count(vllm:num_requests_waiting{sel}) * 4 + sum(vllm:num_requests_waiting{sel})) "
+               f"and on() (sum(vllm:num_requests_waiting{sel}) > 0)")
     query = scaled["triggers"][0]["metadata"]["query"]
-    assert query == (f"clamp_min({waiting} - {floor * 4}, 0)" if floor and spot else waiting)
+    assert query == (f"clamp_min(({waiting}) - {floor * 4}, 0)" if floor and spot else waiting)
     pod = objects["Deployment", deployments[-1]]["spec"]["template"]["spec"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     if deployments[-1].endswith("spot"):
@@ -100,6 +115,36 @@ def test_spot_fraction_splits_a_floor_from_autoscaled_spot(spot, floor, deployme
                                                           "kubernetes.azure.com/scalesetpriority", "nvidia.com/gpu"}
     else:
         assert all(e["operator"] == "NotIn" for e in terms[0]["matchExpressions"])
+
+
+def test_the_engine_policy_drives_the_scaled_object_and_the_hpa():
+    data = _fleet(min_replicas=4, max_replicas=10, spot_fraction=0.5, autoscaler="hpa")
+    data["deployment"]["engines"]["chat-v1"]["autoscale"] = {"preset": "queue", "downscale_delay_s": 900}
+    spec = _spec(data)
+    policy = spec.engines[0].policy
+    assert (policy.name, policy.min_replicas, policy.max_replicas, policy.spot, policy.on_demand_floor) == (
+        "queue", 4, 10, True, 2)
+    assert [(t.metric, t.value) for t in policy.targets] == [("ongoing", 48.0), ("waiting", 16.0)]
+    assert (policy.upscale_delay_s, policy.downscale_delay_s, policy.metrics_interval_s) == (10.0, 900.0, 10.0)
+    default = spec.engines[1].policy                       # no autoscale entry: waiting 4, at once up, 300 s down
+    assert ([(t.metric, t.value) for t in default.targets], default.upscale_delay_s, default.downscale_delay_s) == (
+        [("waiting", 4.0)], 0.0, 300.0)
+    hpa = _objects(spec, "gpu")["HorizontalPodAutoscaler", "chat-v1"]["spec"]
+    assert (hpa["scaleTargetRef"]["name"], hpa["minReplicas"], hpa["maxReplicas"]) == ("chat-v1-spot", 2, 8)
+    assert [(m["external"]["metric"]["name"], m["external"]["target"]) for m in hpa["metrics"]] == [
+        ("llmfleet_num_requests_ongoing", {"type": "AverageValue", "averageValue": "48"}),
+        ("llmfleet_num_requests_waiting", {"type": "AverageValue", "averageValue": "16"})]
+    assert (hpa["behavior"]["scaleUp"]["stabilizationWindowSeconds"],
+            hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"]) == (10, 900)
+    data["deployment"]["autoscaler"] = "keda"
+    data["deployment"]["target_waiting"] = 2                # target_waiting is the policy's waiting target
+    scaled = _objects(_spec(data), "gpu")["ScaledObject", "chat-v1"]["spec"]
+    assert [(t["name"], t["metadata"]["threshold"]) for t in scaled["triggers"]] == [("ongoing", "48"),
+                                                                                      ("waiting", "2")]
+    assert (scaled["pollingInterval"], scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (10, 2, 8)
+    assert scaled["triggers"][0]["metadata"]["query"].endswith(" - 96, 0)")     # floor 2 x 48 left out
+    assert scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"] == {
+        "stabilizationWindowSeconds": 900, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}
 
 
 def test_overlays_set_devices_gpus_and_engines_per_pod():

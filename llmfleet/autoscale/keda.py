@@ -1,6 +1,7 @@
-"""The policy as a KEDA ScaledObject: Prometheus triggers on the replicas' vLLM-named metrics, HPA behaviour.
+"""The policy as Kubernetes autoscaling objects: a KEDA ScaledObject (Prometheus triggers on the replicas'
+vLLM-named metrics), and the HPA's bounds and behaviour, which the HPA alternative (llmfleet.autoscale.hpa) shares.
 
-Mapping (the Kubernetes manifests render this object; `llmfleet autoscale` stays their single source):
+Mapping (`llmfleet deploy render` builds every engine group's ScaledObject here, from the group's policy):
 - `ongoing` / `kv`: a trigger of metricType AverageValue on the fleet's sum, so HPA asks for ceil(sum / target)
   replicas, as the Autoscaler does; `waiting` likewise on replicas x target + waiting while anything waits
   (nothing otherwise): the ready replicas plus one per `target` waiting requests;
@@ -10,8 +11,10 @@ Mapping (the Kubernetes manifests render this object; `llmfleet autoscale` stays
   rule as the Autoscaler's); scale to zero: minReplicaCount 0 and cooldownPeriod = the to-zero delay;
 - spot above an on-demand floor: the floor is a separate Deployment of `on_demand_floor` replicas on on-demand
   nodes; this object scales the spot Deployment between min - floor and max - floor, and its sums leave out what
-  the floor carries (floor x target), so the two together follow the same count as the Autoscaler's.
-The predictive mode has no KEDA counterpart here; it needs a controller running the Autoscaler itself.
+  the floor carries (floor x target), so floor + spot pods follow the same count as the Autoscaler's.
+Besides the windows, HPA's rate limits apply (RATE_LIMITS: at most doubling every 30 s, one pod less a minute),
+since a pod that goes takes minutes to come back. The predictive mode and the smoothing factors have no
+counterpart here (they need a controller running the Autoscaler itself): a policy that sets them is refused.
 """
 from __future__ import annotations
 
@@ -24,40 +27,83 @@ _SUMS = {
     "kv": "sum(vllm:kv_cache_usage_perc{sel})",
 }
 _TTFT_P90 = "histogram_quantile(0.9, sum(rate(vllm:time_to_first_token_seconds_bucket{sel}[1m])) by (le))"
+RATE_LIMITS = {"scaleUp": [{"type": "Percent", "value": 100, "periodSeconds": 30}],
+               "scaleDown": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}
+MAX_WINDOW_S = 3600          # the API server refuses a longer stabilization window
+
+
+def check_kubernetes(policy: AutoscalePolicy) -> None:
+    """ValueError naming the first field Kubernetes cannot carry out as the Autoscaler would."""
+    if policy.predictive is not None:
+        raise ValueError("predictive: KEDA and the HPA have no forecast; run the Autoscaler as a controller")
+    for name in ("upscale_smoothing_factor", "downscale_smoothing_factor"):
+        if getattr(policy, name) != 1:
+            raise ValueError(f"{name}: the HPA moves all the way to its recommendation; only 1 applies")
+    if policy.initial_replicas is not None:
+        raise ValueError("initial_replicas: the autoscaler owns the Deployment's replicas from the start")
+    for name, value, most in (("upscale_delay_s", policy.upscale_delay_s, MAX_WINDOW_S),
+                              ("downscale_delay_s", policy.downscale_delay_s, MAX_WINDOW_S),
+                              ("downscale_to_zero_delay_s", policy.to_zero_delay_s, None),
+                              ("metrics_interval_s", policy.metrics_interval_s, None)):
+        if value != int(value) or (most is not None and value > most):
+            raise ValueError(f"{name}: Kubernetes takes whole seconds{f' up to {most}' if most else ''}, "
+                             f"got {value!r}")
+
+
+def floor(policy: AutoscalePolicy) -> int:
+    """Replicas of the fixed on-demand Deployment beside the autoscaled one (0 without spot)."""
+    return policy.on_demand_floor if policy.spot else 0
+
+
+def bounds(policy: AutoscalePolicy) -> tuple[int, int]:
+    """(min, max) pods of the autoscaled Deployment: the policy's bounds less the fixed on-demand floor."""
+    return max(policy.min_replicas - floor(policy), 0), policy.max_replicas - floor(policy)
+
+
+def behavior(policy: AutoscalePolicy) -> dict:
+    """HPA behaviour: the delays as stabilization windows, with the rate limits."""
+    return {"scaleUp": {"stabilizationWindowSeconds": int(policy.upscale_delay_s), "policies": RATE_LIMITS["scaleUp"]},
+            "scaleDown": {"stabilizationWindowSeconds": int(policy.downscale_delay_s),
+                          "policies": RATE_LIMITS["scaleDown"]}}
+
+
+def target_ref(deployment: str) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}
 
 
 def keda_scaled_object(policy: AutoscalePolicy, *, name: str, deployment: str, server_address: str,
-                       namespace: str = "default", selector: str = "") -> dict:
+                       namespace: str = "default", selector: str = "", labels: dict | None = None) -> dict:
     """A `keda.sh/v1alpha1` ScaledObject for `deployment` (the spot one when the policy has a floor under spot).
 
-    `selector`: PromQL label matchers naming the fleet's pods, e.g. 'namespace="llm",app="llmfleet"'.
+    `selector`: PromQL label matchers naming the fleet's pods (floor and spot alike), e.g.
+    'namespace="llm",service="chat"'.
     """
     if not name or not deployment or not server_address:
         raise ValueError("name, deployment, server_address: all must be non-empty")
-    floor = policy.on_demand_floor if policy.spot else 0
+    check_kubernetes(policy)
+    low, high = bounds(policy)
     spec = {
-        "scaleTargetRef": {"name": deployment},
+        "scaleTargetRef": target_ref(deployment),
         "pollingInterval": int(policy.metrics_interval_s),
-        "minReplicaCount": max(policy.min_replicas - floor, 0),
-        "maxReplicaCount": policy.max_replicas - floor,
-        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
-            "scaleUp": {"stabilizationWindowSeconds": int(policy.upscale_delay_s)},
-            "scaleDown": {"stabilizationWindowSeconds": int(policy.downscale_delay_s)}}}},
-        "triggers": [_trigger(t.metric, t.value, server_address, selector, floor) for t in policy.targets],
+        "minReplicaCount": low,
+        "maxReplicaCount": high,
+        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(policy)}},
+        "triggers": [_trigger(t.metric, t.value, server_address, selector, floor(policy)) for t in policy.targets],
     }
-    if spec["minReplicaCount"] == 0:
+    if low == 0:
         spec["cooldownPeriod"] = int(policy.to_zero_delay_s)
-    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    metadata = {"name": name, "namespace": namespace} | ({"labels": labels} if labels else {})
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": metadata, "spec": spec}
 
 
-def _trigger(metric: str, target: float, server_address: str, selector: str, floor: int) -> dict:
+def _trigger(metric: str, target: float, server_address: str, selector: str, floor_: int) -> dict:
     sel = "{" + selector + "}" if selector else ""
     if metric == "ttft_p90":
         query, metric_type = _TTFT_P90.format(sel=sel), "Value"
     else:
         query, metric_type = _SUMS[metric].format(sel=sel, target=f"{target:g}"), "AverageValue"
-        if floor:
-            query = f"clamp_min(({query}) - {floor * target:g}, 0)"
+        if floor_:
+            query = f"clamp_min(({query}) - {floor_ * target:g}, 0)"
     return {"type": "prometheus", "metricType": metric_type, "name": metric.replace("_", "-"),
-            "metadata": {"serverAddress": server_address, "query": query, "threshold": f"{target:g}"}}
+            "metadata": {"serverAddress": server_address, "query": query, "threshold": f"{target:g}",
+                         "activationThreshold": "0"}}

@@ -17,6 +17,9 @@ version's `replicas` is one engine group, and `deployment.engines.SERVICE` says 
         chat-v1: {model: /models/chat-v1}
         chat-v2: {model: /models/chat-v2, min_replicas: 1, max_replicas: 2, spot_fraction: 0}
 
+Autoscaling: each group's AutoscalePolicy (llmfleet.deploy.policy) comes from its bounds, floor, `target_waiting`
+and an optional `autoscale:` (a preset such as `queue`, or policy fields), and drives its ScaledObject or HPA.
+
 Spot: `spot_fraction` of an engine's minimum runs on spot nodes; the rest, ceil(min x (1 - fraction)), is an
 on-demand floor of fixed size, and the autoscaler grows and shrinks the spot Deployment above it.
 """
@@ -26,14 +29,16 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from llmfleet.autoscale.policy import AutoscalePolicy
+from llmfleet.deploy.policy import engine_policy
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.k8s_api import ServiceRef
 
 AUTOSCALERS = ("keda", "hpa", "none")
 ENGINE_FIELDS = ("model", "served_model_name", "min_replicas", "max_replicas", "spot_fraction", "gpus_per_replica",
-                 "target_waiting", "args", "cpu", "memory")
-DEFAULTABLE = ("min_replicas", "max_replicas", "spot_fraction", "gpus_per_replica", "target_waiting", "cpu",
-               "memory")
+                 "target_waiting", "autoscale", "args", "cpu", "memory")
+DEFAULTABLE = ("min_replicas", "max_replicas", "spot_fraction", "gpus_per_replica", "target_waiting", "autoscale",
+               "cpu", "memory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,8 @@ class EngineSpec:
     max_replicas: int = 4
     spot_fraction: float = 0.0            # share of min_replicas on spot nodes; the rest is an on-demand floor
     gpus_per_replica: int = 4             # multi-gpu overlay: GPUs (one engine each) per pod
-    target_waiting: float = 4.0           # vllm:num_requests_waiting per pod the autoscaler aims at
+    target_waiting: float | None = None   # the policy's waiting target (4 when nothing else names targets)
+    autoscale: Any = None                 # a preset's name or policy fields (llmfleet.deploy.policy)
     args: tuple[str, ...] = ()            # more `llmfleet serve` flags (e.g. --max-model-len 8192)
     cpu: str = "2"                        # CPU overlay: the engine container's requests
     memory: str = "8Gi"
@@ -67,8 +73,8 @@ class EngineSpec:
         if self.spot_fraction and self.max_replicas <= self.on_demand_floor:
             raise ValueError(f"{where}.spot_fraction: the on-demand floor ({self.on_demand_floor}) takes all of "
                              f"max_replicas ({self.max_replicas}), leaving no spot replica")
-        if isinstance(self.target_waiting, bool) or not isinstance(self.target_waiting, (int, float)) \
-                or self.target_waiting <= 0:
+        if self.target_waiting is not None and (isinstance(self.target_waiting, bool) or not isinstance(
+                self.target_waiting, (int, float)) or self.target_waiting <= 0):
             raise ValueError(f"{where}.target_waiting: must be a number > 0, got {self.target_waiting!r}")
         if not isinstance(self.args, (list, tuple)) or any(not isinstance(a, str) for a in self.args):
             raise ValueError(f"{where}.args: must be a list of strings (llmfleet serve flags)")
@@ -77,11 +83,18 @@ class EngineSpec:
             if not isinstance(getattr(self, name), (str, int)):
                 raise ValueError(f"{where}.{name}: must be a Kubernetes quantity such as 2 or 8Gi")
             object.__setattr__(self, name, str(getattr(self, name)))
+        self.policy  # noqa: B018 (a bad autoscale entry fails here, at load)
 
     @property
     def on_demand_floor(self) -> int:
         """Pods that always run on on-demand nodes (0 when everything may run on spot)."""
         return math.ceil(self.min_replicas * (1 - self.spot_fraction) - 1e-9)
+
+    @property
+    def policy(self) -> AutoscalePolicy:
+        """The group's autoscaling policy, which its ScaledObject or HPA is rendered from."""
+        return engine_policy(self.service, self.autoscale, (self.min_replicas, self.max_replicas),
+                             self.on_demand_floor, self.spot_fraction > 0, self.target_waiting)
 
     @property
     def autoscaled(self) -> str:
