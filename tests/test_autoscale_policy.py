@@ -152,7 +152,8 @@ def test_the_policy_renders_as_a_keda_scaled_object():
     assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == {
         "scaleUp": {"stabilizationWindowSeconds": 10,
                     "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30}]},
-        "scaleDown": {"stabilizationWindowSeconds": 600, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}
+        "scaleDown": {"stabilizationWindowSeconds": 600,
+                      "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm-spot"}
     assert all(t["metadata"]["activationThreshold"] == "0" for t in spec["triggers"])
     ongoing, waiting = spec["triggers"]

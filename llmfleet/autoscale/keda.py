@@ -62,9 +62,9 @@ def bounds(policy: AutoscalePolicy) -> tuple[int, int]:
 
 def behavior(policy: AutoscalePolicy) -> dict:
     """HPA behaviour: the delays as stabilization windows, with the rate limits."""
-    return {"scaleUp": {"stabilizationWindowSeconds": int(policy.upscale_delay_s), "policies": RATE_LIMITS["scaleUp"]},
-            "scaleDown": {"stabilizationWindowSeconds": int(policy.downscale_delay_s),
-                          "policies": RATE_LIMITS["scaleDown"]}}
+    windows = {"scaleUp": policy.upscale_delay_s, "scaleDown": policy.downscale_delay_s}
+    return {way: {"stabilizationWindowSeconds": int(seconds), "policies": [dict(p) for p in RATE_LIMITS[way]]}
+            for way, seconds in windows.items()}   # copies: a patched object must not change the next one
 
 
 def target_ref(deployment: str) -> dict:
