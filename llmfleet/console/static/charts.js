@@ -1,0 +1,84 @@
+// Live uPlot charts: one per chart id, fed whole columns (times, then one array per line); rebuilt when the set
+// of lines changes (a replica appears), resized with its card.
+import uPlot from "./vendor/uPlot.esm.js";
+
+const PALETTE = ["#58a6ff", "#3fb950", "#d29922", "#f778ba", "#a371f7", "#39c5cf", "#f85149", "#8b949e",
+                 "#ffa657", "#7ee787"];
+const AXIS = { stroke: "#8694a5", grid: { stroke: "#222b36", width: 1 }, ticks: { stroke: "#263140", width: 1 } };
+
+export function shortName(line) {
+  // replica URLs read better as host:port
+  return line.replace(/^https?:\/\//, "");
+}
+
+export function formatValue(value, unit) {
+  if (value == null || Number.isNaN(value)) return "–";
+  const abs = Math.abs(value);
+  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : 2;
+  const text = value.toFixed(digits);
+  if (unit === "%") return `${text}%`;
+  if (unit === "ms") return `${text} ms`;
+  if (unit === "$") return `$${value.toFixed(abs >= 1 ? 2 : 4)}`;
+  return unit && unit !== "requests" && unit !== "state" ? `${text} ${unit}` : text;
+}
+
+export class LiveChart {
+  constructor(container, spec, options = {}) {
+    this.container = container;
+    this.spec = spec;
+    this.options = options;
+    this.plot = null;
+    this.lines = [];
+    this.empty = document.createElement("div");
+    this.empty.className = "empty";
+    this.empty.textContent = "waiting for samples…";
+    container.appendChild(this.empty);
+    new ResizeObserver(() => this.resize()).observe(container);
+  }
+
+  size() {
+    return { width: Math.max(200, this.container.clientWidth), height: 190 };
+  }
+
+  build(lines) {
+    if (this.plot) this.plot.destroy();
+    this.lines = lines;
+    const unit = this.spec.unit;
+    const series = [{}].concat(lines.map((line, i) => ({
+      label: shortName(line),
+      stroke: PALETTE[i % PALETTE.length],
+      width: 1.6,
+      spanGaps: false,
+      points: { show: false },
+      paths: this.options.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined,
+      value: (u, v) => formatValue(v, unit),
+    })));
+    const opts = {
+      ...this.size(),
+      series,
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(hi ?? 1, 1e-9) * 1.1] } },
+      axes: [{ ...AXIS }, { ...AXIS, size: 56, values: (u, ticks) => ticks.map((v) => formatValue(v, unit)) }],
+      legend: { live: true },
+    };
+    this.plot = new uPlot(opts, [[]].concat(lines.map(() => [])), this.container);
+  }
+
+  update(times, columns) {
+    const lines = Object.keys(columns).sort();
+    if (!times.length || !lines.length) return;
+    this.empty.remove();
+    if (!this.plot || lines.join("\n") !== this.lines.join("\n")) this.build(lines);
+    this.plot.setData([times].concat(lines.map((line) => columns[line])));
+  }
+
+  resize() {
+    if (this.plot) this.plot.setSize(this.size());
+  }
+
+  points() {
+    // non-null values drawn, over all lines (what the browser test reads)
+    if (!this.plot) return 0;
+    return this.plot.data.slice(1).reduce((n, col) => n + col.filter((v) => v != null).length, 0);
+  }
+}
