@@ -17,7 +17,7 @@ from llmfleet.console.prom import Metrics, bucket_delta, merged_buckets, quantil
 Sample = dict[str, dict[str, float | None]]
 GATEWAY_REQUESTS = "llmfleet_gateway_requests_total"
 HISTOGRAMS = {"ttft": "vllm:time_to_first_token_seconds", "tpot": "vllm:request_time_per_output_token_seconds",
-              "e2e": "vllm:e2e_request_latency_seconds"}
+              "e2e": "vllm:e2e_request_latency_seconds", "queue": "vllm:request_queue_time_seconds"}
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
@@ -98,7 +98,7 @@ def _requests(before: Scrape, now: Scrape, dt: float) -> dict[str, float | None]
         return {"total": total, "errors": errors}
     finished = _fleet_rate(before, now, "vllm:request_success_total", dt)
     aborted = _fleet_rate(before, now, "vllm:request_success_total", dt, finished_reason="abort")
-    return {"total": finished, "errors": aborted if finished is not None else None}
+    return {"total": finished, "errors": (aborted or 0.0) if finished is not None else None}
 
 
 def _tokens(before: Scrape, now: Scrape, dt: float) -> dict[str, float | None]:

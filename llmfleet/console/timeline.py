@@ -12,6 +12,7 @@ CHARTS = {
     "ttft": ("Time to first token", "ms", "fleet"),
     "tpot": ("Time per output token", "ms", "fleet"),
     "e2e": ("End-to-end latency", "ms", "fleet"),
+    "queue": ("Queue time", "ms", "fleet"),
     "goodput": ("Goodput (requests within both SLOs)", "req/s", "fleet"),
     "slo": ("Share within SLO", "%", "fleet"),
     "running": ("Running requests per replica", "requests", "fleet"),

@@ -13,13 +13,28 @@ export function shortName(line) {
 
 export function formatValue(value, unit) {
   if (value == null || Number.isNaN(value)) return "–";
-  const abs = Math.abs(value);
-  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : 2;
-  const text = value.toFixed(digits);
+  if (unit === "$") return `$${value.toFixed(Math.abs(value) >= 1 ? 2 : 4)}`;
+  const text = compact(value);
   if (unit === "%") return `${text}%`;
   if (unit === "ms") return `${text} ms`;
-  if (unit === "$") return `$${value.toFixed(abs >= 1 ? 2 : 4)}`;
   return unit && unit !== "requests" && unit !== "state" ? `${text} ${unit}` : text;
+}
+
+export function compact(value) {
+  // few digits, no trailing zeros: 0.25, 3.5, 42, 1200, 1.5k
+  const abs = Math.abs(value);
+  if (abs >= 10000) return `${+(value / 1000).toFixed(1)}k`;
+  return String(+value.toFixed(abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3));
+}
+
+function tick(unit) {
+  // axis ticks carry the number only (the unit is in the card's title), % and $ excepted
+  return (u, ticks) => ticks.map((v) => (unit === "%" ? `${compact(v)}%` : unit === "$" ? `$${compact(v)}` : compact(v)));
+}
+
+function lastValue(column) {
+  for (let i = column.length - 1; i >= 0; i--) if (column[i] != null) return column[i];
+  return null;
 }
 
 export class LiveChart {
@@ -51,14 +66,15 @@ export class LiveChart {
       spanGaps: false,
       points: { show: false },
       paths: this.options.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined,
-      value: (u, v) => formatValue(v, unit),
+      // under the cursor: that sample; elsewhere the line's newest value
+      value: (u, v, si, idx) => formatValue(idx == null ? lastValue(u.data[si]) : v, unit),
     })));
     const opts = {
       ...this.size(),
       series,
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(hi ?? 1, 1e-9) * 1.1] } },
-      axes: [{ ...AXIS }, { ...AXIS, size: 56, values: (u, ticks) => ticks.map((v) => formatValue(v, unit)) }],
+      scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(0, lo ?? 0), hi > 0 ? hi * 1.1 : 1] } },
+      axes: [{ ...AXIS }, { ...AXIS, size: 52, values: tick(unit) }],
       legend: { live: true },
     };
     this.plot = new uPlot(opts, [[]].concat(lines.map(() => [])), this.container);
