@@ -48,6 +48,25 @@ def _gateway_text(by_replica: dict, retries: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_parsing_agrees_with_prometheus_clients_parser():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (_replica_text({"0.1": 1, "0.5": 2, "+Inf": 3}, 3, 5, 10, 2) + _gateway_text({("a", "200", "v1"): 4}, 1)
+            + '# HELP odd labels\nodd_total{a="q\\"uo}te",b="line\\nnext",c="back\\\\slash"} 3\n'
+            + 'plain_gauge 1.5e3\nodd_created 1.7e9\n')
+    expected: dict = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if not s.name.endswith("_created"):
+                expected.setdefault(s.name, []).append((s.labels, float(s.value)))
+    parsed = Metrics.parse(text.encode())
+    assert parsed.samples == expected
+    assert parsed.samples["odd_total"] == [({"a": 'q"uo}te', "b": "line\nnext", "c": "back\\slash"}, 3.0)]
+    assert parsed.total("plain_gauge") == 1500.0 and parsed.total("missing") is None
+    with pytest.raises(ValueError, match="not a Prometheus sample line"):
+        Metrics.parse("this is not metrics\n")
+
+
 def test_quantile_and_share_interpolate_within_buckets():
     buckets = {0.1: 10.0, 0.2: 30.0, 0.4: 40.0, INF: 40.0}
     assert quantile(0.25, buckets) == pytest.approx(0.1)          # rank 10: the first bucket's top

@@ -10,7 +10,7 @@ of the shares within the TTFT and the TPOT SLO (a request meets both at most as 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from llmfleet.console.prom import Metrics, bucket_delta, merged_buckets, quantile, share_below
 
@@ -28,7 +28,6 @@ class Scrape:
     replicas: dict[str, Metrics | None]         # replica -> its /metrics (None: it did not answer)
     gateway: Metrics | None = None              # the gateway's registry; None on a single replica
     policy: str | None = None                   # the gateway's routing policy
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

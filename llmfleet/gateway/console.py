@@ -35,12 +35,14 @@ class GatewaySource:
 
     async def scrape(self) -> Scrape:
         replicas = self.fleet.replicas
-        scraped = await asyncio.gather(*(self._metrics(rep) for rep in replicas))
-        self._last = {rep.url: metrics for rep, metrics in zip(replicas, scraped)}
-        own = Metrics.parse(self.fleet.metrics.render(replicas))
-        return Scrape(time.time(), dict(self._last), own, self.fleet.config.policy)
+        texts = await asyncio.gather(*(self._metrics_text(rep) for rep in replicas))
+        own = self.fleet.metrics.render(replicas)
+        # parsing a few hundred lines per replica is CPU work: off the loop that proxies requests
+        parsed = await asyncio.to_thread(_parse_all, [own, *texts])
+        self._last = {rep.url: metrics for rep, metrics in zip(replicas, parsed[1:])}
+        return Scrape(time.time(), dict(self._last), parsed[0], self.fleet.config.policy)
 
-    async def _metrics(self, rep: Replica) -> Metrics | None:
+    async def _metrics_text(self, rep: Replica) -> bytes | None:
         if not rep.healthy or self.fleet.client is None:
             self._software.pop(rep.url, None)
             return None
@@ -50,13 +52,7 @@ class GatewaySource:
                 self._software[rep.url] = await self._version(rep)
         except ReplicaError:
             return None
-        if status != 200:
-            return None
-        try:
-            return Metrics.parse(body)
-        except ValueError:
-            logger.warning("replica %s: /metrics is not Prometheus text", rep.url)
-            return None
+        return body if status == 200 else None
 
     async def _version(self, rep: Replica) -> str:
         status, body = await self.fleet.client.get(rep.url, "/version", self.timeout_s)
@@ -85,3 +81,14 @@ class GatewaySource:
         rep.operator_drained = draining
         logger.info("replica %s %s by an operator", rep.url, "drained" if draining else "undrained")
         return next(row for row in self.replicas() if row["url"] == rep.url)
+
+
+def _parse_all(texts: list[bytes | None]) -> list[Metrics | None]:
+    parsed = []
+    for text in texts:
+        try:
+            parsed.append(None if text is None else Metrics.parse(text))
+        except ValueError as exc:
+            logger.warning("a replica's /metrics is not Prometheus text: %s", exc)
+            parsed.append(None)
+    return parsed

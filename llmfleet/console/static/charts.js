@@ -29,7 +29,8 @@ export function compact(value) {
 
 function tick(unit) {
   // axis ticks carry the number only (the unit is in the card's title), % and $ excepted
-  return (u, ticks) => ticks.map((v) => (unit === "%" ? `${compact(v)}%` : unit === "$" ? `$${compact(v)}` : compact(v)));
+  const mark = unit === "%" ? (v) => `${compact(v)}%` : unit === "$" ? (v) => `$${compact(v)}` : compact;
+  return (u, ticks) => ticks.map(mark);
 }
 
 function lastValue(column) {

@@ -80,6 +80,7 @@ function table(el, columns, rows) {
 }
 
 const money = (v) => formatValue(v, "$");
+const optionalMoney = (v) => (v == null ? "–" : money(v));
 const per1m = (r) => (r.cost_per_1m == null ? "–" : money(r.cost_per_1m));
 const tokens = (r) => Number(r.tokens).toLocaleString();
 
@@ -93,8 +94,8 @@ export function renderSpend(answer) {
       answer[key[id]]);
   }
   table(document.getElementById("budgets"), [["", (b) => b.kind], ["Name", (b) => b.name],
-    ["Period spend", (b) => money(b.period_spend), true], ["Budget", (b) => (b.max_budget == null ? "–" : money(b.max_budget)), true],
-    ["Soft", (b) => (b.soft_budget == null ? "–" : money(b.soft_budget)), true], ["Used", usedBar],
+    ["Period spend", (b) => money(b.period_spend), true], ["Budget", (b) => optionalMoney(b.max_budget), true],
+    ["Soft", (b) => optionalMoney(b.soft_budget), true], ["Used", usedBar],
     ["Total spend", (b) => money(b.spend), true]], answer.budgets);
   const alerts = document.getElementById("alerts");
   alerts.textContent = "";
