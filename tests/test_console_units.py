@@ -159,3 +159,32 @@ def test_an_api_key_as_bearer_or_basic_password():
     assert _status(auth, _scope("127.0.0.1")) == 401            # a key is set: loopback needs it too
     assert _status(auth, _scope("10.1.2.3", "Bearer sk-other")) == 401
     assert presented_key([(b"authorization", b"Basic !!notbase64")]) is None
+
+
+class _Counting:
+    """A source whose one replica finished 3 more requests every second (scrape i at t = i)."""
+    kind, can_drain = "replica", False
+
+    def __init__(self):
+        self.i = 0
+
+    async def scrape(self) -> Scrape:
+        text = f'# TYPE vllm:request_success counter\nvllm:request_success_total{{finished_reason="stop"}} {3 * self.i}\n'
+        self.i += 1
+        return Scrape(float(self.i - 1), {"a": Metrics.parse(text)})
+
+
+def test_sample_rates_span_the_rate_window():
+    from llmfleet.console.sampler import Sampler
+
+    sampler = Sampler(_Counting(), ConsoleConfig(interval_s=1.0, window_s=60.0, rate_window_s=3.0))
+
+    async def steps(n: int) -> None:
+        for _ in range(n):
+            await sampler.step()
+
+    asyncio.run(steps(6))
+    columns = sampler.timeline.since(None, ["requests"])
+    assert columns["t"] == [1.0, 2.0, 3.0, 4.0, 5.0]           # the first scrape only sets the baseline
+    assert columns["series"]["requests"]["total"] == [3.0] * 5  # over 1, 2, then always 3 s: the same rate
+    assert sampler.last.at == 5.0

@@ -87,6 +87,7 @@ class ConsoleMiddleware:
         last = self.sampler.last
         return {"kind": self.source.kind, "policy": last.policy if last else None, "now": time.time(),
                 "interval_s": self.config.interval_s, "window_s": self.config.window_s,
+                "rate_window_s": self.config.interval_s * self.config.rate_span,
                 "slo": {"ttft_ms": 1000 * self.config.ttft_slo_s, "tpot_ms": 1000 * self.config.tpot_slo_s},
                 "charts": [{"id": c, "title": CHARTS[c][0], "unit": CHARTS[c][1]} for c in self._charts],
                 **self.sampler.timeline.since(since, self._charts)}

@@ -13,15 +13,15 @@ CHARTS = {
     "tpot": ("Time per output token", "ms", "fleet"),
     "e2e": ("End-to-end latency", "ms", "fleet"),
     "queue": ("Queue time", "ms", "fleet"),
-    "goodput": ("Goodput (requests within both SLOs)", "req/s", "fleet"),
+    "goodput": ("Goodput within the SLOs", "req/s", "fleet"),
     "slo": ("Share within SLO", "%", "fleet"),
     "running": ("Running requests per replica", "requests", "fleet"),
     "waiting": ("Waiting requests per replica", "requests", "fleet"),
     "kv": ("KV-cache usage per replica", "%", "fleet"),
     "prefix": ("Prefix-cache hit rate", "%", "fleet"),
-    "routing": ("Routing decisions per replica", "req/s", "gateway"),
+    "routing": ("Routing per replica", "req/s", "gateway"),
     "retries": ("Retries and broken streams", "/s", "gateway"),
-    "circuit": ("Circuit state (0 closed, 1 half-open, 2 open)", "state", "gateway"),
+    "circuit": ("Circuit state", "0 closed · 1 half-open · 2 open", "gateway"),
     "splits": ("Canary and tier splits", "req/s", "gateway"),
 }
 

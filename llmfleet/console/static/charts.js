@@ -4,6 +4,7 @@ import uPlot from "./vendor/uPlot.esm.js";
 
 const PALETTE = ["#58a6ff", "#3fb950", "#d29922", "#f778ba", "#a371f7", "#39c5cf", "#f85149", "#8b949e",
                  "#ffa657", "#7ee787"];
+const SUFFIXED = new Set(["req/s", "tok/s", "/s"]);   // units short enough to follow each value
 const AXIS = { stroke: "#8694a5", grid: { stroke: "#222b36", width: 1 }, ticks: { stroke: "#263140", width: 1 } };
 
 export function shortName(line) {
@@ -17,7 +18,7 @@ export function formatValue(value, unit) {
   const text = compact(value);
   if (unit === "%") return `${text}%`;
   if (unit === "ms") return `${text} ms`;
-  return unit && unit !== "requests" && unit !== "state" ? `${text} ${unit}` : text;
+  return SUFFIXED.has(unit) ? `${text} ${unit}` : text;
 }
 
 export function compact(value) {

@@ -43,7 +43,8 @@ function setupCharts(answer) {
   const pills = [["serving", answer.kind === "gateway" ? "a fleet" : "one replica"]];
   if (answer.policy) pills.push(["policy", answer.policy]);
   pills.push(["TTFT SLO", `${answer.slo.ttft_ms} ms`], ["TPOT SLO", `${answer.slo.tpot_ms} ms`],
-             ["sample", `${answer.interval_s} s`], ["window", `${Math.round(answer.window_s / 60)} min`]);
+             ["sample", `${answer.interval_s} s`], ["rates over", `${answer.rate_window_s} s`],
+             ["window", `${Math.round(answer.window_s / 60)} min`]);
   const context = document.getElementById("context");
   for (const [name, value] of pills) {
     const pill = document.createElement("span");
@@ -58,7 +59,6 @@ function setupCharts(answer) {
 
 function title(spec, answer) {
   if (spec.id === "routing" && answer.policy) return `${spec.title} (${answer.policy})`;
-  if (spec.id === "goodput") return `Goodput (TTFT ≤ ${answer.slo.ttft_ms} ms, TPOT ≤ ${answer.slo.tpot_ms} ms)`;
   return spec.title;
 }
 
