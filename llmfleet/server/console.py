@@ -38,6 +38,8 @@ class ReplicaSource:
         self.ctx = state.get("ctx")
 
     async def scrape(self) -> Scrape:
+        if self.ctx is None:  # the host ran without lifespan state: nothing to read
+            return Scrape(time.time(), {self.url: None})
         try:
             stats = await self.ctx.engine.stats()
         except EngineDeadError:
