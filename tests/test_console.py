@@ -108,6 +108,13 @@ def test_console_api_errors_are_clear(fleet):
     unknown = httpx.post(fleet.url + "/console/api/replicas/drain", json={"url": "http://nowhere:1"}, auth=auth)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "replica_not_found"
     assert httpx.post(fleet.url + "/console/api/replicas/drain", json={}, auth=auth).status_code == 400
+    # a cross-site form cannot drain: it sends neither JSON nor this origin
+    form = httpx.post(fleet.url + "/console/api/replicas/drain", content=json.dumps({"url": fleet.replicas[0]}),
+                      headers={"content-type": "text/plain"}, auth=auth)
+    assert form.status_code == 415
+    foreign = httpx.post(fleet.url + "/console/api/replicas/drain", json={"url": fleet.replicas[0]}, auth=auth,
+                         headers={"origin": "https://evil.example"})
+    assert foreign.status_code == 403 and foreign.json()["error"]["code"] == "cross_origin"
     assert httpx.get(fleet.url + "/console/api/replicas/drain", auth=auth).status_code == 405
     assert httpx.get(fleet.url + "/console/static/../app.py", auth=auth).status_code == 404
 

@@ -65,6 +65,7 @@ class ConsoleMiddleware:
         method, query = scope["method"], dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         if path.startswith("/api/replicas/") and path[len("/api/replicas/"):] in ("drain", "undrain"):
             _allow(method, "POST", path)
+            _same_origin(scope)
             url = await _replica_url(receive)
             row = await self.source.drain(url, path.endswith("/drain"))
             return JSONResponse({"replica": row})
@@ -138,6 +139,18 @@ def _number(query: dict, name: str, default: float | None, least: float, most: f
     if not least <= value <= most:
         raise ConsoleError(400, f"{name}: a number in [{least:g}, {most:g}] expected, got {text!r}", "invalid_value")
     return value
+
+
+def _same_origin(scope: Scope) -> None:
+    """Actions only from the console's own page or a script: a browser's cached Basic credentials go with
+    cross-site requests too, and a cross-site form can send neither application/json nor a same-origin Origin."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise ConsoleError(415, "console actions take a JSON body (content-type: application/json)",
+                           "unsupported_media_type")
+    origin = headers.get("origin")
+    if origin is not None and origin.split("://", 1)[-1] != headers.get("host"):
+        raise ConsoleError(403, f"a console action from another origin ({origin}) is refused", "cross_origin")
 
 
 async def _replica_url(receive: Receive) -> str:
