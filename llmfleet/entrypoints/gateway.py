@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmfleet.console.flags import add_console_arguments, console_settings
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
@@ -39,6 +40,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                              "(default: the system's CAs)")
     add_tls_arguments(parser)
     add_tenancy_arguments(parser)
+    add_console_arguments(parser)
     return parser
 
 
@@ -52,6 +54,7 @@ def build_config(args: argparse.Namespace):
              "kv_events": False if args.no_kv_events else None, "replica_ca_certs": args.replica_ca_certs,
              "tenancy": tenancy_config(args), "tls": tls_config(args)}
     data.update({k: v for k, v in flags.items() if v is not None})
+    data["console"] = console_settings(args, data.get("console"))
     if args.replica:
         data["replicas"] = [parse_replica_flag(url) for url in args.replica]
     if args.discover_k8s:

@@ -10,6 +10,7 @@ import os
 import sys
 
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
+from llmfleet.console.flags import add_console_arguments, console_settings
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
 # flag -> EngineConfig field; only flags the user set are passed on
@@ -28,6 +29,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     add_server_arguments(parser)
     add_tls_arguments(parser)
     add_tenancy_arguments(parser)
+    add_console_arguments(parser)
     add_engine_arguments(parser)
     return parser
 
@@ -114,6 +116,7 @@ def add_quantization_arguments(group) -> None:
 
 def build_configs(args: argparse.Namespace):
     """(ServerConfig, EngineConfig) from parsed flags; ValueError names the bad field."""
+    from llmfleet.console.config import ConsoleConfig
     from llmfleet.protocol.config import EngineConfig
     from llmfleet.server.config import ServerConfig
     from llmfleet.entrypoints.default_model import resolve_served_model
@@ -132,7 +135,8 @@ def build_configs(args: argparse.Namespace):
                           allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
                           allow_credentials=args.allow_credentials, tls=tls_config(args), batch_dir=args.batch_dir,
                           batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser,
-                          max_stored_responses=args.max_stored_responses)
+                          max_stored_responses=args.max_stored_responses,
+                          console=ConsoleConfig(**console_settings(args)))
     return server, engine
 
 

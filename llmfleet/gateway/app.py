@@ -7,6 +7,7 @@
 /ready           some replica can take a request
 /metrics         the gateway's own Prometheus registry
 /fleet/replicas  JSON: each replica's url, model, healthy, draining, in_flight, routed, circuit
+/console         the operator console and its JSON API (llmfleet/console/app.py): admins only
 
 With `config.tenancy` every route but /health and /ready needs a key, and tenancy's admin API is served too.
 """
@@ -72,10 +73,19 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
                                                                           methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.fleet = fleet
+    tenancy = None
     if config.tenancy is not None:  # keys, limits, budgets, guards and spend in front of the proxy
         from llmfleet.tenancy import TenancyMiddleware
+        from llmfleet.tenancy.service import Tenancy
 
-        app.add_middleware(TenancyMiddleware, config=config.tenancy)
+        tenancy = Tenancy(config.tenancy)
+        app.add_middleware(TenancyMiddleware, config=config.tenancy, tenancy=tenancy)
+    if config.console.enabled:  # outside tenancy: it checks admin keys itself and reads the spend tables
+        from llmfleet.console.app import ConsoleMiddleware
+        from llmfleet.gateway.console import GatewaySource
+
+        app.add_middleware(ConsoleMiddleware, source=GatewaySource(fleet, config.console.scrape_timeout_s),
+                           config=config.console, tenancy=tenancy)
     return app
 
 

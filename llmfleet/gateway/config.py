@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from llmfleet.console.config import ConsoleConfig
 from llmfleet.gateway.k8s_api import SCHEME as K8S_SCHEME, ServiceRef
 from llmfleet.gateway.splits import ModelVersion, parse_models
 from llmfleet.gateway.tiers import Tier, parse_tiers
@@ -71,6 +72,7 @@ class GatewayConfig:
     k8s_port_name: str = "http"         # the Service port (and port-N for multi-engine pods) replicas answer on
     # what `llmfleet deploy render` builds from this file (llmfleet/deploy/spec.py); the gateway ignores it
     deployment: dict | None = None
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # /console: sampling and SLOs
 
     def __post_init__(self) -> None:
         if not self.replicas and not self.discover_k8s:
@@ -104,6 +106,8 @@ class GatewayConfig:
             raise ValueError(f"replica_ca_certs: no such file {self.replica_ca_certs!r}")
         if self.tenancy is not None and not isinstance(self.tenancy, TenancyConfig):
             raise ValueError("tenancy: must be a TenancyConfig (or a mapping of its fields in YAML)")
+        if not isinstance(self.console, ConsoleConfig):
+            raise ValueError("console: must be a ConsoleConfig (or a mapping of its fields in YAML)")
 
     def replica_verify(self) -> bool | str:
         """What the replica client verifies https:// replicas with: the CA bundle's path, or True (system CAs)."""
@@ -135,8 +139,9 @@ class GatewayConfig:
         tenancy = data.get("tenancy")
         if isinstance(tenancy, dict):
             tenancy = TenancyConfig(**tenancy)
+        console = ConsoleConfig.from_dict(data.get("console") or {})
         return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers")),
-                      "tenancy": tenancy, "discover_k8s": tuple(services)})
+                      "tenancy": tenancy, "discover_k8s": tuple(services), "console": console})
 
 
 def load_yaml(path: str) -> dict[str, Any]:

@@ -85,5 +85,5 @@ class GatewayMetrics:
             self.in_flight.labels(rep.url).set(rep.in_flight)
             self.circuit.labels(rep.url).set(STATE_CODE[rep.breaker.state])
             self.healthy.labels(rep.url).set(int(rep.healthy))
-            self.draining.labels(rep.url).set(int(rep.draining))
+            self.draining.labels(rep.url).set(int(rep.draining or rep.operator_drained))
         return generate_latest(self.registry)

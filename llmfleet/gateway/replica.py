@@ -62,19 +62,21 @@ class Replica:
     instance: str | None = None         # its serving process's id (from /v1/models): stored responses name it
     healthy: bool = False               # its /ready answered 200 or "draining" lately
     draining: bool = False              # /ready said draining: finishes what it has, gets nothing new
+    operator_drained: bool = False      # an operator drained it at the gateway (console): same, until undrained
     in_flight: int = 0                  # requests the gateway has open on it
     routed: int = 0                     # requests the gateway sent it, ever
     failures: int = 0
     source: str | None = None           # k8s://SERVICE[.NAMESPACE] when discovered; None when configured
 
     def available(self, now: float | None = None) -> bool:
-        return self.healthy and not self.draining and self.breaker.allows(now)
+        return self.healthy and not self.draining and not self.operator_drained and self.breaker.allows(now)
 
     def serves(self, model: str | None) -> bool:
         return model is None or not self.models or model in self.models
 
     def snapshot(self) -> dict:
         return {"url": self.url, "model": self.models[0] if self.models else None, "models": list(self.models),
-                "healthy": self.healthy, "draining": self.draining, "in_flight": self.in_flight,
-                "routed": self.routed, "circuit": self.breaker.state, "kv_events": self.kv_events,
-                "source": self.source}
+                "healthy": self.healthy, "draining": self.draining or self.operator_drained,
+                "drained_by": "operator" if self.operator_drained else "replica" if self.draining else None,
+                "in_flight": self.in_flight, "routed": self.routed, "circuit": self.breaker.state,
+                "kv_events": self.kv_events, "source": self.source}

@@ -81,14 +81,23 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
     for router in (completions_router, chat_router, responses_router, embeddings_router, batches_router,
                    tokenize_router, system_router):
         app.include_router(router)
-    # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, then auth.
+    # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, the console, auth.
+    tenancy = None
     if config.tenancy is not None:  # virtual keys, limits and spend, in place of the single API key
         from llmfleet.tenancy import TenancyMiddleware
+        from llmfleet.tenancy.service import Tenancy
 
+        tenancy = Tenancy(config.tenancy)
         app.add_middleware(TenancyMiddleware, config=config.tenancy,
-                           open_paths=("/metrics",) if config.metrics_public else ())
+                           open_paths=("/metrics",) if config.metrics_public else (), tenancy=tenancy)
     elif config.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, metrics_public=config.metrics_public)
+    if config.console.enabled:  # outside auth: it admits admins itself (console/auth.py)
+        from llmfleet.console.app import ConsoleMiddleware
+        from llmfleet.server.console import ReplicaSource
+
+        app.add_middleware(ConsoleMiddleware, source=ReplicaSource(config), config=config.console, tenancy=tenancy,
+                           api_key=config.api_key)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     if config.allowed_origins:  # outermost: preflights need no key, and every answer (errors too) carries CORS

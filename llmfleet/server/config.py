@@ -4,8 +4,9 @@ The engine's own settings stay in EngineConfig; this object holds only what the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from llmfleet.console.config import ConsoleConfig
 from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
@@ -39,6 +40,7 @@ class ServerConfig:
     tls: TLSConfig | None = None              # HTTPS (and mTLS): `--ssl-certfile`, `--ssl-keyfile`, ...
     preemption_notice_url: str | None = None  # spot instances: poll this metadata URL; a notice drains the replica
     preemption_poll_s: float = 5.0            # how often
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # /console for this replica alone
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -55,6 +55,9 @@ def check_metadata(body: BaseModel) -> None:
     if action is not None and action not in INJECTION_ACTIONS:
         raise TenancyError(400, f"metadata.injection_action: one of {', '.join(INJECTION_ACTIONS)} expected",
                            "invalid_value", param="metadata.injection_action")
+    if meta.get("role") not in (None, "admin"):  # "admin": the key opens the operator console
+        raise TenancyError(400, "metadata.role: \"admin\" or absent expected", "invalid_value",
+                           param="metadata.role")
     for name in MODEL_LIMITS:
         limits = meta.get(name)
         if limits is not None and not (isinstance(limits, dict) and all(

@@ -28,9 +28,10 @@ def without_credentials(scope: Scope) -> Scope:
 
 
 class TenancyMiddleware:
-    def __init__(self, app: ASGIApp, config: TenancyConfig, open_paths: tuple[str, ...] = ()):
+    def __init__(self, app: ASGIApp, config: TenancyConfig, open_paths: tuple[str, ...] = (),
+                 tenancy: Tenancy | None = None):
         self.app = app
-        self.tenancy = Tenancy(config)
+        self.tenancy = tenancy or Tenancy(config)   # passed in where the console shares it (keys, spend)
         self._open = frozenset(config.open_paths) | frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
