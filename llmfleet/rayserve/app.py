@@ -55,7 +55,8 @@ def build_app(config: RayFleetConfig):
     engines = {}
     for version in config.versions():
         options = {k: v for k, v in engine_deployment_options(version, config).items() if v is not None}
-        engines[version.deployment_name] = serve.deployment(EngineReplica).options(**options).bind(version)
+        deployment = serve.deployment(EngineReplica).options(**options)
+        engines[version.deployment_name] = deployment.bind(version.engine, version.server)
     ingress = serve.deployment(OpenAIIngress).options(name=INGRESS_NAME, num_replicas=config.ingress_replicas,
                                                       max_ongoing_requests=10_000,
                                                       ray_actor_options={"num_cpus": 0})

@@ -196,11 +196,9 @@ def _version(model: str, data: dict, index: int) -> RayVersion:
 
 def _engine(where: str, data: Any) -> EngineConfig:
     if not isinstance(data, dict) or "model" not in data:
-        raise ValueError(f"{where}.engine: must be a mapping of engine settings with at least `model`")
-    from llmfleet.entrypoints.default_model import resolve_served_model
-
-    model, _ = resolve_served_model(data["model"])
-    return _build(EngineConfig, {**data, "model": model}, f"{where}.engine")
+        raise ValueError(f"{where}.engine: must be a mapping of engine settings with at least `model` (a folder "
+                         f"or a demo model's name)")
+    return _build(EngineConfig, data, f"{where}.engine")
 
 
 def _server(where: str, data: Any, model: str) -> ServerConfig:

@@ -36,6 +36,7 @@ _FAILURES = (RayActorError, ReplicaUnavailableError)   # the replica's actor die
 _HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
                "upgrade", "accept-encoding"}
 VERSION_HEADER, REPLICA_HEADER = "x-llmfleet-version", "x-llmfleet-replica"
+RETRIES_HEADER = "x-llmfleet-retries"     # on an answer that needed retries: how many
 
 
 class _Failed(Exception):
@@ -110,7 +111,7 @@ class OpenAIIngress:
                 logger.warning("retrying %s on another replica of %s (%s)", request.path, version.deployment_name,
                                failed)
             try:
-                return await self._attempt(handle, request, version, stream, last=attempt == self.config.max_retries)
+                return await self._attempt(handle, request, version, stream, attempt)
             except _Failed as exc:
                 failed = exc
                 if request.replica is not None:
@@ -121,29 +122,31 @@ class OpenAIIngress:
         return error_response(502, f"every replica tried failed ({failed})", None, "replicas_failed")
 
     async def _attempt(self, handle, request: EngineRequest, version: RayVersion, stream: bool,
-                       last: bool) -> Response:
+                       attempt: int) -> Response:
         answer = handle.remote(request)
         try:
             head = await answer.__anext__()
-            if head.status in RETRY_STATUSES and not last:
+            if head.status in RETRY_STATUSES and attempt < self.config.max_retries:
                 answer.cancel()
                 raise _Failed(f"the replica answered {head.status}")
             if not stream or head.status != 200:
                 body = b"".join([chunk async for chunk in answer])
-                return Response(body, head.status, headers=self._headers(head, version, request))
+                return Response(body, head.status, headers=self._headers(head, version, request, attempt))
         except _FAILURES as exc:
             answer.cancel()
             raise _Failed(f"{type(exc).__name__}: {exc}") from None
         except StopAsyncIteration:
             raise _Failed("the replica ended the answer before its status") from None
-        return StreamingResponse(_relay(answer), head.status, headers=self._headers(head, version, request))
+        return StreamingResponse(_relay(answer), head.status, headers=self._headers(head, version, request, attempt))
 
-    def _headers(self, head: ResponseHead, version: RayVersion, request: EngineRequest) -> dict:
+    def _headers(self, head: ResponseHead, version: RayVersion, request: EngineRequest, retries: int) -> dict:
         # Ray's proxy sets x-request-id itself (the client's, else its own): the replica's echo of it would repeat it
         headers = {k: v for k, v in head.headers if k.lower() not in ("content-length", "x-request-id")}
         headers[VERSION_HEADER] = version.version
         if request.replica is not None:
             headers[REPLICA_HEADER] = request.replica
+        if retries:
+            headers[RETRIES_HEADER] = str(retries)
         return headers
 
 

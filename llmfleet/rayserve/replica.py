@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+from llmfleet.protocol.config import EngineConfig
 from llmfleet.rayserve.asgi import InProcessApp, ResponseHead
-from llmfleet.rayserve.config import RayVersion
 from llmfleet.rayserve.request import EngineRequest
+from llmfleet.server.config import ServerConfig
 
 logger = logging.getLogger(__name__)
 # the custom metrics this replica reports to Ray Serve's autoscaler (autoscaling.py reads them by these names)
@@ -23,15 +24,15 @@ WAITING, RUNNING, KV_USAGE = "waiting_requests", "running_requests", "kv_usage"
 
 
 class EngineReplica:
-    async def __init__(self, version: RayVersion):
+    # Only the engine's and the server's settings are init arguments: a change of the replica count, autoscaling
+    # targets or delays is then a light update that Ray applies without restarting replicas.
+    async def __init__(self, engine: EngineConfig, server: ServerConfig):
         from llmfleet.server.app import create_app
 
-        self.version = version
-        self.app = InProcessApp(create_app(version.server, version.engine))
+        self.app = InProcessApp(create_app(server, engine))
         await self.app.start()
         self.ctx = self.app.state["ctx"]
-        logger.info("replica of %s %s ready (engine core pid %s)", version.model, version.version,
-                    self.ctx.engine.pid)
+        logger.info("replica of %s ready (engine core pid %s)", self.ctx.model_names[0], self.ctx.engine.pid)
 
     async def __call__(self, request: EngineRequest) -> AsyncIterator[ResponseHead | bytes]:
         """The server app's answer: a ResponseHead, then the body's chunks (SSE events when streaming)."""

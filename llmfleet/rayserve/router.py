@@ -48,6 +48,8 @@ class PrefixAwareRouter(RequestRouter):
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []
+        if pending_request is not None:   # every candidate is ranked: when all are full, wait before asking again
+            pending_request.routing_context.should_backoff = True
         request = _engine_request(pending_request)
         if request is not None and request.avoid:
             candidate_replicas = [r for r in candidate_replicas
