@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=config.log_level.upper() if config.log_level != "trace" else "DEBUG",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import ray
-    from ray import serve
 
     from llmfleet.rayserve.app import run as deploy
 
@@ -61,7 +60,21 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    logging.getLogger(__name__).info("stopping: deleting app %r", config.app_name)
-    serve.delete(config.app_name)
+    _delete(config)
     ray.shutdown()
     return 0
+
+
+def _delete(config) -> None:
+    """Delete the app (Ray lets each replica finish its requests, up to its drain timeout), waiting a bounded time:
+    a Ctrl-C in a terminal also reaches a local Ray instance's own processes, which may then never confirm."""
+    from ray import serve
+
+    grace = max(v.server.drain_timeout for v in config.versions()) + 15.0
+    logger = logging.getLogger(__name__)
+    logger.info("stopping: deleting app %r (up to %.0f s)", config.app_name, grace)
+    deleting = threading.Thread(target=serve.delete, args=(config.app_name,), daemon=True)
+    deleting.start()
+    deleting.join(grace)
+    if deleting.is_alive():
+        logger.warning("the cluster did not confirm the app's deletion within %.0f s", grace)
