@@ -97,7 +97,7 @@ class OpenAIIngress:
         model = payload.get("model")
         if model in (None, "") and len(self.config.models) == 1:
             model = next(iter(self.config.models))
-        if model not in self.config.models:
+        if not isinstance(model, str) or model not in self.config.models:
             return error_response(404, f"The model `{model}` does not exist. This app serves: "
                                        f"{', '.join(sorted(self.config.models))}", "model", "model_not_found")
         user = payload.get("user")

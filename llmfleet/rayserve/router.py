@@ -58,7 +58,9 @@ class PrefixAwareRouter(RequestRouter):
         views = [self._view(replica_id) for replica_id in by_id]
         if request is None:   # a call that is not an OpenAI request (none today): least loaded first
             return [[by_id[v.url] for v in sorted(views, key=_load)]]
-        chosen = self.policy.choose(RoutingRequest(request.path, request.payload), views)
+        if request.routing is None:   # Ray may ask again (all replicas full): the prompt is hashed once
+            request.routing = RoutingRequest(request.path, request.payload)
+        chosen = self.policy.choose(request.routing, views)
         rest = [by_id[v.url] for v in sorted(views, key=_load) if v is not chosen]
         return [[by_id[chosen.url]], rest] if rest else [[by_id[chosen.url]]]
 
