@@ -142,6 +142,7 @@ def test_killing_a_replica_under_load_loses_no_request(app):
             pool.submit(worker, i)
         while len(results) + len(errors) < 6:
             time.sleep(0.05)
+        killed_at = time.monotonic()
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         while len(results) + len(errors) < 30:
             time.sleep(0.05)
@@ -151,6 +152,8 @@ def test_killing_a_replica_under_load_loses_no_request(app):
               "requests": len(results) + len(errors), "completed": len(results), "lost": len(errors),
               "retried_after_kill": retried, "concurrency": 6, "max_tokens": 24,
               "errors": errors[:5]}
+    wait_for_running(2)                  # the controller replaced the killed replica
+    record["replaced_after_s"] = round(time.monotonic() - killed_at, 1)
     _record(record)
     assert errors == []
     assert all(tokens == 24 for tokens, _ in results)
