@@ -164,13 +164,11 @@ def test_autoscales_up_on_waiting_requests_and_down_after(app, cluster):
     from llmfleet.rayserve.app import run
 
     port, checkpoint = cluster
-    engines = set(_replica_actor_names())
     # target_ongoing_requests out of reach: only the engines' waiting sequences can ask for a second replica
     run(fleet_config(port, checkpoint, {"min": 1, "max": 2, "target_ongoing_requests": 1000,
                                         "target_waiting_requests": 1, "upscale_delay_s": 0.5,
                                         "downscale_delay_s": 1.0, "look_back_period_s": 1.0}))
     wait_for_running(1)                  # idle: down to min
-    assert set(_replica_actor_names()) <= engines   # a change of `replicas:` alone restarts no engine
     c = client(app)
     stop = threading.Event()
 

@@ -8,7 +8,6 @@ Ray Serve's HTTP proxy at `route_prefix`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from ray import serve
@@ -26,10 +25,7 @@ INGRESS_NAME = "openai"
 def engine_deployment_options(version: RayVersion, config: RayFleetConfig) -> dict:
     """The serve.deployment options of one version's engine deployment."""
     settings = version.replicas
-    # What needs new engines; all else (counts, autoscaling, max_ongoing_requests) Ray changes in place.
-    code = _digest(version.engine, version.server, settings.num_cpus, settings.num_gpus)
-    options = {"name": version.deployment_name, "version": code,
-               "max_ongoing_requests": settings.max_ongoing_requests,
+    options = {"name": version.deployment_name, "max_ongoing_requests": settings.max_ongoing_requests,
                "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
                "health_check_period_s": 2.0, "request_router_config": _router_config(version, config),
                # a replica drains (finishes what it has) before Ray stops it, up to the server's drain timeout
@@ -62,20 +58,9 @@ def build_app(config: RayFleetConfig):
         deployment = serve.deployment(EngineReplica).options(**options)
         engines[version.deployment_name] = deployment.bind(version.engine, version.server)
     ingress = serve.deployment(OpenAIIngress).options(name=INGRESS_NAME, num_replicas=config.ingress_replicas,
-                                                      version=_ingress_digest(config), max_ongoing_requests=10_000,
+                                                      max_ongoing_requests=10_000,
                                                       ray_actor_options={"num_cpus": 0})
     return ingress.bind(config, engines)
-
-
-def _ingress_digest(config: RayFleetConfig) -> str:
-    """What the ingress reads of the config: a change of replica settings alone leaves it running."""
-    return _digest(sorted((v.model, v.version, v.weight) for v in config.versions()), config.max_retries,
-                   config.api_key, config.log_level)
-
-
-def _digest(*parts) -> str:
-    """A deployment's `version`: without one, Ray restarts every replica on each `serve.run`."""
-    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
 
 def run(config: RayFleetConfig, blocking: bool = False):

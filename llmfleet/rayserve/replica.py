@@ -24,8 +24,6 @@ WAITING, RUNNING, KV_USAGE = "waiting_requests", "running_requests", "kv_usage"
 
 
 class EngineReplica:
-    # Only the engine's and the server's settings are init arguments: a change of the replica count, autoscaling
-    # targets or delays is then a light update that Ray applies without restarting replicas.
     async def __init__(self, engine: EngineConfig, server: ServerConfig):
         from llmfleet.server.app import create_app
 
