@@ -12,7 +12,6 @@ its first event ends with one error event and `data: [DONE]`, as through the gat
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -40,11 +39,7 @@ RETRIES_HEADER = "x-llmfleet-retries"     # on an answer that needed retries: ho
 
 
 class _Failed(Exception):
-    """One attempt that may be retried; `response` is what the client gets when no retry is left."""
-
-    def __init__(self, reason: str, response: Response | None = None):
-        super().__init__(reason)
-        self.response = response
+    """One attempt that failed before the client got a byte: it may be retried on another replica."""
 
 
 @serve.ingress()
@@ -117,8 +112,6 @@ class OpenAIIngress:
                 if request.replica is not None:
                     request.avoid.add(request.replica)
                 request.replica = None
-        if failed.response is not None:
-            return failed.response
         return error_response(502, f"every replica tried failed ({failed})", None, "replicas_failed")
 
     async def _attempt(self, handle, request: EngineRequest, version: RayVersion, stream: bool,
@@ -162,6 +155,5 @@ async def _relay(answer):
         logger.warning("stream broke: %s", exc)
         yield sse_error(f"the replica failed mid-stream: {type(exc).__name__}")
     finally:
-        if not finished:
+        if not finished:   # the client went away: the replica's call is cancelled, the engine aborts it
             answer.cancel()
-            await asyncio.sleep(0)
