@@ -71,13 +71,14 @@ def replica_states(app_name: str = "llmfleet-test") -> dict[str, int]:
     return {str(getattr(state, "value", state)): count for state, count in states.items()}
 
 
-def wait_for_running(count: int, timeout: float = 120.0, during=None) -> float:
-    """Seconds until exactly `count` replicas run and none is starting or stopping."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
+def wait_for_running(count: int, timeout: float = 120.0, gone: str | None = None) -> None:
+    """Until exactly `count` replicas run, none is starting or stopping, and the actor `gone` is not among them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         states = replica_states()
-        if states.get("RUNNING", 0) == count and sum(states.values()) == count:
-            return time.monotonic() - start
+        if states.get("RUNNING", 0) == count and sum(states.values()) == count and \
+                (gone is None or gone not in _replica_actor_names()):
+            return
         time.sleep(0.2)
     raise AssertionError(f"replicas never settled at {count} running: {replica_states()}")
 
@@ -152,7 +153,7 @@ def test_killing_a_replica_under_load_loses_no_request(app):
               "requests": len(results) + len(errors), "completed": len(results), "lost": len(errors),
               "retried_after_kill": retried, "concurrency": 6, "max_tokens": 24,
               "errors": errors[:5]}
-    wait_for_running(2)                  # the controller replaced the killed replica
+    wait_for_running(2, gone=victim)     # the controller replaced the killed replica
     record["replaced_after_s"] = round(time.monotonic() - killed_at, 1)
     _record(record)
     assert errors == []
