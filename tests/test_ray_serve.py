@@ -166,7 +166,8 @@ def test_autoscales_up_on_waiting_requests_and_down_after(app, cluster):
 
     port, checkpoint = cluster
     # target_ongoing_requests out of reach: only the engines' waiting sequences can ask for a second replica
-    run(fleet_config(port, checkpoint, {"min": 1, "max": 2, "target_ongoing_requests": 1000,
+    # initial 1: the redeploy (a new code version to Ray) starts one engine, not as many as were running
+    run(fleet_config(port, checkpoint, {"min": 1, "max": 2, "initial": 1, "target_ongoing_requests": 1000,
                                         "target_waiting_requests": 1, "upscale_delay_s": 0.5,
                                         "downscale_delay_s": 1.0, "look_back_period_s": 1.0}))
     wait_for_running(1)                  # idle: down to min
