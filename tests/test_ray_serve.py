@@ -118,6 +118,27 @@ def test_prefix_aware_router_keeps_a_prompt_on_its_replica(app):
     assert [replica(first), replica(second), replica(first)] == [a, b, a]   # then each prompt stays where cached
 
 
+def test_a_client_that_leaves_a_stream_aborts_its_engine_request(app):
+    import httpx
+
+    body = {"model": MODEL, "prompt": "count", "max_tokens": 480, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", app + "/v1/completions", json=body, timeout=60) as response:
+        events = response.iter_lines()
+        assert next(e for e in events if e.startswith("data: "))   # generating
+        assert sum(running_per_replica()) == 1
+    deadline = time.monotonic() + 60
+    while sum(running_per_replica()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running_per_replica() == [0, 0]
+
+
+def running_per_replica() -> list[float]:
+    """The engines' running sequences, as each replica reports them to the autoscaler (one call per replica: the
+    router sends calls that are not OpenAI requests to the replica routed least)."""
+    handle = serve.get_deployment_handle(DEPLOYMENT, "llmfleet-test")
+    return [handle.record_autoscaling_stats.remote().result()["running_requests"] for _ in range(2)]
+
+
 def test_killing_a_replica_under_load_loses_no_request(app):
     c = client(app)
     results, errors, stop = [], [], threading.Event()
