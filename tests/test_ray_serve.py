@@ -43,12 +43,18 @@ def fleet_config(port: int, checkpoint, replicas: dict) -> RayFleetConfig:
 
 @pytest.fixture(scope="module")
 def cluster(tiny_checkpoint):
+    saved = {name: os.environ.get(name) for name in FAST_METRICS}
     os.environ.update(FAST_METRICS)   # inherited by the local instance's raylet, hence by every Serve actor
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": FAST_METRICS})
     port = free_port()
     checkpoint = tiny_checkpoint("llama")
     yield port, checkpoint
     ray.shutdown()   # ends every actor; each engine core exits with its replica (core_proc's parent watch)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
