@@ -13,11 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import ray
+from ray import serve
 
-ray = pytest.importorskip("ray")
-from ray import serve  # noqa: E402
-
-from llmfleet.rayserve.config import RayFleetConfig  # noqa: E402
+from llmfleet.rayserve.config import RayFleetConfig
 
 try:
     from serving import free_port

@@ -3,14 +3,12 @@ autoscaling policy's arithmetic on Ray's own AutoscalingContext, and the CLI's e
 from __future__ import annotations
 
 import pytest
+from ray.serve.config import AutoscalingConfig, AutoscalingContext
 
-pytest.importorskip("ray")
-from ray.serve.config import AutoscalingConfig, AutoscalingContext  # noqa: E402
-
-from llmfleet.entrypoints.cli import main  # noqa: E402
-from llmfleet.rayserve.autoscaling import EngineAutoscalingPolicy, autoscaling_config, desired_replicas  # noqa: E402
-from llmfleet.rayserve.config import RayFleetConfig, ReplicaSettings  # noqa: E402
-from llmfleet.rayserve.replica import KV_USAGE, WAITING  # noqa: E402
+from llmfleet.entrypoints.cli import main
+from llmfleet.rayserve.autoscaling import EngineAutoscalingPolicy, autoscaling_config, desired_replicas
+from llmfleet.rayserve.config import RayFleetConfig, ReplicaSettings
+from llmfleet.rayserve.replica import KV_USAGE, WAITING
 
 
 def fleet(**version) -> dict:
