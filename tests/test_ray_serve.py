@@ -77,12 +77,13 @@ def replica_states(app_name: str = "llmfleet-test") -> dict[str, int]:
 
 
 def wait_for_running(count: int, timeout: float = 120.0, gone: str | None = None) -> None:
-    """Until exactly `count` replicas run, none is starting or stopping, and the actor `gone` is not among them."""
+    """Until exactly `count` replicas run and none is starting or stopping; with `gone` (a killed replica's actor),
+    also until `count` live replica actors exist without it: the controller's states lag behind a kill."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         states = replica_states()
-        if states.get("RUNNING", 0) == count and sum(states.values()) == count and \
-                (gone is None or gone not in _replica_actor_names()):
+        if states.get("RUNNING", 0) == count and sum(states.values()) == count and (
+                gone is None or (gone not in (names := _replica_actor_names()) and len(names) == count)):
             return
         time.sleep(0.2)
     raise AssertionError(f"replicas never settled at {count} running: {replica_states()}")
