@@ -56,8 +56,8 @@ class PrefixAwareRouter(RequestRouter):
                                   if r.replica_id.unique_id not in request.avoid] or candidate_replicas
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
         views = [self._view(replica_id) for replica_id in by_id]
-        if request is None:   # a call that is not an OpenAI request (none today): least loaded first
-            return [[by_id[v.url] for v in sorted(views, key=_load)]]
+        if request is None:   # a call that is not an OpenAI request (stats, tests): least loaded first, in turn
+            return [[by_id[v.url]] for v in sorted(views, key=_load)]
         if request.routing is None:   # Ray may ask again (all replicas full): the prompt is hashed once
             request.routing = RoutingRequest(request.path, request.payload)
         chosen = self.policy.choose(request.routing, views)
