@@ -18,6 +18,7 @@ COMMANDS = {
     "autoscale": "llmfleet.autoscale.cli",
     "deploy": "llmfleet.deploy.cli",
     "top": "llmfleet.entrypoints.top",
+    "ray": "llmfleet.rayserve.cli",
 }
 
 
