@@ -44,16 +44,15 @@ def verify(logits: torch.Tensor, batch: SamplingBatch, spec_counts: list[int], d
         edited = adjust_logits(logits, batch.adjustments) if batch.adjustments is not None else logits
         raw_logprobs = edited[rows.flatten()].log_softmax(dim=-1)
     base = sample(logits, batch).token_ids[rows]                                # [S, K + 1]: plain draws
-    padded = torch.zeros((num_seqs, width - 1), dtype=torch.int64)
-    for b, d in enumerate(drafts):
-        padded[b, :len(d)] = torch.tensor(d, dtype=torch.int64)
-    d_tok = padded.to(device)
+    d_tok = torch.tensor([d + [0] * (width - 1 - len(d)) for d in drafts], dtype=torch.int64).to(device)
     valid = offsets[None, :-1] < k[:, None]
     accept = d_tok == base[:, :-1]                                              # greedy acceptance
     tokens = base
-    sampled = [b for b in range(num_seqs) if spec_counts[b] and not batch.params[_row(spec_counts, b)].greedy]
+    first_rows = _first_rows(spec_counts)
+    sampled = [b for b in range(num_seqs) if spec_counts[b] and not batch.params[first_rows[b]].greedy]
     if sampled:
-        accept, recovered = _rejection(logits, batch, rows, d_tok, sampled, draft_probs, spec_counts, accept)
+        gens = [batch.generators[first_rows[b]] for b in sampled]
+        accept, recovered = _rejection(logits, batch, rows, d_tok, sampled, gens, draft_probs, spec_counts, accept)
     accepted = torch.cumprod((accept & valid).to(torch.int64), dim=1).sum(dim=1)  # [S]
     at = offsets[None, :]
     tokens = torch.where(at[:, :-1] < accepted[:, None], d_tok, tokens[:, :-1])
@@ -68,12 +67,16 @@ def verify(logits: torch.Tensor, batch: SamplingBatch, spec_counts: list[int], d
     return Verified(tokens, accepted + 1, out)
 
 
-def _row(spec_counts: list[int], b: int) -> int:
-    """Index of sequence b's first row."""
-    return sum(c + 1 for c in spec_counts[:b])
+def _first_rows(spec_counts: list[int]) -> list[int]:
+    """Index of each sequence's first row."""
+    rows, at = [], 0
+    for c in spec_counts:
+        rows.append(at)
+        at += c + 1
+    return rows
 
 
-def _rejection(logits, batch, rows, d_tok, sampled, draft_probs, spec_counts, accept):
+def _rejection(logits, batch, rows, d_tok, sampled, gens, draft_probs, spec_counts, accept):
     """Rejection sampling for the sequences in `sampled`: (acceptance [S, K], residual draws [S, K + 1])."""
     device, vocab = logits.device, logits.shape[-1]
     sel = torch.tensor(sampled, dtype=torch.int64, device=device)
@@ -86,12 +89,9 @@ def _rejection(logits, batch, rows, d_tok, sampled, draft_probs, spec_counts, ac
     if draft_probs is None or draft_probs[sampled[0]] is None:   # point masses
         q = torch.zeros_like(p).scatter_(-1, d[..., None], 1.0)
     else:
-        q = torch.zeros_like(p)
-        for i, b in enumerate(sampled):
-            n = spec_counts[b]
-            q[i, :n] = draft_probs[b][:n].to(p.dtype)
+        width = p.shape[1]
+        q = torch.stack([_pad_rows(draft_probs[b][:spec_counts[b]], width) for b in sampled]).to(p.dtype)
     q_d = q.gather(-1, d[..., None]).squeeze(-1)
-    gens = [batch.generators[_row(spec_counts, b)] for b in sampled]
     u = _uniform(len(sampled), d.shape[1], gens, device)
     ok = u * q_d < p_d
     residual = (p - q).clamp_(min=0)
@@ -103,6 +103,11 @@ def _rejection(logits, batch, rows, d_tok, sampled, draft_probs, spec_counts, ac
     recovered = torch.zeros((rows.shape[0], rows.shape[1]), dtype=torch.int64, device=device)
     recovered[sel, :-1] = drawn
     return accept, recovered
+
+
+def _pad_rows(q: torch.Tensor, rows: int) -> torch.Tensor:
+    """q [n, V] with zero rows appended up to `rows`."""
+    return q if q.shape[0] == rows else torch.cat([q, q.new_zeros((rows - q.shape[0], q.shape[1]))])
 
 
 def _uniform(rows: int, cols: int, generators: list, device) -> torch.Tensor:
