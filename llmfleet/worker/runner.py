@@ -23,7 +23,8 @@ from llmfleet.worker.pooling import pool_step
 from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
-from llmfleet.worker.spec_decode.rejection import Verified, verify
+from llmfleet.worker.spec_decode.rejection import Verified
+from llmfleet.worker.spec_decode.verify_step import collect_verified, expand_rows, launch_verify
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
@@ -196,7 +197,7 @@ class ModelRunner:
                 step.pooled = HostCopy(pool_step(hidden, inputs, seqs, self.pooler, self.device))
             logits = self._sampled_logits(inputs, hidden)
         if logits is not None and inputs.spec_counts is not None:
-            self._verify(step, out, logits, inputs.spec_counts)
+            launch_verify(self, step, out, logits, inputs.spec_counts)
         elif logits is not None:
             step.result = sample(logits, self._sampling_batch(step, out))
             step.tokens = HostCopy(step.result.token_ids)
@@ -206,13 +207,6 @@ class ModelRunner:
         self._events_end(events)
         return step
 
-    def _verify(self, step: LaunchedStep, out: SchedulerOutput, logits: torch.Tensor, counts: list[int]) -> None:
-        """Checks the step's drafts (rejection.py); the emitted tokens and their counts go to the host as one."""
-        drafts = [out.scheduled_spec_decode_tokens.get(s.seq_id, []) for s in step.seqs]
-        q = [s.draft_probs for s in step.seqs] if self.drafter is not None else None
-        step.verified = verify(logits, self._sampling_batch(step, out, counts), counts, drafts, q)
-        step.tokens = HostCopy(torch.cat([step.verified.tokens.flatten(), step.verified.counts]))
-
     def collect(self, step: LaunchedStep) -> StepResult:
         """Waits for a launched step's tokens (and only for them); the worker's states take them in."""
         pooled = None
@@ -221,7 +215,8 @@ class ModelRunner:
         if step.tokens is None:
             return StepResult({}, {}, step.prompt_logprobs or {}, pooled)
         if step.verified is not None:
-            result = self._collect_verified(step, pooled)
+            sampled, logprobs, verified, verified_logprobs = collect_verified(self, step)
+            result = StepResult(sampled, logprobs, step.prompt_logprobs or {}, pooled, verified, verified_logprobs)
         else:
             result = self._collect_sampled(step, pooled)
         if step.proposals and self.drafter is not None:
@@ -235,26 +230,6 @@ class ModelRunner:
         sampled = {seq.seq_id: token for seq, token in zip(step.seqs, tokens)}
         logprobs = self._collect_logprobs(step.result, step.seqs) if step.result.logprobs is not None else {}
         return StepResult(sampled, logprobs, step.prompt_logprobs or {}, pooled)
-
-    def _collect_verified(self, step: LaunchedStep, pooled) -> StepResult:
-        host = step.tokens.wait().tolist()
-        num_seqs, width = step.verified.tokens.shape
-        counts = host[num_seqs * width:]
-        emitted = [host[b * width:b * width + counts[b]] for b in range(num_seqs)]
-        self.seqs.received_verified(step.step_id, step.seqs, emitted)
-        result = StepResult({s.seq_id: e[0] for s, e in zip(step.seqs, emitted)}, {}, step.prompt_logprobs or {},
-                            pooled)
-        result.verified = {s.seq_id: e[1:] for s, e in zip(step.seqs, emitted) if len(e) > 1}
-        lp = step.verified.logprobs
-        if lp is not None:
-            entries = self._collect_logprobs(lp, [s for s in step.seqs for _ in range(width)], keyed=False)
-            for b, seq in enumerate(step.seqs):
-                if seq.params.logprobs is not None:
-                    mine = entries[b * width:b * width + counts[b]]
-                    result.logprobs[seq.seq_id] = mine[0]
-                    if len(mine) > 1:
-                        result.verified_logprobs[seq.seq_id] = mine[1:]
-        return result
 
     def _placeholder_fix(self, seqs: list[SeqState], out: SchedulerOutput, inputs: StepInputs,
                          prev: LaunchedStep | None):
@@ -328,13 +303,13 @@ class ModelRunner:
         """One entry per logits row: per sequence, or with drafts (spec_counts) 1 + k rows per sequence."""
         seqs = step.seqs
         reps = [1 + k for k in spec_counts] if spec_counts is not None else None
-        rows = _expand(seqs, reps)
+        rows = expand_rows(seqs, reps)
         params = [s.params for s in rows]
         batch = SamplingBatch(params=params, generators=[s.generator for s in rows])
         if any(p.logit_bias or p.min_tokens for p in params):
             # Counts known at launch (pending tokens included): the asynchronous path needs no read-back for them.
             counts = [s.num_tokens - len(s.prompt_token_ids) for s in seqs]
-            batch.adjustments = LogitAdjustments.build(params, _expand(counts, reps, step=1), self.eos_token_ids)
+            batch.adjustments = LogitAdjustments.build(params, expand_rows(counts, reps, step=1), self.eos_token_ids)
         if any(p.has_penalties for p in params):
             batch.output_token_ids = [s.output_token_ids for s in rows]
             batch.prompt_token_ids = [s.prompt_token_ids for s in rows]
@@ -379,9 +354,3 @@ class ModelRunner:
             logits_indices=cu[1:] - 1, sample_rows=list(range(num_seqs)), num_decodes=int((lens == 1).sum()),
             max_query_len=int(lens.max()), max_seq_len=int(lens.max()))
 
-
-def _expand(values: list, reps: list[int] | None, step: int = 0) -> list:
-    """Each value repeated reps[i] times (None: unchanged); with step=1, increasing by one per repeat."""
-    if reps is None:
-        return values
-    return [v + j * step if step else v for v, r in zip(values, reps) for j in range(r)]
