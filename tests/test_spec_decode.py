@@ -90,7 +90,7 @@ def test_greedy_identity_with_two_samples(method):
                          ids=["ngram", "demo-draft"])
 def test_demo_pair_greedy_identity(spec):
     """The shipped pair: a target and a draft trained on the same corpus, on Python source."""
-    text = ["import os\nimport sys\n\n\ndef main():\n"]
+    text = ["def add(a, b):\n    return a + b\n\n\ndef add(a, b):\n"]
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     plain = LLM("demo", device="cpu", dtype="float32", num_kv_blocks=64).generate(text, params, use_tqdm=False)
     llm = LLM("demo", device="cpu", dtype="float32", num_kv_blocks=64, speculative_config=spec)
@@ -130,6 +130,13 @@ def test_constrained_requests_run_without_drafts():
     assert llm.engine.stats().spec_num_drafts == 0
 
 
+class _RepeatLast:
+    """Proposes the last token k times: drafts every step (mostly rejected)."""
+
+    def propose(self, token_ids: list[int], k: int) -> list[int]:
+        return token_ids[-1:] * k
+
+
 def test_large_batches_do_not_speculate_and_run_asynchronously():
     """Above disable_by_batch_size sequences, steps run without drafts and overlap (asynchronous scheduling);
     once few are left, the tail speculates."""
@@ -137,6 +144,7 @@ def test_large_batches_do_not_speculate_and_run_asynchronously():
     plain = LLM(str(checkpoint("llama")), device="cpu", dtype="float32").generate(prompts(), params, use_tqdm=False)
     llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32",
               speculative_config=dict(NGRAM, disable_by_batch_size=2))
+    llm.engine.core.spec.ngram = _RepeatLast()      # always proposes: whether it speculates is the policy's call
     launched = []
     runner = llm.engine.runner
     launch = runner.launch
