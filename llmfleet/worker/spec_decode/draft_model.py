@@ -76,6 +76,8 @@ class DraftModelProposer:
         states = [s for s in states if lengths.get(s.seq_id, 0) > 0]
         if not states:
             return {}
+        # single-token queries lead the batch, as attention metadata expects (num_decodes first)
+        states.sort(key=lambda s: len(s.token_ids) - s.draft_num_computed != 1)
         queries = [_Query(s.seq_id, s.token_ids, s.block_ids, s.draft_num_computed) for s in states]
         tokens, probs = self._step(queries, states)
         drafts = {s.seq_id: [t] for s, t in zip(states, tokens)}
