@@ -182,3 +182,18 @@ def test_counters_are_exact():
     assert sum(stats.spec_accepted_per_pos) == stats.spec_num_accepted_tokens
     per_pos = stats.spec_accepted_per_pos
     assert all(a >= b for a, b in zip(per_pos, per_pos[1:]))
+
+
+@pytest.mark.parametrize("method", ["ngram", "draft-other"])
+def test_sampled_speculation_is_seeded_and_returns_every_block(method):
+    """Rejection sampling draws from each request's own generator: a seed gives the same output every run."""
+    spec = NGRAM if method == "ngram" else _draft_other()
+    llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32", speculative_config=spec)
+    if method == "ngram":
+        llm.engine.core.spec.ngram = _RepeatLast()  # sampled text rarely repeats a suffix: draft every step
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=16, ignore_eos=True, seed=3, n=2)
+    first = [[c.token_ids for c in o.outputs] for o in llm.generate(prompts()[1:3], params, use_tqdm=False)]
+    again = [[c.token_ids for c in o.outputs] for o in llm.generate(prompts()[1:3], params, use_tqdm=False)]
+    assert first == again and all(len(t) == 16 for o in first for t in o)
+    assert llm.engine.stats().spec_num_drafts > 0
+    _check_blocks(llm)
