@@ -96,8 +96,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
         weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"})
     if engine.config.speculative_config is not None:
-        record["speculative_config"] = json.loads(args.speculative_config)
-        record["spec_decode"] = _acceptance(spec_stats)
+        record.update(speculative_config=json.loads(args.speculative_config), spec_decode=_acceptance(spec_stats))
     record["device"] = getattr(args, "device_name", None) or _device_name(engine.runner.device)
     record.update(bound_fields(slug(record["device"]), args.shape, args.workload, record["output_tokens_per_s"]))
     return record
@@ -186,9 +185,8 @@ def _drive(engine, requests, temperature: float, structured=None) -> dict:
     stats0 = engine.stats()
     start, start_mono = time.perf_counter(), time.monotonic()
     for i, r in enumerate(requests):
-        params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=r.max_tokens,
-                                ignore_eos=r.prompt is None, detokenize=False, output_kind="final_only",
-                                structured=structured)
+        params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=r.max_tokens, structured=structured,
+                                ignore_eos=r.prompt is None, detokenize=False, output_kind="final_only")
         engine.add_request(f"bench-{i}", _prompt(engine, r), params)
     first_token: dict[str, float] = {}
     output_tokens = 0
@@ -209,16 +207,15 @@ def _drive(engine, requests, temperature: float, structured=None) -> dict:
     engine.runner.step_timings = None
     stats1 = engine.stats()
     ttft = sorted(first_token.values())
-    result = dict(elapsed_s=elapsed, steps=len(step_ms), output_tokens=output_tokens,
-                  step_wall_ms_mean=_mean(step_ms), device_ms_per_step_mean=_mean(device_ms),
-                  host_ms_per_step_mean=_mean(step_ms) - _mean(device_ms) if device_ms else None,
-                  prepare_inputs_ms_per_step_mean=_mean(prepare_ms),
-                  device_busy_fraction=(sum(device_ms) / 1e3 / elapsed) if device_ms else None,
-                  ttft_s_p50=_pct(ttft, 50), ttft_s_p90=_pct(ttft, 90),
-                  num_preemptions=stats1.num_preemptions - stats0.num_preemptions,
-                  prefix_cache_hit_tokens=stats1.prefix_cache_hits - stats0.prefix_cache_hits,
-                  spec_stats=_spec_delta(stats0, stats1))
-    return result
+    return dict(elapsed_s=elapsed, steps=len(step_ms), output_tokens=output_tokens,
+                step_wall_ms_mean=_mean(step_ms), device_ms_per_step_mean=_mean(device_ms),
+                host_ms_per_step_mean=_mean(step_ms) - _mean(device_ms) if device_ms else None,
+                prepare_inputs_ms_per_step_mean=_mean(prepare_ms),
+                device_busy_fraction=(sum(device_ms) / 1e3 / elapsed) if device_ms else None,
+                ttft_s_p50=_pct(ttft, 50), ttft_s_p90=_pct(ttft, 90),
+                num_preemptions=stats1.num_preemptions - stats0.num_preemptions,
+                prefix_cache_hit_tokens=stats1.prefix_cache_hits - stats0.prefix_cache_hits,
+                spec_stats=_spec_delta(stats0, stats1))
 
 
 def _mean(values: list[float]) -> float | None:

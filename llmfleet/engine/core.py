@@ -148,10 +148,7 @@ class EngineCore:
         if self._inflight is not None and not overlap:
             outputs += self._finish(self._inflight)
             self._inflight = None
-        if speculating:
-            self.spec.propose(self.scheduler.running)
-        elif self.spec is not None:
-            self.spec.clear(self.scheduler.running)
+        self._propose(speculating)
         out = self.scheduler.schedule()
         if speculating:
             self.spec.ask_proposals(out, self.scheduler.by_id)
@@ -173,6 +170,13 @@ class EngineCore:
         # stepping again at once
         self.stalled = not out.num_scheduled_tokens and self._inflight is None and not outputs
         return outputs
+
+    def _propose(self, speculating: bool) -> None:
+        """Drafts for this step's decodes (n-gram here; a draft model's came with the last step), or none."""
+        if speculating:
+            self.spec.propose(self.scheduler.running)
+        elif self.spec is not None:
+            self.spec.clear(self.scheduler.running)
 
     def _finish(self, inflight) -> list[SeqOutput]:
         """Reads back a launched step's tokens and turns them into sequence outputs."""

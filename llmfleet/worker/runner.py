@@ -106,10 +106,7 @@ class ModelRunner:
         self._load_drafter(cuda)
         began = time.perf_counter()
         self.num_blocks = config.num_kv_blocks or self._blocks_from_memory()
-        self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
-        self._bind(self.kv_caches)
-        if self.drafter is not None:
-            self.drafter.allocate_cache(self.num_blocks)
+        self._allocate_caches()
         logger.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB), sized in %.1f s", self.num_blocks,
                     self.block_size, self.num_blocks * self.block_size,
                     self.num_blocks * self.bytes_per_block / 2**30, time.perf_counter() - began)
@@ -137,6 +134,13 @@ class ModelRunner:
         before = torch.cuda.memory_allocated() if cuda else 0
         self.drafter = DraftModelProposer(self, spec)
         self.weight_bytes += torch.cuda.memory_allocated() - before if cuda else 0
+
+    def _allocate_caches(self) -> None:
+        """The KV cache of every layer (and of the draft model's, same block ids), bound to its layer."""
+        self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
+        self._bind(self.kv_caches)
+        if self.drafter is not None:
+            self.drafter.allocate_cache(self.num_blocks)
 
     def _new_cache(self, num_blocks: int) -> torch.Tensor:
         shape = (2, num_blocks, self.block_size, self.kv_heads, self.info.head_dim)
