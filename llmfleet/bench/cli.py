@@ -10,13 +10,15 @@ import argparse
 import importlib
 
 SUBCOMMANDS = {
-    "offline": ("llmfleet.bench.offline", "offline throughput of the engine (W0, W1, W2, W4, W6)"),
+    "offline": ("llmfleet.bench.offline", "offline throughput of the engine (W0, W1, W2, W4, W6, W7)"),
     "serve": ("llmfleet.bench.serve", "streaming HTTP load against a running server (W3, W4, W5)"),
     "gateway": ("llmfleet.bench.gateway", "latency the gateway adds over a fixed-answer backend, and its req/s"),
     "embed": ("llmfleet.bench.embed", "sentences/s of an embedding model through the engine"),
     "fleet": ("llmfleet.bench.fleet", "a workload through the gateway over N llmfleet serve replicas, per policy"),
     "perplexity": ("llmfleet.bench.perplexity", "perplexity of a model on a text file (and transformers' on it)"),
     "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
+    "verify-step": ("llmfleet.bench.verify_step", "speculative decoding: verify-step time per k and batch, and the "
+                    "speedup it predicts"),
 }
 
 

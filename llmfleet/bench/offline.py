@@ -9,6 +9,7 @@ running device's bandwidth/compute bound and the peers' figures on that device w
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -18,7 +19,8 @@ from llmfleet.bench.workloads import VOCAB_LIMIT, workload
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", required=True, help="qwen3-0.6b | llama3-8b | a model folder")
-    p.add_argument("--workload", required=True, choices=["W0", "W1", "W2", "W4", "W6"])
+    p.add_argument("--workload", required=True, choices=["W0", "W1", "W2", "W4", "W6", "W7"],
+                   help="W7 (editing) is text: a model folder with a tokenizer (real weights)")
     p.add_argument("--num-requests", type=int, default=None, help="only the first N requests of the workload")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
@@ -38,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--structured", default="none", choices=["none", "json"],
                    help="json: every request decodes under a JSON schema (a benchmark shape then gets a byte-level "
                         "tokenizer of its vocabulary size); throughput counts the tokens that came out")
+    p.add_argument("--speculative-config", default=None,
+                   help='speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'; '
+                        'the record then reports acceptance (mean tokens per verify pass)')
+    p.add_argument("--device-name", default=None,
+                   help="the record's device (its folder under results), e.g. cpu-2-core; default: the device's name")
     p.add_argument("--results-dir", default="benchmarks/results")
     p.add_argument("--no-save", action="store_true")
 
@@ -58,7 +65,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from llmfleet.engine.llm_engine import LLMEngine
 
     requests = workload(args.workload, args.num_requests)
-    longest = max(len(r.prompt_token_ids) + r.max_tokens for r in requests)
+    longest = max(len(r.prompt_token_ids) + r.max_tokens for r in requests) + (1024 if requests[0].prompt else 0)
     load_format = args.load_format or ("dummy" if args.shape in SHAPES else "auto")
     tokenizer, spec = _structured(args, SHAPES)
     started = time.perf_counter()
@@ -68,11 +75,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
         enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
         quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
+        speculative_config=args.speculative_config,
         **({} if args.cuda_graph_max_tokens is None else {"cuda_graph_max_tokens": args.cuda_graph_max_tokens})))
     ready_s = time.perf_counter() - started
     _warm_up(engine, requests)
     timing = _drive(engine, requests, args.temperature, spec)
     out_tokens = timing.pop("output_tokens")
+    spec_stats = timing.pop("spec_stats")
     in_tokens = sum(len(r.prompt_token_ids) for r in requests)
     record = dict(
         shape=args.shape, workload=args.workload, num_requests=len(requests), input_tokens=in_tokens,
@@ -86,7 +95,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         kv_cache_dtype=args.kv_cache_dtype, structured=args.structured, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
         seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
         weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"})
-    record["device"] = _device_name(engine.runner.device)
+    if engine.config.speculative_config is not None:
+        record.update(speculative_config=json.loads(args.speculative_config), spec_decode=_acceptance(spec_stats))
+    record["device"] = getattr(args, "device_name", None) or _device_name(engine.runner.device)
     record.update(bound_fields(slug(record["device"]), args.shape, args.workload, record["output_tokens_per_s"]))
     return record
 
@@ -125,7 +136,7 @@ def _warm_up(engine, requests) -> None:
     for i, r in enumerate(requests[: max(1, len(requests) // 4)]):
         params = SamplingParams(max_tokens=min(r.max_tokens, 64), ignore_eos=True, detokenize=False,
                                 output_kind="final_only")
-        engine.add_request(f"warmup-{i}", _fold(engine, r.prompt_token_ids), params)
+        engine.add_request(f"warmup-{i}", _prompt(engine, r), params)
     while engine.has_unfinished_requests():
         engine.step()
     engine.kv.reset_prefix_cache()  # the timed run must not hit prefixes cached by the warm-up
@@ -134,6 +145,33 @@ def _warm_up(engine, requests) -> None:
 def _fold(engine, ids: list[int]) -> list[int]:
     """A small test model's vocabulary may be smaller than the workload's id range: fold ids into it."""
     return [t % engine.vocab_size for t in ids] if engine.vocab_size < VOCAB_LIMIT else ids
+
+
+def _prompt(engine, r):
+    """A request's prompt: a text one (W7) as a user message through the chat template, else its ids."""
+    if r.prompt is None:
+        return _fold(engine, r.prompt_token_ids)
+    tok = engine.tokenizer
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": r.prompt}], add_generation_prompt=True,
+                                       tokenize=False)
+    return r.prompt
+
+
+def _acceptance(delta: dict) -> dict:
+    """Speculation's figures over the timed run: mean tokens per verify pass (accepted drafts + 1) and more."""
+    drafts, accepted = delta["num_drafts"], delta["num_accepted_tokens"]
+    return dict(delta, acceptance_rate=accepted / delta["num_draft_tokens"] if delta["num_draft_tokens"] else None,
+                mean_acceptance_length=1 + accepted / drafts if drafts else None)
+
+
+def _spec_delta(before, after) -> dict:
+    return dict(num_drafts=after.spec_num_drafts - before.spec_num_drafts,
+                num_draft_tokens=after.spec_num_draft_tokens - before.spec_num_draft_tokens,
+                num_accepted_tokens=after.spec_num_accepted_tokens - before.spec_num_accepted_tokens,
+                accepted_per_pos=[a - b for a, b in zip(after.spec_accepted_per_pos,
+                                                        before.spec_accepted_per_pos or [0] * len(
+                                                            after.spec_accepted_per_pos))])
 
 
 def _drive(engine, requests, temperature: float, structured=None) -> dict:
@@ -147,9 +185,9 @@ def _drive(engine, requests, temperature: float, structured=None) -> dict:
     stats0 = engine.stats()
     start, start_mono = time.perf_counter(), time.monotonic()
     for i, r in enumerate(requests):
-        params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=r.max_tokens, ignore_eos=True,
-                                detokenize=False, output_kind="final_only", structured=structured)
-        engine.add_request(f"bench-{i}", _fold(engine, r.prompt_token_ids), params)
+        params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=r.max_tokens, structured=structured,
+                                ignore_eos=r.prompt is None, detokenize=False, output_kind="final_only")
+        engine.add_request(f"bench-{i}", _prompt(engine, r), params)
     first_token: dict[str, float] = {}
     output_tokens = 0
     while engine.has_unfinished_requests():
@@ -169,15 +207,15 @@ def _drive(engine, requests, temperature: float, structured=None) -> dict:
     engine.runner.step_timings = None
     stats1 = engine.stats()
     ttft = sorted(first_token.values())
-    result = dict(elapsed_s=elapsed, steps=len(step_ms), output_tokens=output_tokens,
-                  step_wall_ms_mean=_mean(step_ms), device_ms_per_step_mean=_mean(device_ms),
-                  host_ms_per_step_mean=_mean(step_ms) - _mean(device_ms) if device_ms else None,
-                  prepare_inputs_ms_per_step_mean=_mean(prepare_ms),
-                  device_busy_fraction=(sum(device_ms) / 1e3 / elapsed) if device_ms else None,
-                  ttft_s_p50=_pct(ttft, 50), ttft_s_p90=_pct(ttft, 90),
-                  num_preemptions=stats1.num_preemptions - stats0.num_preemptions,
-                  prefix_cache_hit_tokens=stats1.prefix_cache_hits - stats0.prefix_cache_hits)
-    return result
+    return dict(elapsed_s=elapsed, steps=len(step_ms), output_tokens=output_tokens,
+                step_wall_ms_mean=_mean(step_ms), device_ms_per_step_mean=_mean(device_ms),
+                host_ms_per_step_mean=_mean(step_ms) - _mean(device_ms) if device_ms else None,
+                prepare_inputs_ms_per_step_mean=_mean(prepare_ms),
+                device_busy_fraction=(sum(device_ms) / 1e3 / elapsed) if device_ms else None,
+                ttft_s_p50=_pct(ttft, 50), ttft_s_p90=_pct(ttft, 90),
+                num_preemptions=stats1.num_preemptions - stats0.num_preemptions,
+                prefix_cache_hit_tokens=stats1.prefix_cache_hits - stats0.prefix_cache_hits,
+                spec_stats=_spec_delta(stats0, stats1))
 
 
 def _mean(values: list[float]) -> float | None:
@@ -195,6 +233,10 @@ def _print_summary(r: dict) -> None:
     print(f"{r['shape']} {r['workload']}: {r['output_tokens_per_s']:.0f} output tok/s{frac}, "
           f"{r['total_tokens_per_s']:.0f} total tok/s, {r['elapsed_s']:.2f} s, {r['steps']} steps, "
           f"ready in {r['ready_s']:.1f} s; peers {r['peers_output_tokens_per_s']}")
+    if r.get("spec_decode"):
+        spec = r["spec_decode"]
+        print(f"  speculation: {spec['num_drafts']} verify passes, mean acceptance length "
+              f"{spec['mean_acceptance_length'] or 0:.2f} tokens/pass, acceptance rate {spec['acceptance_rate'] or 0:.0%}")
     if r.get("device_ms_per_step_mean") is not None:
         print(f"  per step: wall {r['step_wall_ms_mean']:.2f} ms, device {r['device_ms_per_step_mean']:.2f} ms, "
               f"input prep {r['prepare_inputs_ms_per_step_mean']:.2f} ms, "

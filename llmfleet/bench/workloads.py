@@ -1,4 +1,4 @@
-"""The benchmark workloads W0..W6 of BENCHMARKS.md, as deterministic lists of token-id requests.
+"""The benchmark workloads W0..W7 of BENCHMARKS.md, as deterministic lists of token-id requests.
 
 Every workload draws from its own `random.Random(0)`: for each request in order, its input length, then its output
 length (only where they vary; fixed lengths draw nothing), then its input ids, each in [0, 10000). W4 draws its
@@ -22,6 +22,7 @@ class BenchRequest:
     max_tokens: int                  # the output length (EOS is ignored, so every request produces exactly this)
     conversation: int | None = None  # W5: the conversation this turn belongs to (its turns run in order)
     turn: int = 0                    # W5: the turn's index within its conversation
+    prompt: str | None = None        # W7: a text prompt (a user message) instead of token ids; stops at EOS
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,19 @@ WORKLOADS: dict[str, WorkloadSpec] = {spec.name: spec for spec in (
                  _shared_prefix),
     WorkloadSpec("W5", "multi-turn: 64 conversations x 8 turns of 200 user + 200 reply tokens", _multi_turn),
     WorkloadSpec("W6", "long-context: 16 requests, input 32768, output 256", _fixed(16, 32768, 256)),
+    WorkloadSpec("W7", "editing: 64 source files of ~400 tokens, each to be returned with one small change "
+                 "(text; real weights)", lambda rng: _editing()),
 )}
 
 
+def _editing() -> list[BenchRequest]:
+    from llmfleet.bench.editing import OUTPUT_TOKENS, editing_prompts
+
+    return [BenchRequest([], OUTPUT_TOKENS, prompt=text) for text in editing_prompts()]
+
+
 def workload(name: str, num_requests: int | None = None) -> list[BenchRequest]:
-    """The requests of workload `name` (W0..W6, any case); `num_requests` keeps only the first ones."""
+    """The requests of workload `name` (W0..W7, any case); `num_requests` keeps only the first ones."""
     spec = WORKLOADS.get(name.upper())
     if spec is None:
         raise ValueError(f"workload: unknown {name!r}; use one of {', '.join(WORKLOADS)}")

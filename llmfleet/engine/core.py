@@ -16,6 +16,7 @@ from llmfleet.engine.kv_events import start_publisher
 from llmfleet.engine.limits import Limits
 from llmfleet.engine.request import Request, Status
 from llmfleet.engine.scheduler import Scheduler
+from llmfleet.engine.spec_decode.decoder import SpecDecoder
 from llmfleet.engine.structured.manager import GrammarManager
 from llmfleet.model.source import resolve_model
 from llmfleet.protocol.config import EngineConfig
@@ -48,8 +49,10 @@ class EngineCore:
         # Structured outputs need token strings: no tokenizer, no grammars (constrained requests are refused).
         self.grammars = (GrammarManager(self.tokenizer, self.runner.info.vocab_size, sorted(eos))
                          if self.tokenizer is not None else None)
+        self.spec = SpecDecoder(config.speculative_config) if config.speculative_config is not None else None
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens,
-                                   self.grammars.ready if self.grammars is not None else None)
+                                   self.grammars.ready if self.grammars is not None else None,
+                                   self.spec.num_lookahead_tokens if self.spec is not None else 0)
         self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
         self._num_sync_only = 0               # unfinished sequences that need one step at a time
         self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
@@ -136,13 +139,19 @@ class EngineCore:
         then read back and processed while N runs. Sequences that need every token on the host before the next
         step (penalties, logprobs, seeds) switch the engine to one step at a time while they are present, and so
         do constrained ones: a step's grammar bitmask needs the previous step's token taken by the matcher.
+        Speculation does too (its drafts continue the tokens read back), in the steps where it is active.
         """
         outputs: list[SeqOutput] = self._fail_grammars()
-        overlap = self.config.async_scheduling and self._num_sync_only == 0
+        speculating = self.spec is not None and self.spec.active(len(self.scheduler.running)
+                                                                 + len(self.scheduler.waiting))
+        overlap = self.config.async_scheduling and self._num_sync_only == 0 and not speculating
         if self._inflight is not None and not overlap:
             outputs += self._finish(self._inflight)
             self._inflight = None
+        self._propose(speculating)
         out = self.scheduler.schedule()
+        if speculating:
+            self.spec.ask_proposals(out, self.scheduler.by_id)
         if self.grammars is not None:
             self.grammars.fill(out, self.scheduler.by_id)
         launched = None
@@ -162,6 +171,13 @@ class EngineCore:
         self.stalled = not out.num_scheduled_tokens and self._inflight is None and not outputs
         return outputs
 
+    def _propose(self, speculating: bool) -> None:
+        """Drafts for this step's decodes (n-gram here; a draft model's came with the last step), or none."""
+        if speculating:
+            self.spec.propose(self.scheduler.running)
+        elif self.spec is not None:
+            self.spec.clear(self.scheduler.running)
+
     def _finish(self, inflight) -> list[SeqOutput]:
         """Reads back a launched step's tokens and turns them into sequence outputs."""
         out, launched = inflight
@@ -171,27 +187,57 @@ class EngineCore:
             if seq_id in by_id:
                 by_id[seq_id].record_prompt_logprobs(first, entries)
         applies = [(by_id[i], token) for i, token in result.sampled.items() if i in by_id and by_id[i].num_pending]
+        known = {seq.seq_id: len(seq.all_token_ids) for seq, _ in applies} if result.verified else None
+        if out.scheduled_spec_decode_tokens:
+            self._record_verified(out, result.verified, by_id)
         self.scheduler.resolve(out, result.sampled)
+        if result.verified:
+            self.scheduler.accept_verified(result.verified)
+        self._take_drafts(result.draft_token_ids, by_id)
         outputs = self._pooled(result.pooled) if result.pooled else []
         for seq, token in applies:
             if self._seqs.get(seq.request_id) is not seq:
                 continue  # aborted while its token was on the device
+            before = known[seq.seq_id] if known is not None else len(seq.all_token_ids) - 1
+            tokens = seq.all_token_ids[before:] if known is not None else [token]
             if self.grammars is not None:
-                self._advance_grammar(seq, token)
-            self._generation_tokens += 1
-            first = len(seq.all_token_ids) == seq.num_prompt_tokens + 1  # its first token (pending ones aside)
+                for t in tokens:
+                    self._advance_grammar(seq, t)
+            self._generation_tokens += len(tokens)
+            first = before == seq.num_prompt_tokens  # its first token (pending ones aside)
             if first:
                 self._prompt_tokens += seq.num_prompt_tokens
             finished = seq.status.finished and not seq.num_pending
             if finished:
                 self._forget(seq)
-            logprobs = result.logprobs.get(seq.seq_id)
             outputs.append(SeqOutput(
-                seq.request_id, [token], seq.status.value if finished else None,
+                seq.request_id, tokens, seq.status.value if finished else None,
                 seq.stop_reason if finished and isinstance(seq.stop_reason, int) else None,
-                max(seq.num_cached_tokens, 0), [logprobs] if logprobs is not None else None,
+                max(seq.num_cached_tokens, 0), self._logprobs(result, seq.seq_id, len(tokens)),
                 seq.prompt_logprobs if first else None))
         return outputs
+
+    @staticmethod
+    def _logprobs(result, seq_id: int, count: int) -> list | None:
+        """Logprob entries of a sequence's `count` new tokens (None: it did not ask)."""
+        first = result.logprobs.get(seq_id)
+        if first is None:
+            return None
+        return [first] + result.verified_logprobs.get(seq_id, [])[:count - 1]
+
+    def _record_verified(self, out, verified: dict[int, list[int]], by_id: dict) -> None:
+        """Acceptance metrics and adaptive draft lengths: one verify pass per sequence that had drafts."""
+        for seq_id, drafts in out.scheduled_spec_decode_tokens.items():
+            seq = by_id.get(seq_id)
+            if seq is not None:
+                self.spec.record(seq, len(drafts), len(verified.get(seq_id, ())))
+
+    def _take_drafts(self, drafts: dict[int, list[int]], by_id: dict) -> None:
+        """A worker-side proposer's drafts wait on their sequences for the next schedule."""
+        for seq_id, tokens in drafts.items():
+            seq = by_id.get(seq_id)
+            if seq is not None and not seq.status.finished:
+                seq.spec_token_ids = tokens
 
     def _pooled(self, pooled: dict[int, list[float]]) -> list[SeqOutput]:
         outputs = []
@@ -239,7 +285,15 @@ class EngineCore:
             num_free_blocks=self.kv.num_free_blocks, num_total_blocks=self.kv.pool.num_blocks,
             kv_cache_usage=self.kv.usage, prefix_cache_queries=self.kv.stats.queries,
             prefix_cache_hits=self.kv.stats.hits, num_preemptions=self.scheduler.num_preemptions,
-            prompt_tokens=self._prompt_tokens, generation_tokens=self._generation_tokens)
+            prompt_tokens=self._prompt_tokens, generation_tokens=self._generation_tokens,
+            **self._spec_stats())
+
+    def _spec_stats(self) -> dict:
+        if self.spec is None:
+            return {}
+        s = self.spec.stats
+        return dict(spec_num_drafts=s.num_drafts, spec_num_draft_tokens=s.num_draft_tokens,
+                    spec_num_accepted_tokens=s.num_accepted_tokens, spec_accepted_per_pos=list(s.accepted_per_pos))
 
 
 _NO_SAMPLING = SamplingParams(max_tokens=1, detokenize=False)  # what a pooling request's Request carries

@@ -51,6 +51,8 @@ class Request:
     num_preemptions: int = 0
     status: Status = Status.WAITING
     stop_reason: int | str | None = None
+    spec_token_ids: list[int] = field(default_factory=list)  # draft tokens proposed for its next decode
+    spec_draft_len: int = -1                  # adaptive draft length (-1: not speculated yet)
     prompt_logprobs: list | None = field(init=False)  # per prompt token after the first, as prefill chunks give
     #                                                   them (prompt_logprobs asked); sent with the first token
 
@@ -97,6 +99,20 @@ class Request:
         if self.status is not Status.FINISHED_ABORTED and self._is_stop_token(token_id):
             self.status = Status.FINISHED_STOPPED
             self.drop_pending()
+
+    def append_verified(self, token_ids: list[int]) -> None:
+        """Speculative decoding: the tokens a verify step gave after its first (accepted drafts, then the target's
+        own token). Each follows a draft whose KV the step wrote, so computed tokens advance with them. A stop token
+        or the length limit ends the sequence there; the tokens after it are dropped."""
+        for token_id in token_ids:
+            if self.status.finished:
+                return
+            self.all_token_ids.append(token_id)
+            self.num_computed_tokens += 1
+            if self._is_stop_token(token_id):
+                self.status = Status.FINISHED_STOPPED
+            elif self.num_tokens >= self.max_total_tokens:
+                self.status = Status.FINISHED_LENGTH
 
     def drop_pending(self) -> None:
         """A finished sequence discards tokens sampled after its end."""

@@ -14,6 +14,13 @@ next step runs. Sampled tokens come back by seq id; until then they are counted 
 Pooling requests (embeddings) are never chunked: one is admitted only when its whole prompt fits the budget left in
 the step (the core refuses prompts longer than the whole budget), and it finishes, its blocks freed, in the step
 that computes it. Encoders attend bidirectionally, so a chunk could not see the tokens after it.
+
+Speculative decoding adds nothing but more tokens of a decode: a running sequence with proposed drafts
+(`Request.spec_token_ids`) whose decode is due is scheduled for 1 + k tokens (k capped by the budget left and its
+length limit), the drafts listed in `scheduled_spec_decode_tokens`. Only the known token counts as computed at
+launch; `accept_verified` advances over the drafts the target accepted. Draft slots are allocated like any token
+but never published to the prefix cache (their ids are not known tokens); rejected ones are reused by the next
+step. `num_lookahead_tokens` more slots are reserved after a sampling sequence's tokens for a draft model's KV.
 """
 from __future__ import annotations
 
@@ -30,8 +37,9 @@ _NO_BLOCKS: list[int] = []  # shared by every diff without new blocks: never mod
 
 class Scheduler:
     def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 admissible: Callable[[Request], bool] | None = None):
+                 admissible: Callable[[Request], bool] | None = None, num_lookahead_tokens: int = 0):
         self.kv = kv
+        self.num_lookahead_tokens = num_lookahead_tokens
         self.admissible = admissible or (lambda seq: True)
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -55,12 +63,14 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         scheduled: dict[int, tuple[Request, int]] = {}
-        budget = self._schedule_running(scheduled, out.preempted_seq_ids)
+        budget = self._schedule_running(scheduled, out.preempted_seq_ids, out.scheduled_spec_decode_tokens)
         if not out.preempted_seq_ids:
             self._admit_waiting(scheduled, budget)
+        drafts = out.scheduled_spec_decode_tokens
         for seq, n in sorted(scheduled.values(), key=lambda p: p[1] != 1):  # stable: decodes first
             out.num_scheduled_tokens[seq.seq_id] = n
-            placeholders = seq.num_computed_tokens + n - len(seq.all_token_ids)
+            known = n - len(drafts[seq.seq_id]) if drafts and seq.seq_id in drafts else n
+            placeholders = seq.num_computed_tokens + known - len(seq.all_token_ids)
             if placeholders > 0:
                 out.num_placeholder_tokens[seq.seq_id] = placeholders
             self._describe(seq, out)
@@ -91,25 +101,41 @@ class Scheduler:
             del self._on_worker[seq_id]
         return done
 
-    def _schedule_running(self, scheduled: dict[int, tuple[Request, int]], preempted: list[int]) -> int:
+    def _schedule_running(self, scheduled: dict[int, tuple[Request, int]], preempted: list[int],
+                          drafts: dict[int, list[int]]) -> int:
         budget = self.max_num_batched_tokens
         for seq in list(self.running):
             if budget == 0:
                 break
             if seq.status is not Status.RUNNING:  # preempted earlier in this loop
                 continue
-            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            while self.kv.allocate_slots(seq, n) is None:
+            remaining = seq.num_tokens - seq.num_computed_tokens
+            n = min(remaining, budget)
+            spec = self._drafts(seq, remaining, budget) if seq.spec_token_ids else _NO_BLOCKS
+            lookahead = self.num_lookahead_tokens if n == remaining else 0
+            while self.kv.allocate_slots(seq, n + len(spec), num_lookahead_tokens=lookahead) is None:
                 victim = max(self.running, key=Request.sort_key)
                 budget += scheduled.pop(victim.seq_id, (None, 0))[1]
+                drafts.pop(victim.seq_id, None)
                 self._preempt(victim)
                 preempted.append(victim.seq_id)
                 if victim is seq:
                     break
             else:
-                scheduled[seq.seq_id] = (seq, n)
-                budget -= n
+                scheduled[seq.seq_id] = (seq, n + len(spec))
+                budget -= n + len(spec)
+                if spec:
+                    drafts[seq.seq_id] = spec
         return budget
+
+    def _drafts(self, seq: Request, remaining: int, budget: int) -> list[int]:
+        """The proposed drafts that fit this step: only on a due decode whose last token is known, within the
+        budget and so that every accepted token stays within the length limit. They are consumed either way."""
+        proposed, seq.spec_token_ids = seq.spec_token_ids, []
+        if remaining != 1 or seq.num_pending:
+            return _NO_BLOCKS
+        k = min(len(proposed), budget - 1, seq.max_total_tokens - seq.num_tokens - 1)
+        return proposed[:k] if k > 0 else _NO_BLOCKS
 
     def _admit_waiting(self, scheduled: dict[int, tuple[Request, int]], budget: int) -> None:
         skipped = 0  # waiting sequences passed over, at the head of the queue
@@ -122,7 +148,8 @@ class Scheduler:
             if seq.pooling is not None and seq.num_tokens > budget:
                 break  # not chunked: waits for a step with room for all of it (FCFS: nothing passes it)
             n = min(seq.num_tokens - num_hit, budget)
-            if self.kv.allocate_slots(seq, n, computed) is None:
+            lookahead = self.num_lookahead_tokens if n == seq.num_tokens - num_hit else 0
+            if self.kv.allocate_slots(seq, n, computed, lookahead) is None:
                 break
             self.waiting.pop(skipped)
             seq.status = Status.RUNNING
@@ -154,9 +181,10 @@ class Scheduler:
         advance and each sampling sequence counts one more pending token, so the next step can be scheduled now;
         sequences that reach their length limit end here. Returns them."""
         finished = []
+        drafts = out.scheduled_spec_decode_tokens
         for seq_id, n in out.num_scheduled_tokens.items():
             seq = self.by_id[seq_id]
-            seq.num_computed_tokens += n
+            seq.num_computed_tokens += n - len(drafts[seq_id]) if drafts and seq_id in drafts else n
             if seq.pooling is not None:  # computed whole: done; its vector arrives with the step's results
                 seq.status = Status.FINISHED_STOPPED
                 self._retire(seq)
@@ -186,6 +214,21 @@ class Scheduler:
                     self.waiting.remove(seq)
                 finished.append(seq)
             self._forget_if_done(seq)
+        return finished
+
+    def accept_verified(self, verified: dict[int, list[int]]) -> list[Request]:
+        """Speculative decoding, after `resolve`: seq id -> the tokens its verify step gave after the first. Returns
+        the sequences those tokens ended (a stop token, or the length limit)."""
+        finished = []
+        for seq_id, tokens in verified.items():
+            seq = self.by_id.get(seq_id)
+            if seq is None or seq.status.finished:
+                continue
+            seq.append_verified(tokens)
+            if seq.status.finished:
+                self._retire(seq)
+                finished.append(seq)
+                self._forget_if_done(seq)
         return finished
 
     def finish(self, seq: Request, status: Status) -> None:

@@ -17,7 +17,7 @@ from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
                 "load_format", "enforce_eager", "cuda_graph_max_tokens", "attention_backend", "kv_events_endpoint",
-                "pooling", "quantization", "kv_cache_dtype")
+                "pooling", "quantization", "kv_cache_dtype", "speculative_config")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -112,6 +112,10 @@ def add_quantization_arguments(group) -> None:
                             "GPTQ/AWQ), fp8 (W8A8; also reads fp8 checkpoints). Default: as the checkpoint says")
     group.add_argument("--kv-cache-dtype", default=None, choices=["auto", "fp8"],
                        help="fp8: float8 e4m3 KV cache, twice the blocks (default auto: the model dtype)")
+    group.add_argument("--speculative-config", default=None,
+                       help='speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4, '
+                            '"prompt_lookup_max": 4, "prompt_lookup_min": 2}\' or \'{"method": "draft", "model": '
+                            '"demo-draft"}\' (docs/speculative_decoding.md)')
 
 
 def build_configs(args: argparse.Namespace):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from llmfleet.protocol.kv_events import replay_endpoint
 from llmfleet.protocol.pooling_params import check_pooling_method
+from llmfleet.protocol.speculative import SpeculativeConfig
 
 QUANTIZATIONS = ("int8", "int4", "fp8")  # linear-layer methods (llmfleet.model.layers.quantization)
 KV_CACHE_DTYPES = ("auto", "fp8")        # auto: the model dtype; fp8: float8 e4m3 with per-layer scales
@@ -47,6 +48,8 @@ class EngineConfig:
     # Embeddings
     pooling: str | None = None                # mean | last | cls; None: the model folder's (sentence-transformers)
     #                                           config, else mean for encoders and last for decoders
+    # Speculative decoding: a SpeculativeConfig, or its dict / JSON form (parsed on construction); None: off
+    speculative_config: SpeculativeConfig | None = None
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
@@ -75,6 +78,7 @@ class EngineConfig:
                              f"{', '.join(KV_CACHE_DTYPES)}")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format: unknown value {self.load_format!r}")
+        object.__setattr__(self, "speculative_config", SpeculativeConfig.parse(self.speculative_config))
 
 
 def _positive(cfg, *names: str) -> None:

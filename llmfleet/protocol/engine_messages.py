@@ -90,6 +90,12 @@ class EngineStats(msgspec.Struct, array_like=True):
     num_preemptions: int
     prompt_tokens: int
     generation_tokens: int
+    # Speculative decoding (zero without it): verify passes with drafts, draft tokens verified, accepted, and
+    # accepted per draft position
+    spec_num_drafts: int = 0
+    spec_num_draft_tokens: int = 0
+    spec_num_accepted_tokens: int = 0
+    spec_accepted_per_pos: list[int] = msgspec.field(default_factory=list)
 
 
 class Ready(msgspec.Struct, tag=True, array_like=True):

@@ -57,8 +57,12 @@ class SchedulerOutput:
     # previous step and not yet read back. The worker takes their ids from that step's device tensor. Only
     # sequences with placeholders appear.
     num_placeholder_tokens: dict[int, int] = field(default_factory=dict)
-    # seq id -> draft token ids to verify after its scheduled tokens (speculative decoding; empty for now)
+    # Speculative decoding. seq id -> the draft token ids that end its query (counted in num_scheduled_tokens,
+    # after its one known token): the worker verifies them in this step. Only sequences with drafts appear.
     scheduled_spec_decode_tokens: dict[int, list[int]] = field(default_factory=dict)
+    # seq id -> how many draft tokens a worker-side proposer (a draft model) proposes after this step, for the
+    # sequence's next one (it samples in this step). Empty: nothing to propose.
+    spec_num_proposals: dict[int, int] = field(default_factory=dict)
     # sequences that ended (finished or aborted) since the last step that reached the worker: drop their state
     finished_seq_ids: list[int] = field(default_factory=list)
     # sequences preempted while scheduling this step: their blocks are freed; the worker keeps their state and

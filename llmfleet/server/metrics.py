@@ -124,6 +124,11 @@ class _StatsCollector:
                  ("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", "prefix_cache_queries"),
                  ("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.", "prefix_cache_hits"))
 
+    _SPEC_COUNTERS = (
+        ("vllm:spec_decode_num_drafts", "Verify passes of a sequence with draft tokens.", "spec_num_drafts"),
+        ("vllm:spec_decode_num_draft_tokens", "Draft tokens verified.", "spec_num_draft_tokens"),
+        ("vllm:spec_decode_num_accepted_tokens", "Draft tokens accepted.", "spec_num_accepted_tokens"))
+
     def __init__(self, metrics: ServerMetrics):
         self._metrics = metrics
 
@@ -139,6 +144,20 @@ class _StatsCollector:
             family = CounterMetricFamily(metric, doc, labels=["model_name"])
             family.add_metric([name], float(getattr(stats, field)))
             yield family
+        if stats.spec_accepted_per_pos:  # speculative decoding is on
+            yield from self._spec(stats, name)
+
+    def _spec(self, stats, name: str):
+        for metric, doc, field in self._SPEC_COUNTERS:
+            family = CounterMetricFamily(metric, doc, labels=["model_name"])
+            family.add_metric([name], float(getattr(stats, field)))
+            yield family
+        family = CounterMetricFamily("vllm:spec_decode_num_accepted_tokens_per_pos",
+                                     "Draft tokens accepted, by position in the draft (0: first).",
+                                     labels=["model_name", "position"])
+        for pos, count in enumerate(stats.spec_accepted_per_pos):
+            family.add_metric([name, str(pos)], float(count))
+        yield family
 
     def describe(self):
         return []  # unknown until the first scrape; registration must not call collect()

@@ -23,6 +23,8 @@ from llmfleet.worker.pooling import pool_step
 from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
+from llmfleet.worker.spec_decode.rejection import Verified
+from llmfleet.worker.spec_decode.verify_step import collect_verified, expand_rows, launch_verify
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
 from llmfleet.model.layers.attention import AttentionMetadata, get_attention_backend
@@ -44,6 +46,8 @@ class LaunchedStep:
     prompt_logprobs: dict | None = None      # seq id -> its prompt logprobs from this step (already on the host)
     pooled_seqs: list[SeqState] | None = None  # the pooling sequences, in batch order
     pooled: HostCopy | None = None           # their vectors [P, H] on their way to the host
+    verified: Verified | None = None         # a verify step (drafts in it): the emitted tokens per sequence
+    proposals: dict[int, int] | None = None  # seq id -> drafts to propose once its tokens are read back
     _rows: dict[int, int] | None = None
 
     def row_of(self, seq_id: int) -> int:
@@ -61,6 +65,11 @@ class StepResult:
     prompt_logprobs: dict[int, tuple[int, list]] = field(default_factory=dict)  # seq id -> (first prompt
     #                                                          position, entries shaped like `logprobs`' values)
     pooled: dict[int, list[float]] | None = None  # seq id -> pooled vector, for the pooling sequences
+    # Speculative decoding: seq id -> the tokens its verify step gave after `sampled`'s (accepted drafts, then the
+    # target's own), only where there are some; their logprobs when asked; drafts a worker-side proposer made
+    verified: dict[int, list[int]] = field(default_factory=dict)
+    verified_logprobs: dict[int, list[tuple[list[int], list[float], int]]] = field(default_factory=dict)
+    draft_token_ids: dict[int, list[int]] = field(default_factory=dict)
 
 
 class ModelRunner:
@@ -75,6 +84,7 @@ class ModelRunner:
         self._num_launched = 0
         self.graphs: DecodeGraphs | None = None
         self.piecewise: PiecewiseGraphs | None = None
+        self.drafter = None   # a DraftModelProposer with speculative decoding by a draft model
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
@@ -93,10 +103,10 @@ class ModelRunner:
         if self.is_encoder and self.pooler.max_seq_length:  # sentence-transformers' input limit
             limit = min(limit, self.pooler.max_seq_length)
         self.max_model_len = min(config.max_model_len or limit, limit)
+        self._load_drafter(cuda)
         began = time.perf_counter()
         self.num_blocks = config.num_kv_blocks or self._blocks_from_memory()
-        self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
-        self._bind(self.kv_caches)
+        self._allocate_caches()
         logger.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB), sized in %.1f s", self.num_blocks,
                     self.block_size, self.num_blocks * self.block_size,
                     self.num_blocks * self.bytes_per_block / 2**30, time.perf_counter() - began)
@@ -112,7 +122,25 @@ class ModelRunner:
 
     @property
     def bytes_per_block(self) -> int:
-        return 2 * len(self.layers) * self.block_size * self.kv_heads * self.info.head_dim * self.kv_dtype.itemsize
+        """Bytes of one KV block: the target's, plus the draft model's where there is one (same block ids)."""
+        target = 2 * len(self.layers) * self.block_size * self.kv_heads * self.info.head_dim * self.kv_dtype.itemsize
+        return target + (self.drafter.bytes_per_block if self.drafter is not None else 0)
+
+    def _load_drafter(self, cuda: bool) -> None:
+        spec = self.config.speculative_config
+        if spec is None or not spec.uses_draft_model:
+            return
+        from llmfleet.worker.spec_decode.draft_model import DraftModelProposer
+        before = torch.cuda.memory_allocated() if cuda else 0
+        self.drafter = DraftModelProposer(self, spec)
+        self.weight_bytes += torch.cuda.memory_allocated() - before if cuda else 0
+
+    def _allocate_caches(self) -> None:
+        """The KV cache of every layer (and of the draft model's, same block ids), bound to its layer."""
+        self.kv_caches = [self._new_cache(self.num_blocks) for _ in self.layers]
+        self._bind(self.kv_caches)
+        if self.drafter is not None:
+            self.drafter.allocate_cache(self.num_blocks)
 
     def _new_cache(self, num_blocks: int) -> torch.Tensor:
         shape = (2, num_blocks, self.block_size, self.kv_heads, self.info.head_dim)
@@ -156,7 +184,7 @@ class ModelRunner:
         began = time.perf_counter()
         seqs = self.seqs.apply(out)
         num_scheduled = list(out.num_scheduled_tokens.values())
-        inputs = prepare_inputs(seqs, num_scheduled, self.block_size)
+        inputs = prepare_inputs(seqs, num_scheduled, self.block_size, out.scheduled_spec_decode_tokens)
         fix = self._placeholder_fix(seqs, out, inputs, prev)
         events = self._events_begin(time.perf_counter() - began)
         self._num_launched += 1
@@ -172,10 +200,14 @@ class ModelRunner:
                 step.pooled_seqs = [seqs[i] for i in inputs.pool_rows]
                 step.pooled = HostCopy(pool_step(hidden, inputs, seqs, self.pooler, self.device))
             logits = self._sampled_logits(inputs, hidden)
-        if logits is not None:
+        if logits is not None and inputs.spec_counts is not None:
+            launch_verify(self, step, out, logits, inputs.spec_counts)
+        elif logits is not None:
             step.result = sample(logits, self._sampling_batch(step, out))
             step.tokens = HostCopy(step.result.token_ids)
+        if logits is not None:
             self.seqs.sampled(step.step_id, step.seqs)
+        step.proposals = out.spec_num_proposals or None
         self._events_end(events)
         return step
 
@@ -186,6 +218,17 @@ class ModelRunner:
             pooled = {seq.seq_id: row for seq, row in zip(step.pooled_seqs, step.pooled.wait().tolist())}
         if step.tokens is None:
             return StepResult({}, {}, step.prompt_logprobs or {}, pooled)
+        if step.verified is not None:
+            sampled, logprobs, verified, verified_logprobs = collect_verified(self, step)
+            result = StepResult(sampled, logprobs, step.prompt_logprobs or {}, pooled, verified, verified_logprobs)
+        else:
+            result = self._collect_sampled(step, pooled)
+        if step.proposals and self.drafter is not None:
+            result.draft_token_ids = self.drafter.propose(
+                [s for s in (self.seqs.get(i) for i in step.proposals) if s is not None], step.proposals)
+        return result
+
+    def _collect_sampled(self, step: LaunchedStep, pooled) -> StepResult:
         tokens = step.tokens.wait().tolist()
         self.seqs.received(step.step_id, step.seqs, tokens)
         sampled = {seq.seq_id: token for seq, token in zip(step.seqs, tokens)}
@@ -259,33 +302,42 @@ class ModelRunner:
             query_start_loc_cpu=inputs.query_start_loc.tolist() if on_cpu else None,
             seq_lens_cpu=inputs.seq_lens.tolist() if on_cpu else None)
 
-    def _sampling_batch(self, step: LaunchedStep, out: SchedulerOutput) -> SamplingBatch:
+    def _sampling_batch(self, step: LaunchedStep, out: SchedulerOutput,
+                        spec_counts: list[int] | None = None) -> SamplingBatch:
+        """One entry per logits row: per sequence, or with drafts (spec_counts) 1 + k rows per sequence."""
         seqs = step.seqs
-        params = [s.params for s in seqs]
-        batch = SamplingBatch(params=params, generators=[s.generator for s in seqs])
+        reps = [1 + k for k in spec_counts] if spec_counts is not None else None
+        rows = expand_rows(seqs, reps)
+        params = [s.params for s in rows]
+        batch = SamplingBatch(params=params, generators=[s.generator for s in rows])
         if any(p.logit_bias or p.min_tokens for p in params):
             # Counts known at launch (pending tokens included): the asynchronous path needs no read-back for them.
-            batch.adjustments = LogitAdjustments.build(
-                params, [s.num_tokens - len(s.prompt_token_ids) for s in seqs], self.eos_token_ids)
+            counts = [s.num_tokens - len(s.prompt_token_ids) for s in seqs]
+            batch.adjustments = LogitAdjustments.build(params, expand_rows(counts, reps, step=1), self.eos_token_ids)
         if any(p.has_penalties for p in params):
-            batch.output_token_ids = [s.output_token_ids for s in seqs]
-            batch.prompt_token_ids = [s.prompt_token_ids for s in seqs]
+            batch.output_token_ids = [s.output_token_ids for s in rows]
+            batch.prompt_token_ids = [s.prompt_token_ids for s in rows]
         if out.grammar_seq_ids:
+            first = np.cumsum([0] + reps[:-1]).tolist() if reps is not None else None
+            at = [step.row_of(i) for i in out.grammar_seq_ids]
             batch.token_bitmask = to_device(out.grammar_bitmask, self.device)
-            batch.bitmask_rows = to_device([step.row_of(i) for i in out.grammar_seq_ids], self.device, torch.int64)
+            batch.bitmask_rows = to_device([first[r] for r in at] if first else at, self.device, torch.int64)
         return batch
 
     @staticmethod
-    def _collect_logprobs(result: SamplerOutput, seqs: list[SeqState]) -> dict:
+    def _collect_logprobs(result: SamplerOutput, seqs: list[SeqState], keyed: bool = True):
+        """seq id -> (ids, logprobs, rank) for the rows whose sequence asked; with keyed=False, a list over every
+        row instead (None where it did not ask)."""
         values = result.logprobs.tolist()
         ids = result.logprob_token_ids.tolist()
         ranks = result.ranks.tolist()
-        logprobs = {}
+        rows = []
         for j, seq in enumerate(seqs):
-            if seq.params.logprobs is not None:
-                n = 1 + seq.params.logprobs
-                logprobs[seq.seq_id] = (ids[j][:n], values[j][:n], ranks[j])
-        return logprobs
+            n = 1 + seq.params.logprobs if seq.params.logprobs is not None else 0
+            rows.append((ids[j][:n], values[j][:n], ranks[j]) if n else None)
+        if not keyed:
+            return rows
+        return {seq.seq_id: row for seq, row in zip(seqs, rows) if row is not None}
 
     # ---- profiling support ------------------------------------------------------------------------------------
     def dummy_inputs(self, num_tokens: int, num_seqs: int) -> StepInputs:
@@ -305,3 +357,4 @@ class ModelRunner:
             query_start_loc=cu.astype(np.int32), seq_lens=lens.astype(np.int32), block_tables=table,
             logits_indices=cu[1:] - 1, sample_rows=list(range(num_seqs)), num_decodes=int((lens == 1).sum()),
             max_query_len=int(lens.max()), max_seq_len=int(lens.max()))
+

@@ -31,6 +31,10 @@ class SeqState:
     pending_steps: list[int] = field(default_factory=list)  # per sampled token not read back, oldest first:
     #                                                          the id of the step that sampled it
     pooling: PoolingParams | None = None  # a pooling request: its hidden states are pooled, nothing sampled
+    # Draft model (speculative decoding): positions whose draft-model KV is written, and the draft's
+    # distributions q [k, V] for its latest proposals (None: greedy, or no draft model)
+    draft_num_computed: int = 0
+    draft_probs: object | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -48,7 +52,8 @@ def _from_new(new: NewSeqData) -> SeqState:
         generator = torch.Generator()
         generator.manual_seed(new.params.seed)
     return SeqState(new.seq_id, new.prompt_token_ids, new.prompt_token_ids + new.output_token_ids, new.params,
-                    list(new.block_ids), new.num_computed_tokens, generator, pooling=new.pooling)
+                    list(new.block_ids), new.num_computed_tokens, generator, pooling=new.pooling,
+                    draft_num_computed=new.num_computed_tokens)
 
 
 class SeqStates:
@@ -76,6 +81,7 @@ class SeqStates:
             state = self._known(seq_id)
             if resumed:
                 state.block_ids = list(blocks)
+                state.draft_num_computed = min(state.draft_num_computed, computed)
             else:
                 state.block_ids.extend(blocks)
             state.num_computed_tokens = computed
@@ -96,6 +102,13 @@ class SeqStates:
                                    f"(pending from steps {state.pending_steps})")
             state.pending_steps.pop(0)
             state.token_ids.append(token)
+
+    def received_verified(self, step_id: int, states: list[SeqState], tokens: list[list[int]]) -> None:
+        """A verify step's tokens reached the host: per sequence its accepted drafts and the target's token."""
+        self.received(step_id, states, [t[0] for t in tokens])
+        for state, extra in zip(states, tokens):
+            if len(extra) > 1 and self._states.get(state.seq_id) is state:
+                state.token_ids.extend(extra[1:])
 
     def _known(self, seq_id: int) -> SeqState:
         state = self._states.get(seq_id)

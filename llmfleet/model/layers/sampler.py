@@ -85,19 +85,30 @@ def _sample_random(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
         return gumbel_sample(logits, inv_t, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
     device = logits.device
     greedy = _small([p.greedy for p in batch.params], device, torch.bool)
-    temperature = _small([p.temperature if not p.greedy else 1.0 for p in batch.params], device)
-    scaled = logits / temperature[:, None]
-    if any(p.top_k > 0 for p in batch.params):
-        scaled = _top_k(scaled, [p.top_k if p.top_k > 0 else scaled.shape[-1] for p in batch.params])
-    if any(p.top_p < 1 for p in batch.params):
-        scaled = _top_p(scaled, _small([p.top_p for p in batch.params], device))
-    probs = scaled.softmax(dim=-1)
-    if any(p.min_p > 0 for p in batch.params):
-        min_p = _small([p.min_p for p in batch.params], device)
-        probs = probs.masked_fill(probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, 0.0)
-    noise = _exponential_noise(probs, batch.generators)
-    sampled = (probs / noise).argmax(dim=-1)
+    sampled = draw(probabilities(logits, batch.params), batch.generators)
     return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def probabilities(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """The distribution each row samples from [B, V]: temperature, then top-k, top-p and min-p (greedy rows get
+    temperature 1; callers take their argmax instead)."""
+    device = logits.device
+    temperature = _small([p.temperature if not p.greedy else 1.0 for p in params], device)
+    scaled = logits / temperature[:, None]
+    if any(p.top_k > 0 for p in params):
+        scaled = _top_k(scaled, [p.top_k if p.top_k > 0 else scaled.shape[-1] for p in params])
+    if any(p.top_p < 1 for p in params):
+        scaled = _top_p(scaled, _small([p.top_p for p in params], device))
+    probs = scaled.softmax(dim=-1)
+    if any(p.min_p > 0 for p in params):
+        min_p = _small([p.min_p for p in params], device)
+        probs = probs.masked_fill(probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, 0.0)
+    return probs
+
+
+def draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    """One token per row of `probs` [B, V] (unnormalised is fine), by the exponential race."""
+    return (probs / _exponential_noise(probs, generators)).argmax(dim=-1)
 
 
 def _small(values: list, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
