@@ -10,6 +10,7 @@ import os
 import sys
 
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
+from llmfleet.apps.flags import add_apps_arguments, apps_config
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
 # flag -> EngineConfig field; only flags the user set are passed on
@@ -28,6 +29,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     add_server_arguments(parser)
     add_tls_arguments(parser)
     add_tenancy_arguments(parser)
+    add_apps_arguments(parser)
     add_engine_arguments(parser)
     return parser
 
@@ -122,7 +124,8 @@ def build_configs(args: argparse.Namespace):
                           lenient_requests=args.lenient_requests, allowed_origins=tuple(args.allowed_origins),
                           allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
                           allow_credentials=args.allow_credentials, tls=tls_config(args), batch_dir=args.batch_dir,
-                          batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser)
+                          batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser,
+                          apps=apps_config(args))
     return server, engine
 
 

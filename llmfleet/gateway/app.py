@@ -65,6 +65,10 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
         Route("/fleet/replicas", replicas)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.fleet = fleet
+    if config.apps is not None:  # semantic cache, conversations: inside tenancy, which names the tenant
+        from llmfleet.apps.mount import mount
+
+        mount(app, config.apps, config.tenancy.database_url if config.tenancy else None)
     if config.tenancy is not None:  # keys, limits, budgets, guards and spend in front of the proxy
         from llmfleet.tenancy import TenancyMiddleware
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from llmfleet.apps.config import AppsConfig
 from llmfleet.gateway.splits import ModelVersion, parse_models
 from llmfleet.gateway.tiers import Tier, parse_tiers
 from llmfleet.protocol.tls import TLSConfig
@@ -64,6 +65,7 @@ class GatewayConfig:
     tenancy: TenancyConfig | None = None
     tls: TLSConfig | None = None
     replica_ca_certs: str | None = None  # PEM bundle for https:// replicas (None: the system's CAs)
+    apps: AppsConfig | None = None       # semantic cache, conversations (llmfleet/apps), inside tenancy
 
     def __post_init__(self) -> None:
         if not self.replicas:
@@ -116,8 +118,11 @@ class GatewayConfig:
         tenancy = data.get("tenancy")
         if isinstance(tenancy, dict):
             tenancy = TenancyConfig(**tenancy)
+        apps = data.get("apps")
+        if isinstance(apps, dict):
+            apps = AppsConfig.from_dict(apps)
         return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers")),
-                      "tenancy": tenancy})
+                      "tenancy": tenancy, "apps": apps})
 
 
 def load_yaml(path: str) -> dict[str, Any]:

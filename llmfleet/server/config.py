@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet.apps.config import AppsConfig
 from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
@@ -36,6 +37,7 @@ class ServerConfig:
     allowed_headers: tuple[str, ...] = ("*",)  # CORS: headers it may send
     allow_credentials: bool = False           # CORS: cookies and Authorization from those origins
     tls: TLSConfig | None = None              # HTTPS (and mTLS): `--ssl-certfile`, `--ssl-keyfile`, ...
+    apps: AppsConfig | None = None            # semantic cache, conversations: `--semantic-cache`, `--conversations`
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
