@@ -14,7 +14,7 @@ def add_apps_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default: exact matching only)")
     group.add_argument("--cache-embedding-model", default=None, help="the embedding model's name there")
     group.add_argument("--cache-threshold", type=float, default=None,
-                       help="cosine similarity a semantic hit needs (default 0.90)")
+                       help="cosine similarity a semantic hit needs (default 0.80)")
     group.add_argument("--cache-ttl", type=float, default=None, help="seconds an answer is served (default 3600)")
     group.add_argument("--cache-max-entries", type=int, default=None, help="entries kept (default 10000)")
     group.add_argument("--cache-no-guard", action="store_true",

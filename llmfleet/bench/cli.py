@@ -1,4 +1,4 @@
-"""`llmfleet bench offline | serve | gateway | fleet | perplexity | embed | grammar`: the project's own benchmarks
+"""`llmfleet bench offline | serve | gateway | fleet | perplexity | embed | grammar | semantic-cache`: the project's own benchmarks
 (workloads in BENCHMARKS.md).
 
 Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "fleet": ("llmfleet.bench.fleet", "a workload through the gateway over N llmfleet serve replicas, per policy"),
     "perplexity": ("llmfleet.bench.perplexity", "perplexity of a model on a text file (and transformers' on it)"),
     "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
+    "semantic-cache": ("llmfleet.bench.semantic_cache", "the semantic cache's hit and false-hit rates on its "
+                                                         "paraphrase set, and its lookup time"),
 }
 
 

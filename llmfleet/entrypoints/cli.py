@@ -15,6 +15,7 @@ COMMANDS = {
     "bench": "llmfleet.bench.cli",
     "run-batch": "llmfleet.entrypoints.run_batch",
     "logs": "llmfleet.entrypoints.logs",
+    "eval": "llmfleet.entrypoints.eval",
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_THRESHOLD = 0.90  # cosine similarity of all-MiniLM-L6-v2 vectors; see docs/semantic_cache.md for its choice
+DEFAULT_THRESHOLD = 0.80  # cosine similarity of all-MiniLM-L6-v2 vectors, with the guard: docs/semantic_cache.md
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,13 @@ for _label, _plus, _minus in (
         ("truth", "true correct", "false wrong incorrect"),
         ("inclusion", "include including includes", "exclude excluding excludes"),
         ("encryption", "encrypt encode compress", "decrypt decode decompress"),
-        ("switch", "enable enabled", "disable disabled")):
+        ("switch", "enable enabled", "disable disabled"),
+        ("order", "ascending", "descending reverse reversed")):
     POLAR |= {w: _label + "+" for w in _plus.split()}
     POLAR |= {w: _label + "-" for w in _minus.split()}
+# Words of a closed class where each member asks something else (the season of a question about weather).
+POLAR |= {w: f"season:{w}" for w in ("spring", "summer", "autumn", "fall", "winter")}
+POLAR |= {w: f"meal:{w}" for w in ("breakfast", "lunch", "dinner")}
 # Capitalized words that are not names (sentence openers, pronouns, question words).
 _NOT_NAMES = frozenset(
     "what how why when where who whom which whose is are was were do does did can could should would will shall "

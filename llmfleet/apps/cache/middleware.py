@@ -1,8 +1,9 @@
 """CacheMiddleware: the semantic cache in front of /v1/chat/completions and /v1/completions, pure ASGI, so it
 mounts on the replica server and on the gateway alike (inside tenancy, which names the tenant).
 
-A hit is answered here with `x-llmfleet-cache: hit-exact | hit-semantic` and `x-llmfleet-cache-id`; every other
-cacheable request goes on with `x-llmfleet-cache: miss` and its successful answer (whole or streamed) is stored.
+A hit is answered here with `x-llmfleet-cache: hit-exact | hit-semantic` and `x-llmfleet-cache-id`, its usage at
+zero (nothing was computed: tenancy bills nothing); every other cacheable request goes on with
+`x-llmfleet-cache: miss` and its successful answer (whole or streamed) is stored.
 `DELETE /v1/cache/entries/{id}[?reason=false_hit]` drops one of the tenant's entries (and counts a false hit).
 """
 from __future__ import annotations
@@ -99,6 +100,15 @@ def _complete(answer: bytes) -> bool:
     return bool(choices) and all(c.get("finish_reason") in ("stop", "length") for c in choices)
 
 
+def _unbilled(body: bytes) -> bytes:
+    """The stored answer with its usage at zero: no token was processed for a hit, and tenancy books (and
+    rate-limits) the tokens that the answer's usage reports."""
+    answer = json.loads(body)
+    if "usage" in answer:
+        answer["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    return json.dumps(answer).encode()
+
+
 def _tagged(send: Send, result: str) -> Send:
     async def tagged(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -112,10 +122,11 @@ async def _serve_hit(send: Send, found: Lookup, keys: CacheKeys, path: str) -> N
     headers = [(CACHE_HEADER, found.result.encode()), (b"x-llmfleet-cache-id", found.entry.entry_id.encode())]
     if found.result == HIT_SEMANTIC:
         headers.append((b"x-llmfleet-cache-similarity", f"{found.similarity:.4f}".encode()))
+    answer = _unbilled(found.entry.body)
     if keys.stream:
-        body, kind = replayed(found.entry.body, path), b"text/event-stream"
+        body, kind = replayed(answer, path), b"text/event-stream"
     else:
-        body, kind = found.entry.body, b"application/json"
+        body, kind = answer, b"application/json"
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
