@@ -35,6 +35,9 @@ class DriftConfig:
                 raise ValueError(f"{name}: must be > 0 seconds, got {value!r}")
         if self.min_count < 2:
             raise ValueError(f"min_count: must be at least 2, got {self.min_count!r}")
+        if not 0 < self.mmd_alpha < 1 or (self.permutations + 1) * self.mmd_alpha < 1:
+            raise ValueError(f"mmd_alpha: must be in (0, 1) and at least 1 / (permutations + 1) (the smallest "
+                             f"p-value {self.permutations} permutations can give), got {self.mmd_alpha!r}")
 
 
 @dataclass(slots=True)
