@@ -242,3 +242,26 @@ def test_two_gateways_share_entries_through_redis(minilm, redis_url):
     with BackgroundServer(CacheMiddleware(EchoApp(), config)) as later:  # loads the vectors at start
         assert httpx.post(later + CHAT, json=_chat("Which writer wrote Middlemarch?"), timeout=60).headers[
             "x-llmfleet-cache"] == "hit-semantic"
+
+
+def test_the_gateway_mounts_the_cache():
+    """`apps` on GatewayConfig: exact matching in front of the proxy (a fixed-answer backend counts requests)."""
+    from llmfleet.apps.config import AppsConfig
+
+    try:
+        from fleet_procs import fixed_backend, gateway
+    except ImportError:
+        from tests.fleet_procs import fixed_backend, gateway
+    backend = fixed_backend(model="fixed").start()
+    try:
+        backend.wait_ready(120)
+        with gateway([backend.url], apps=AppsConfig(cache=CacheConfig())) as (url, fleet):
+            body = {"model": "fixed", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+            first = httpx.post(url + CHAT, json=body, timeout=30)
+            second = httpx.post(url + CHAT, json=body, timeout=30)
+            assert first.headers["x-llmfleet-cache"] == "miss" and second.headers["x-llmfleet-cache"] == "hit-exact"
+            assert second.json()["choices"] == first.json()["choices"]
+            assert sum(r.routed for r in fleet.replicas) == 1
+            assert "llmfleet_semantic_cache_stores_total 1.0" in httpx.get(url + "/metrics").text
+    finally:
+        backend.kill()

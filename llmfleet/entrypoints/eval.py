@@ -21,6 +21,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     judge.add_argument("--api-key", default=None, help="its key (default: $OPENAI_API_KEY)")
     judge.add_argument("--output", default=None, help="write each row's verdict here as JSONL")
     judge.add_argument("--concurrency", type=int, default=4, help="verdicts asked at once")
+    judge.add_argument("--record", default=None, metavar="DEVICE",
+                       help="also write the summary as a benchmark JSON (benchmarks/results/DEVICE/)")
     labelled = sub.add_parser("labelled-set", help="write the built-in labelled set (graded rows and pairs)")
     labelled.add_argument("-o", "--out", required=True)
     drift = sub.add_parser("drift", help="drift of the request logs against a reference window")
@@ -97,5 +99,12 @@ async def _judge(args: argparse.Namespace) -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in results)
-    print(json.dumps(summary(rubric, results), indent=2))
+    report = summary(rubric, results)
+    if args.record:
+        from llmfleet.bench.results import write_result
+
+        record = {**report, "workload": "labelled-set", "shape": args.judge_model, "device": args.record,
+                  "rubric": rubric.name, "input": args.input}
+        report["written"] = str(write_result(record, "judge"))
+    print(json.dumps(report, indent=2))
     return 0
