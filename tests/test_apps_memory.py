@@ -38,8 +38,8 @@ def test_history_keeps_recent_turns_the_summary_and_the_most_similar_older_turn(
                             recent_share=0.5, recall_count=1)
     assert history.recent == [16, 17, 18, 19, 20] and history.recalled == [3]
     assert history.messages[0] == {"role": "system", "content": SUMMARY_INTRO + "they met in May"}
-    assert history.messages[1] == {"role": "system", "content": RECALL_INTRO + "user: turn 3"}
-    assert [m["content"] for m in history.messages[2:]] == [f"turn {s}" for s in range(16, 21)]
+    assert history.messages[-1] == {"role": "system", "content": RECALL_INTRO + "user: turn 3"}
+    assert [m["content"] for m in history.messages[1:-1]] == [f"turn {s}" for s in range(16, 21)]
     assert history.tokens == 50 + 8 + 4 + 16 + 10 <= 100
 
 

@@ -32,6 +32,8 @@ def add_apps_arguments(parser: argparse.ArgumentParser) -> None:
                        help="tokens of history a conversation's prompt carries (default 1024)")
     group.add_argument("--memory-summary-max-tokens", type=int, default=None,
                        help="tokens a summary may take (default 200)")
+    group.add_argument("--memory-timeout", type=float, default=None,
+                       help="seconds a summary, token count or embedding call may take (default 120)")
     group.add_argument("--apps-api-key", default=None, help="bearer token for the apps' model servers")
 
 
@@ -51,7 +53,8 @@ def apps_config(args: argparse.Namespace):
     if args.conversations:
         if not args.memory_base_url:
             raise ValueError("memory_base_url: --conversations needs --memory-base-url (summaries, token counts)")
-        sizes = {"token_budget": args.memory_token_budget, "summary_max_tokens": args.memory_summary_max_tokens}
+        sizes = {"token_budget": args.memory_token_budget, "summary_max_tokens": args.memory_summary_max_tokens,
+                 "timeout_s": args.memory_timeout}
         budget = {k: v for k, v in sizes.items() if v is not None}
         memory = MemoryConfig(base_url=args.memory_base_url, api_key=args.apps_api_key,
                               summary_model=args.memory_summary_model, embedding_url=args.memory_embedding_url,

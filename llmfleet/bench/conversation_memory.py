@@ -21,6 +21,14 @@ TOPICS = ["the weather", "a good book", "cooking pasta", "learning to swim", "th
           "painting with watercolors", "chess openings", "making bread", "bird watching", "the ocean"]
 
 
+REPLIES = ["It is often sunny in spring.", "Many people enjoy reading novels.", "Boil the water before adding it.",
+           "Practice helps a lot.", "Tea first came from China.", "Jazz began in New Orleans.",
+           "Tomatoes need plenty of sun.", "Keep your balance and pedal.", "The moon has no air.",
+           "Put a little aside every month.", "The air is thin up high.", "Use light colors first.",
+           "Control the center of the board.", "Let the dough rise for an hour.", "Birds are most active at dawn.",
+           "The ocean covers most of the planet."]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="a server with --conversations (its OpenAI root)")
     parser.add_argument("--model", default=None, help="the model to chat with (default: the server's)")
@@ -42,6 +50,7 @@ def _turn(client: httpx.Client, args, conversation: str, text: str) -> dict:
     response.raise_for_status()
     answer = response.json()
     return {"history_tokens": int(response.headers["x-llmfleet-conversation-tokens"]),
+            "recalled_items": response.headers["x-llmfleet-conversation-recalled"],
             "prompt_tokens": answer["usage"]["prompt_tokens"], "seconds": time.perf_counter() - started,
             "answer": answer["choices"][0]["message"]["content"]}
 
@@ -57,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             text = FACT if n == 3 else QUESTION if n == args.turns else (
                 f"Tell me one short thing about {TOPICS[n % len(TOPICS)]}.")
             if n <= args.stored_turns:
-                reply = "Nice, I will remember that." if n == 3 else f"Here is one thing about {TOPICS[n % 16]}."
+                reply = "Nice, I will remember that." if n == 3 else REPLIES[n % len(REPLIES)]
                 client.post(f"/v1/conversations/{conversation}/items", json={"items": [
                     {"role": "user", "content": text}, {"role": "assistant", "content": reply}]}).raise_for_status()
                 continue

@@ -20,6 +20,7 @@ class MemoryConfig:
     recalled_items: int = 3              # older items recalled by similarity to the new turn
     summary_every: int = 4               # the summary is refreshed once this many older items are not in it
     summary_max_tokens: int = 200
+    timeout_s: float = 120.0             # how long a summary, token count or embedding call may take
 
     def __post_init__(self) -> None:
         for name in ("base_url", "embedding_url"):
@@ -32,6 +33,8 @@ class MemoryConfig:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
         if not isinstance(self.recalled_items, int) or self.recalled_items < 0:
             raise ValueError(f"recalled_items: must be an integer >= 0, got {self.recalled_items!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s: must be > 0 seconds, got {self.timeout_s!r}")
         if not 0.0 < self.recent_share <= 1.0:
             raise ValueError(f"recent_share: must be in (0, 1], got {self.recent_share!r}")
         if self.database_url is not None and not self.database_url.startswith(("sqlite", "postgres")):

@@ -1,6 +1,7 @@
 """The history a conversation's next prompt carries, within a token budget: the most recent turns verbatim (up to
 `recent_share` of the budget), the running summary of older turns, and the older turns most similar to the new
-one (recalled verbatim: a summary keeps the gist, not every name or number), in their original order."""
+one (recalled verbatim: a summary keeps the gist, not every name or number), in their original order, placed last
+before the new turn."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,9 +63,9 @@ def build_history(rows: list[dict], summary: str, summary_tokens: int, query: np
         messages.append({"role": "system", "content": SUMMARY_INTRO + summary})
         used += summary_tokens + MESSAGE_OVERHEAD
     recalled, recall_tokens = _recalled(older, query, recall_count, budget - used)
-    if recalled:
+    messages += [as_message(row) for row in recent]
+    if recalled:  # last, next to the new turn: what it asks about is nearest to it (small models attend there)
         lines = "\n".join(f"{row['role']}: {row['text']}" for row in recalled)
         messages.append({"role": "system", "content": RECALL_INTRO + lines})
         used += recall_tokens
-    messages += [as_message(row) for row in recent]
     return History(messages, used, [r["seq"] for r in recent], [r["seq"] for r in recalled])

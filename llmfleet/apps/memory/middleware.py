@@ -19,6 +19,7 @@ from llmfleet.apps.tenant import tenant
 
 logger = logging.getLogger(__name__)
 TOKENS_HEADER = b"x-llmfleet-conversation-tokens"
+RECALLED_HEADER = b"x-llmfleet-conversation-recalled"  # item positions (1 = the first item) recalled by similarity
 
 
 class ConversationMiddleware:
@@ -81,7 +82,7 @@ class ConversationMiddleware:
         except EndpointError as exc:
             return await send_error(send, 502, f"the memory model server failed: {exc}", None, "upstream_error")
         sent = json.dumps(prepared.payload).encode()
-        captured = Captured(_with_tokens(send, prepared.history.tokens))
+        captured = Captured(_with_history(send, prepared))
         await self.app(with_body(scope, sent), replay(sent, receive), captured.send)
         await self._record(who, prepared, captured, payload.get("stream") is True)
 
@@ -103,10 +104,15 @@ class ConversationMiddleware:
             logger.warning("conversation %s: the turn is not recorded: %s", prepared.conversation_id, exc)
 
 
-def _with_tokens(send: Send, tokens: int) -> Send:
+def _with_history(send: Send, prepared: Prepared) -> Send:
+    """The answer's headers say what history went in: its tokens, and which older turns were recalled."""
+    history = prepared.history
+    added = [(TOKENS_HEADER, str(history.tokens).encode()),
+             (RECALLED_HEADER, ",".join(map(str, history.recalled)).encode())]
+
     async def tagged(message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), (TOKENS_HEADER, str(tokens).encode())]}
+            message = {**message, "headers": [*message.get("headers", []), *added]}
         await send(message)
 
     return tagged

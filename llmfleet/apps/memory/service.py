@@ -40,9 +40,9 @@ class Memory:
 
     async def start(self) -> None:
         self.store = await ConversationStore.open(self.database_url)
-        self.endpoint = Endpoint(self.config.base_url, self.config.api_key)
-        self.embedder = (Endpoint(self.config.embedding_url, self.config.api_key) if self.config.embedding_url
-                         else self.endpoint)
+        self.endpoint = Endpoint(self.config.base_url, self.config.api_key, self.config.timeout_s)
+        self.embedder = (Endpoint(self.config.embedding_url, self.config.api_key, self.config.timeout_s)
+                         if self.config.embedding_url else self.endpoint)
         self.summarizer = Summarizer(self.config, self.store, self.endpoint)
 
     async def close(self) -> None:
