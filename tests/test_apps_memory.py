@@ -174,7 +174,8 @@ def test_chat_turns_stay_within_budget_are_summarized_and_survive_a_restart(tiny
             assert answer.status_code == 200, answer.text
             assert int(answer.headers["x-llmfleet-conversation-tokens"]) <= 120
             sent = conv.upstream.bodies[-1]["messages"]
-            assert sent[0] == {"role": "system", "content": "be brief"} and "conversation" not in conv.upstream.bodies[-1]
+            assert sent[0] == {"role": "system", "content": "be brief"}
+            assert "conversation" not in conv.upstream.bodies[-1]
             assert sent[-1]["content"].startswith(f"turn {turn}:")
         assert any(m["content"].startswith(SUMMARY_INTRO) for m in sent)  # older turns were summarized
         keys = conv.keys

@@ -21,6 +21,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     judge.add_argument("--api-key", default=None, help="its key (default: $OPENAI_API_KEY)")
     judge.add_argument("--output", default=None, help="write each row's verdict here as JSONL")
     judge.add_argument("--concurrency", type=int, default=4, help="verdicts asked at once")
+    judge.add_argument("--timeout", type=float, default=300.0, help="seconds one verdict may take")
     judge.add_argument("--record", default=None, metavar="DEVICE",
                        help="also write the summary as a benchmark JSON (benchmarks/results/DEVICE/)")
     labelled = sub.add_parser("labelled-set", help="write the built-in labelled set (graded rows and pairs)")
@@ -91,7 +92,7 @@ async def _judge(args: argparse.Namespace) -> int:
         raise ValueError(f"concurrency: must be at least 1, got {args.concurrency}")
     rubric = load_rubric(args.rubric) if args.rubric else CORRECTNESS
     rows = read_rows(args.input)
-    endpoint = Endpoint(args.base_url, args.api_key or os.environ.get("OPENAI_API_KEY"))
+    endpoint = Endpoint(args.base_url, args.api_key or os.environ.get("OPENAI_API_KEY"), args.timeout)
     try:
         results = await judge_rows(Judge(endpoint, args.judge_model), rubric, rows, args.concurrency)
     finally:
