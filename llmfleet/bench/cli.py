@@ -1,4 +1,5 @@
-"""`llmfleet bench offline | serve | gateway | fleet | perplexity | embed | grammar`: the project's own benchmarks
+"""`llmfleet bench offline | serve | gateway | fleet | perplexity | embed | grammar | semantic-cache |
+conversation-memory`: the project's own benchmarks
 (workloads in BENCHMARKS.md).
 
 Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
@@ -19,6 +20,10 @@ SUBCOMMANDS = {
     "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
     "verify-step": ("llmfleet.bench.verify_step", "speculative decoding: verify-step time per k and batch, and the "
                     "speedup it predicts"),
+    "semantic-cache": ("llmfleet.bench.semantic_cache", "the semantic cache's hit and false-hit rates on its "
+                                                         "paraphrase set, and its lookup time"),
+    "conversation-memory": ("llmfleet.bench.conversation_memory", "a 50-turn conversation with a planted fact "
+                                                                   "through conversation memory"),
 }
 
 

@@ -19,6 +19,7 @@ COMMANDS = {
     "deploy": "llmfleet.deploy.cli",
     "top": "llmfleet.entrypoints.top",
     "ray": "llmfleet.rayserve.cli",
+    "eval": "llmfleet.entrypoints.eval",
 }
 
 

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from llmfleet.console.flags import add_console_arguments, console_settings
+from llmfleet.apps.flags import add_apps_arguments, apps_config
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
@@ -41,6 +42,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     add_tls_arguments(parser)
     add_tenancy_arguments(parser)
     add_console_arguments(parser)
+    add_apps_arguments(parser)
     return parser
 
 
@@ -52,7 +54,7 @@ def build_config(args: argparse.Namespace):
     flags = {"policy": args.policy, "host": args.host, "port": args.port, "tokenizer": args.tokenizer,
              "block_size": args.block_size, "max_retries": args.max_retries, "log_level": args.log_level,
              "kv_events": False if args.no_kv_events else None, "replica_ca_certs": args.replica_ca_certs,
-             "tenancy": tenancy_config(args), "tls": tls_config(args)}
+             "tenancy": tenancy_config(args), "tls": tls_config(args), "apps": apps_config(args)}
     data.update({k: v for k, v in flags.items() if v is not None})
     data["console"] = console_settings(args, data.get("console"))
     if args.replica:

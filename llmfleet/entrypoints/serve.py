@@ -11,6 +11,7 @@ import sys
 
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.console.flags import add_console_arguments, console_settings
+from llmfleet.apps.flags import add_apps_arguments, apps_config
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
 # flag -> EngineConfig field; only flags the user set are passed on
@@ -30,6 +31,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     add_tls_arguments(parser)
     add_tenancy_arguments(parser)
     add_console_arguments(parser)
+    add_apps_arguments(parser)
     add_engine_arguments(parser)
     return parser
 
@@ -140,7 +142,7 @@ def build_configs(args: argparse.Namespace):
                           allow_credentials=args.allow_credentials, tls=tls_config(args), batch_dir=args.batch_dir,
                           batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser,
                           max_stored_responses=args.max_stored_responses,
-                          console=ConsoleConfig(**console_settings(args)))
+                          console=ConsoleConfig(**console_settings(args)), apps=apps_config(args))
     return server, engine
 
 

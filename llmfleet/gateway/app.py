@@ -74,6 +74,10 @@ def create_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.fleet = fleet
     tenancy = None
+    if config.apps is not None:  # semantic cache, conversations: inside tenancy, which names the tenant
+        from llmfleet.apps.mount import mount
+
+        mount(app, config.apps, config.tenancy.database_url if config.tenancy else None)
     if config.tenancy is not None:  # keys, limits, budgets, guards and spend in front of the proxy
         from llmfleet.tenancy import TenancyMiddleware
         from llmfleet.tenancy.service import Tenancy

@@ -8,6 +8,7 @@ from typing import Any
 
 from llmfleet.console.config import ConsoleConfig
 from llmfleet.gateway.k8s_api import SCHEME as K8S_SCHEME, ServiceRef
+from llmfleet.apps.config import AppsConfig
 from llmfleet.gateway.splits import ModelVersion, parse_models
 from llmfleet.gateway.tiers import Tier, parse_tiers
 from llmfleet.protocol.tls import TLSConfig
@@ -73,6 +74,7 @@ class GatewayConfig:
     # what `llmfleet deploy render` builds from this file (llmfleet/deploy/spec.py); the gateway ignores it
     deployment: dict | None = None
     console: ConsoleConfig = field(default_factory=ConsoleConfig)  # /console: sampling and SLOs
+    apps: AppsConfig | None = None       # semantic cache, conversations (llmfleet/apps), inside tenancy
 
     def __post_init__(self) -> None:
         if not self.replicas and not self.discover_k8s:
@@ -140,8 +142,11 @@ class GatewayConfig:
         if isinstance(tenancy, dict):
             tenancy = TenancyConfig(**tenancy)
         console = ConsoleConfig.from_dict(data.get("console") or {})
+        apps = data.get("apps")
+        if isinstance(apps, dict):
+            apps = AppsConfig.from_dict(apps)
         return cls(**{**data, "replicas": tuple(replicas), "models": models, "tiers": parse_tiers(data.get("tiers")),
-                      "tenancy": tenancy, "discover_k8s": tuple(services), "console": console})
+                      "tenancy": tenancy, "discover_k8s": tuple(services), "console": console, "apps": apps})
 
 
 def load_yaml(path: str) -> dict[str, Any]:

@@ -81,8 +81,13 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
     for router in (completions_router, chat_router, responses_router, embeddings_router, batches_router,
                    tokenize_router, system_router):
         app.include_router(router)
-    # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, the console, auth.
+    # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, the console, auth,
+    # then the apps (which need tenancy's verdict on whose request it is).
     tenancy = None
+    if config.apps is not None:
+        from llmfleet.apps.mount import mount
+
+        mount(app, config.apps, config.tenancy.database_url if config.tenancy else None)
     if config.tenancy is not None:  # virtual keys, limits and spend, in place of the single API key
         from llmfleet.tenancy import TenancyMiddleware
         from llmfleet.tenancy.service import Tenancy

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmfleet.console.config import ConsoleConfig
+from llmfleet.apps.config import AppsConfig
 from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
@@ -41,6 +42,7 @@ class ServerConfig:
     preemption_notice_url: str | None = None  # spot instances: poll this metadata URL; a notice drains the replica
     preemption_poll_s: float = 5.0            # how often
     console: ConsoleConfig = field(default_factory=ConsoleConfig)  # /console for this replica alone
+    apps: AppsConfig | None = None            # semantic cache, conversations: `--semantic-cache`, `--conversations`
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -33,14 +33,16 @@ class BudgetAlerts:
             if row.soft_budget is not None and row.period_spend >= row.soft_budget:
                 text = (f"llmfleet: key {row.key_alias or row.key_id} spent ${row.period_spend:.4f}, past its soft "
                         f"budget ${row.soft_budget:.4f}")
-                await self._once(f"key:{row.key_id}", "soft_budget", text, row.period_spend, row.soft_budget)
+                await self.notify(f"key:{row.key_id}", "soft_budget", text, row.period_spend, row.soft_budget)
 
     async def exhausted(self, subject: str, max_budget: float) -> None:
         """`subject` ("key:<id>" or "team:<id>") was refused a request for its budget."""
         text = f"llmfleet: {subject.replace(':', ' ', 1)} reached its budget ${max_budget:.4f}; requests are refused"
-        await self._once(subject, "exhausted", text, None, max_budget)
+        await self.notify(subject, "exhausted", text, None, max_budget)
 
-    async def _once(self, subject: str, kind: str, text: str, spend: float | None, limit: float) -> None:
+    async def notify(self, subject: str, kind: str, text: str, spend: float | None, limit: float) -> None:
+        """Post {"text", "subject", "kind", "spend", "limit"} once per subject, kind and UTC day (drift monitoring
+        sends its alerts this way too, its measured value as `spend`)."""
         if not await self._first(f"{subject}:{kind}:{int(time.time() // DAY_S)}"):
             return
         payload = {"text": text, "subject": subject, "kind": kind, "spend": spend, "limit": limit}

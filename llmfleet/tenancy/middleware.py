@@ -1,6 +1,7 @@
 """TenancyMiddleware: pure ASGI, so it mounts on any ASGI app (the server, the gateway) and leaves streams alone.
 
-It answers the admin API itself, meters completion requests (gate.py), lets any valid key through to the rest,
+It answers the admin API itself, meters completion requests (gate.py), lets any valid key through to the rest
+(naming its tenant in scope["state"]["tenant"] for the apps behind: caches and conversations are kept per tenant),
 and joins the app's lifespan: tenancy starts before the app's startup and closes after its shutdown completes,
 so the last requests of a drain are booked before the spend writer's final flush.
 """
@@ -25,6 +26,14 @@ logger = logging.getLogger(__name__)
 def without_credentials(scope: Scope) -> Scope:
     """`scope` without its Authorization header (the app behind tenancy authenticates nothing itself)."""
     return {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]}
+
+
+def tenant_of(principal) -> str:
+    """Whose data a request may touch (the apps' caches and conversations): the key's team, else the key alone;
+    "admin" for the master key."""
+    if principal == ADMIN:
+        return ADMIN
+    return f"team:{principal.team_id}" if principal.team_id else f"key:{principal.key_id}"
 
 
 class TenancyMiddleware:
@@ -62,6 +71,7 @@ class TenancyMiddleware:
             logger.exception("key lookup failed")
             raise TenancyError(503, "the key store is unavailable; retry shortly", "key_store_unavailable",
                                headers=[(b"retry-after", b"1")]) from None
+        scope.setdefault("state", {})["tenant"] = tenant_of(principal)
         if admin.is_admin_path(scope["path"]):
             return await self._admin(principal, scope, receive, send)
         scope = without_credentials(scope)  # the tenant's key stops here: the gateway would pass it to replicas

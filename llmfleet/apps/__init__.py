@@ -1,0 +1,1 @@
+"""Applications over the OpenAI API: retrieval, semantic cache, conversation memory, evals (judge and drift)."""

@@ -1,0 +1,1 @@
+"""Conversation memory: server-side conversations and the prompts built from them (docs/conversations.md)."""
