@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet.apps.retrieval.config import RetrievalConfig
 from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
@@ -36,6 +37,8 @@ class ServerConfig:
     allowed_headers: tuple[str, ...] = ("*",)  # CORS: headers it may send
     allow_credentials: bool = False           # CORS: cookies and Authorization from those origins
     tls: TLSConfig | None = None              # HTTPS (and mTLS): `--ssl-certfile`, `--ssl-keyfile`, ...
+    retrieval: RetrievalConfig | None = None  # /v1/vector_stores: `--retrieval-dir` and the other --retrieval-*
+    retrieval_own_model: bool = False         # retrieval embeds with this replica's model (chunks fit its context)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
