@@ -43,7 +43,8 @@ def run_bench(args) -> dict:
             "load_s": round(load_s, 2), "build_s": round(build_s, 2), "phases": phases,
             "tenant_sizes": {"largest": int(sizes.max()), "median": int(np.median(sizes)),
                              "smallest": int(sizes.min()),
-                             "above_exact_threshold": int((sizes >= args.exact_below).sum())},
+                             "searched_by_filtered_hnsw": int(sum(
+                                 not coll.params.exact_cheaper(int(s), args.num_vectors, 10) for s in sizes))},
             "concurrent_upserts": {"count": upserter.done, "target_per_s": args.upserts_per_s,
                                    "p99_ms": round(float(np.percentile(upsert_ms, 99)), 3) if len(upsert_ms) else None},
             "segments_after": [s.size for s in coll.view.segments],
@@ -70,8 +71,9 @@ def _labels(coll, vector, reader) -> list[int]:
 def _filtered_phases(coll, vectors, tenants, queries, args) -> dict:
     """Tenant-filtered searches: small tenants (exact route), large ones (filtered HNSW), and all tenants."""
     sizes = np.bincount(tenants, minlength=args.tenants)
-    large = np.flatnonzero(sizes >= args.exact_below)
-    small = np.flatnonzero((sizes < args.exact_below) & (sizes >= 10))
+    exact = np.array([coll.params.exact_cheaper(int(s), len(vectors), 10) for s in sizes])
+    large = np.flatnonzero(~exact)
+    small = np.flatnonzero(exact & (sizes >= 10))
     pick = np.random.default_rng(3)
     out = {}
     for name, pool in (("filtered_exact", small), ("filtered_hnsw", large),

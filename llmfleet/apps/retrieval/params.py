@@ -12,7 +12,7 @@ class IndexParams:
     ef_construction: int = 64
     ef_search: int = 64                # unfiltered searches
     ef_search_max: int = 1024          # cap of the selectivity-scaled ef of filtered searches
-    exact_below: int = 4096            # a reader seeing fewer chunks than this is searched exactly
+    exact_below: int = 4096            # a reader seeing fewer chunks than this is always searched exactly
     seal_rows: int = 8192              # the growing buffer is sealed into an HNSW segment at this many rows
     merge_factor: int = 4              # this many segments of one size tier are merged into one
     build_threads: int = 0             # faiss (OpenMP) threads for building; 0: the library's default
@@ -32,3 +32,12 @@ class IndexParams:
         it visits about ef / selectivity nodes, so ef is scaled up by the filter's selectivity (capped)."""
         base = max(self.ef_search, k)
         return int(min(self.ef_search_max, max(base, math.ceil(base / max(selectivity, 1e-6)))))
+
+    def exact_cheaper(self, visible: int, total: int, k: int) -> bool:
+        """Whether exact search over `visible` of `total` rows beats a filtered HNSW walk. The walk computes about
+        2m distances per expanded node and expands ~ef nodes, ef scaled by the filter's selectivity; exact search
+        computes one distance per visible row. Below `exact_below` rows exact search is chosen regardless."""
+        if visible < self.exact_below:
+            return True
+        return visible <= 2 * self.m * self.filtered_ef(k, visible / max(total, 1))
+

@@ -2,10 +2,12 @@
 
 - the reader may see everything (one team, no ACLs, no attribute filter): every HNSW segment with its plain ef,
   deleted rows hidden by the alive bitmap when there are any;
-- the reader sees fewer than `exact_below` chunks (a small tenant, a narrow ACL or filter): exact search over just
-  those rows. HNSW with a very selective filter walks a graph whose neighbours mostly fail the filter and loses
-  recall; exact search over a few thousand rows is both exact and fast (the usual remedy, as in Qdrant's
-  full-scan threshold and Milvus' brute-force fallback);
+- the reader sees few chunks (a small tenant, a narrow ACL or filter): exact search over just those rows. HNSW
+  with a selective filter walks a graph whose neighbours mostly fail the filter: it needs ef ~ 1 / selectivity
+  to keep its recall, so below a cardinality threshold exact search is both exact and cheaper (the usual
+  remedy, as in Qdrant's full-scan threshold and Milvus' brute-force fallback). The threshold is the point where
+  the two cost the same number of distance computations (IndexParams.exact_cheaper), never below
+  `exact_below`;
 - otherwise: HNSW with the reader's bitmap inside the graph walk (faiss IDSelectorBitmap, tested in C++ on each
   candidate), ef scaled by 1 / selectivity so the walk still gathers ef admissible results.
 
@@ -25,7 +27,7 @@ def plan_search(coll, query: np.ndarray, k: int, reader: Reader, docs: frozenset
     view = coll.view                      # the sealed part first, then the rows: rows only ever grow past it
     candidates = coll.visible_candidates(reader, docs)
     rows = coll.rows()
-    if candidates is not None and len(candidates) < coll.params.exact_below:
+    if candidates is not None and coll.params.exact_cheaper(len(candidates), len(rows), k):
         scores, labels = exact_search(coll.vectors_at(candidates), candidates, query, k)
         return (*_best(scores, labels, k), SearchStats("exact", len(candidates)))
     if candidates is None:
