@@ -13,6 +13,8 @@ class IndexParams:
     ef_search: int = 64                # unfiltered searches
     ef_search_max: int = 1024          # cap of the selectivity-scaled ef of filtered searches
     exact_below: int = 4096            # a reader seeing fewer chunks than this is always searched exactly
+    exact_by_cost: bool = True         # above exact_below too, wherever exact search is the cheaper (False: the
+    #                                    threshold alone decides, e.g. to exercise the filtered HNSW route)
     seal_rows: int = 8192              # the growing buffer is sealed into an HNSW segment at this many rows
     merge_factor: int = 4              # this many segments of one size tier are merged into one
     build_threads: int = 0             # faiss (OpenMP) threads for building; 0: the library's default
@@ -39,5 +41,5 @@ class IndexParams:
         computes one distance per visible row. Below `exact_below` rows exact search is chosen regardless."""
         if visible < self.exact_below:
             return True
-        return visible <= 2 * self.m * self.filtered_ef(k, visible / max(total, 1))
+        return self.exact_by_cost and visible <= 2 * self.m * self.filtered_ef(k, visible / max(total, 1))
 
