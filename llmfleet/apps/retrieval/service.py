@@ -168,7 +168,7 @@ class RetrievalService:
                 hits += await asyncio.to_thread(backend.search, vector, k, who, docs)
         best: dict[str, object] = {}
         for hit in hits:
-            if hit.score >= threshold and hit.doc in files and (hit.chunk_id not in best or
+            if (threshold is None or hit.score >= threshold) and hit.doc in files and (hit.chunk_id not in best or
                                                                  hit.score > best[hit.chunk_id].score):
                 best[hit.chunk_id] = hit
         ranked = sorted(best.values(), key=lambda h: -h.score)[:k]
@@ -246,7 +246,7 @@ def _access(spec) -> tuple[list[str], list[str]]:
     return lists[0], lists[1]
 
 
-def _search_args(body: dict) -> tuple[list[str], int, float, dict | None]:
+def _search_args(body: dict) -> tuple[list[str], int, float | None, dict | None]:
     query = body.get("query")
     queries = [query] if isinstance(query, str) else query
     if not isinstance(queries, list) or not queries or not all(isinstance(q, str) and q.strip() for q in queries):
@@ -255,10 +255,13 @@ def _search_args(body: dict) -> tuple[list[str], int, float, dict | None]:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 50:
         raise ValueError("max_num_results: an integer in [1, 50] expected")
     ranking = body.get("ranking_options") or {}
-    threshold = ranking.get("score_threshold", 0.0) if isinstance(ranking, dict) else None
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+    if not isinstance(ranking, dict):
+        raise ValueError("ranking_options: an object expected")
+    threshold = ranking.get("score_threshold")     # cosine similarity; None: no threshold (scores may be < 0)
+    if threshold is not None and (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
+                                  or not 0 <= threshold <= 1):
         raise ValueError("ranking_options.score_threshold: a number in [0, 1] expected")
     if body.get("rewrite_query"):
         raise ValueError("rewrite_query: not supported (send the query you want searched)")
     spec = parse_filter(body["filters"]) if body.get("filters") is not None else None
-    return queries, k, float(threshold), spec
+    return queries, k, None if threshold is None else float(threshold), spec
