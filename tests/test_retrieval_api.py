@@ -5,6 +5,7 @@ deletes that take effect at once, and one team never reaching the other's stores
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -216,3 +217,55 @@ def tiny_pdf(text: str) -> bytes:
     out.write(b"".join(b"%010d 00000 n \n" % o for o in offsets))
     out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
     return out.getvalue()
+
+
+# ---- chat completions grounded in a store: a chat model's replica embedding through the MiniLM replica --------
+@pytest.fixture(scope="module")
+def chat_server(server, tiny_checkpoint, tmp_path_factory):
+    embed_url, _, minilm_folder = server
+    root = tmp_path_factory.mktemp("retrieval-chat")
+    port = free_port()
+    cmd = [sys.executable, "-m", "llmfleet", "serve", "--model", str(tiny_checkpoint("llama")), "--port", str(port),
+           "--served-model-name", "tiny", "--device", "cpu", "--dtype", "float32", "--num-kv-blocks", "320",
+           "--max-model-len", "1024", "--log-level", "warning", "--retrieval-dir", str(root),
+           "--retrieval-embeddings-url", embed_url, "--retrieval-embeddings-api-key", MASTER,
+           "--retrieval-tokenizer", minilm_folder]
+    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(proc, url)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def test_chat_completion_grounded_in_a_store_cites_its_sources(chat_server):
+    store = httpx.post(chat_server + "/v1/vector_stores", json={"name": "chat"}, timeout=60).json()
+    files = {topic: httpx.post(f"{chat_server}/v1/vector_stores/{store['id']}/files", timeout=120,
+                               json={"content": text, "filename": f"{topic}.md"}).json()["id"]
+             for topic, text in FACTS.items()}
+    question = [{"role": "user", "content": "When did the Kestrel volcano erupt?"}]
+    answer = httpx.post(chat_server + "/v1/chat/completions", timeout=120, json={
+        "model": "tiny", "messages": question, "max_tokens": 3, "temperature": 0,
+        "vector_store_ids": [store["id"]], "file_search": {"max_num_results": 1}})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["choices"][0]["message"]["annotations"] == [
+        {"type": "file_citation", "index": 1, "file_id": files["volcano"], "filename": "volcano.md"}]
+    assert body["search_results"][0]["content"][0]["text"] == FACTS["volcano"]
+    system = ("Answer using the sources below when they are relevant, citing them as [n].\n\n"
+              f"[1] volcano.md:\n{FACTS['volcano']}")
+    counted = httpx.post(chat_server + "/tokenize", timeout=60, json={
+        "model": "tiny", "messages": [{"role": "system", "content": system}, *question]}).json()["count"]
+    assert body["usage"]["prompt_tokens"] == counted          # the model saw exactly the grounded prompt
+
+    with httpx.stream("POST", chat_server + "/v1/chat/completions", timeout=120, json={
+            "model": "tiny", "messages": question, "max_tokens": 2, "stream": True,
+            "tools": [{"type": "file_search", "vector_store_ids": [store["id"]], "max_num_results": 2}]}) as stream:
+        assert stream.status_code == 200
+        cited = json.loads(stream.headers["x-llmfleet-citations"])
+        events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    assert [c["file_id"] for c in cited][0] == files["volcano"] and len(cited) == 2
+    assert events[-1] == "data: [DONE]"
+    missing = httpx.post(chat_server + "/v1/chat/completions", timeout=60, json={
+        "model": "tiny", "messages": question, "vector_store_ids": ["vs_nope"]})
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "vector_store_id"
