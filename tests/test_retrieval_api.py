@@ -269,3 +269,36 @@ def test_chat_completion_grounded_in_a_store_cites_its_sources(chat_server):
     missing = httpx.post(chat_server + "/v1/chat/completions", timeout=60, json={
         "model": "tiny", "messages": question, "vector_store_ids": ["vs_nope"]})
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "vector_store_id"
+
+
+def test_the_qdrant_backend_serves_the_same_api(server, tmp_path):
+    """The service over Qdrant's local mode, embedding through the MiniLM replica: the same answers."""
+    import asyncio
+
+    from llmfleet.apps.retrieval.config import RetrievalConfig
+    from llmfleet.apps.retrieval.service import ApiError, RetrievalService
+    from llmfleet.apps.retrieval.types import Reader
+
+    url, _, folder = server
+    service = RetrievalService(RetrievalConfig(dir=str(tmp_path), embeddings_url=url, tokenizer=folder,
+                                               embeddings_api_key=MASTER, backend="qdrant"))
+    ann, bob, eve = Reader("alpha", "ann"), Reader("alpha", "bob"), Reader("beta", "eve")
+
+    async def scenario():
+        store = await service.create_store(ann, {"name": "q"})
+        for topic, text in FACTS.items():
+            await service.add_file(ann, store["id"], {"content": text, "attributes": {"topic": topic},
+                                                      **({"access": {"users": ["ann"]}} if topic == "chess" else {})})
+        top = await service.search(ann, store["id"], {"query": "castling the king", "max_num_results": 1})
+        hidden = await service.search(bob, store["id"], {"query": "castling the king"})
+        filtered = await service.search(ann, store["id"], {"query": "volcano", "filters": {
+            "type": "eq", "key": "topic", "value": "bread"}})
+        with pytest.raises(ApiError):
+            await service.search(eve, store["id"], {"query": "volcano"})
+        await service.close()
+        return top, hidden, filtered
+
+    top, hidden, filtered = asyncio.run(scenario())
+    assert [h["attributes"]["topic"] for h in top["data"]] == ["chess"]
+    assert sorted(h["attributes"]["topic"] for h in hidden["data"]) == ["bread", "volcano"]
+    assert [h["attributes"]["topic"] for h in filtered["data"]] == ["bread"]

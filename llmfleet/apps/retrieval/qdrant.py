@@ -8,6 +8,8 @@ The team field is indexed as Qdrant's tenant key (`is_tenant`), which co-locates
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 import warnings
 
@@ -28,8 +30,11 @@ def point_id(chunk_id: str) -> str:
 class QdrantBackend:
     """One vector store as one Qdrant collection (created on first use)."""
 
-    def __init__(self, client: QdrantClient, name: str, dim: int):
+    def __init__(self, client: QdrantClient, name: str, dim: int, lock: threading.Lock | None = None):
+        """`lock`: serializes calls, for Qdrant's local mode (an in-process engine not meant for threads); a
+        server client needs none."""
         self.client, self.name, self.dim = client, name, dim
+        self._lock = lock or contextlib.nullcontext()
         if not client.collection_exists(name):
             client.create_collection(name, vectors_config=models.VectorParams(size=dim,
                                                                               distance=models.Distance.COSINE))
@@ -39,7 +44,7 @@ class QdrantBackend:
                     client.create_payload_index(name, field, models.KeywordIndexParams(
                         type=models.KeywordIndexType.KEYWORD, is_tenant=tenant))
 
-    def upsert(self, chunks: list[Chunk]) -> None:
+    def _upsert(self, chunks: list[Chunk]) -> None:
         if not chunks:
             return
         points = [models.PointStruct(id=point_id(c.id), vector=_vector(c.vector, self.dim), payload={
@@ -47,20 +52,20 @@ class QdrantBackend:
             "acl": list(acl_principals(c.users, c.groups)) or [EVERYONE]}) for c in chunks]
         self.client.upsert(self.name, points=points, wait=True)
 
-    def delete(self, chunk_ids: list[str]) -> int:
+    def _delete(self, chunk_ids: list[str]) -> int:
         present = self.client.retrieve(self.name, [point_id(i) for i in chunk_ids], with_payload=False)
         if present:
             self.client.delete(self.name, points_selector=models.PointIdsList(points=[p.id for p in present]),
                                wait=True)
         return len(present)
 
-    def delete_doc(self, doc: str) -> int:
+    def _delete_doc(self, doc: str) -> int:
         selector = models.Filter(must=[_match("doc", doc)])
         count = self.client.count(self.name, count_filter=selector, exact=True).count
         self.client.delete(self.name, points_selector=models.FilterSelector(filter=selector), wait=True)
         return count
 
-    def search(self, query: np.ndarray, k: int, reader: Reader, docs: frozenset[str] | None = None) -> list[Hit]:
+    def _search(self, query: np.ndarray, k: int, reader: Reader, docs: frozenset[str] | None = None) -> list[Hit]:
         if k < 1:
             raise ValueError(f"k: must be >= 1, got {k}")
         if docs is not None and not docs:
@@ -73,8 +78,28 @@ class QdrantBackend:
                                          query_filter=models.Filter(must=must), with_payload=True).points
         return [Hit(p.payload["chunk_id"], p.payload["doc"], float(p.score), p.payload["text"]) for p in found]
 
-    def count(self) -> int:
+    def _count(self) -> int:
         return self.client.count(self.name, exact=True).count
+
+    def upsert(self, chunks: list[Chunk]) -> None:
+        with self._lock:
+            self._upsert(chunks)
+
+    def delete(self, chunk_ids: list[str]) -> int:
+        with self._lock:
+            return self._delete(chunk_ids)
+
+    def delete_doc(self, doc: str) -> int:
+        with self._lock:
+            return self._delete_doc(doc)
+
+    def search(self, query: np.ndarray, k: int, reader: Reader, docs: frozenset[str] | None = None) -> list[Hit]:
+        with self._lock:
+            return self._search(query, k, reader, docs)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count()
 
     def drop(self) -> None:
         self.client.delete_collection(self.name)
@@ -96,10 +121,11 @@ def _vector(vector, dim: int) -> list[float]:
     return array.tolist()
 
 
-def open_client(config) -> QdrantClient:
-    """A client for a RetrievalConfig: its Qdrant server, else Qdrant's local mode in a folder under config.dir."""
+def open_client(config) -> tuple[QdrantClient, threading.Lock | None]:
+    """(client, lock) for a RetrievalConfig: its Qdrant server (no lock), else Qdrant's local mode in a folder
+    under config.dir, with the lock every store's backend shares."""
     import os
 
     if config.qdrant_url:
-        return QdrantClient(url=config.qdrant_url)
-    return QdrantClient(path=os.path.join(config.dir, "qdrant"))
+        return QdrantClient(url=config.qdrant_url), None
+    return QdrantClient(path=os.path.join(config.dir, "qdrant")), threading.Lock()

@@ -48,7 +48,7 @@ class RetrievalService:
         self._backends: dict[str, object] = {}
         self._writes: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._qdrant = None
+        self._qdrant, self._qdrant_lock = None, None
 
     # ---- stores -------------------------------------------------------------------------------------------
     async def create_store(self, who: Reader, body: dict) -> dict:
@@ -197,8 +197,8 @@ class RetrievalService:
         if self.config.backend == "qdrant":
             from llmfleet.apps.retrieval.qdrant import QdrantBackend, open_client
             if self._qdrant is None:
-                self._qdrant = open_client(self.config)
-            return QdrantBackend(self._qdrant, row.id, row.dim)
+                self._qdrant, self._qdrant_lock = open_client(self.config)
+            return QdrantBackend(self._qdrant, row.id, row.dim, self._qdrant_lock)
         from llmfleet.apps.retrieval.collection import Collection
         return Collection(row.dim, os.path.join(self.config.dir, "stores", row.id), self.config.index)
 
