@@ -7,7 +7,8 @@ noise, seeded), standing in for sentence embeddings, which are clustered by topi
 cluster: the hardest case for a filter inside the graph walk. Queries are fresh draws from the same distribution.
 Ground truth is exact search (numpy) over the same rows, the tenant's rows for filtered queries; rows upserted
 during the timed phases are not in it and are left out of the results before recall is counted.
-One search at a time (single-threaded client), while a writer thread upserts `--upserts-per-s` chunks per second
+One search at a time (single-threaded client), timed by the wall clock and by the searching thread's CPU time (the
+latter shows the search's own cost on a machine whose cores are shared with other work), while a writer thread upserts `--upserts-per-s` chunks per second
 through the write-ahead log (fsync per write), which also makes the maintenance thread seal and merge segments.
 """
 from __future__ import annotations
@@ -94,19 +95,21 @@ class Upserter(threading.Thread):
 
 def timed_phase(search, queries, truth, seconds: float, base: int) -> dict:
     """Cycle `queries` for `seconds`: latency percentiles over every search, recall@10 over the first pass."""
-    latencies, recalls, i, end = [], [], 0, time.perf_counter() + seconds
+    latencies, cpu, recalls, i, end = [], [], [], 0, time.perf_counter() + seconds
     while time.perf_counter() < end or i < len(queries):
         q = i % len(queries)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         hits = search(q, queries[q])
         latencies.append(time.perf_counter() - started)
+        cpu.append(time.thread_time() - started_cpu)
         if i < len(queries):
             recalls.append(_recall(hits[:10], truth[q], base))
         i += 1
-    ms = np.array(latencies) * 1000
+    ms, cpu_ms = np.array(latencies) * 1000, np.array(cpu) * 1000
     return {"recall_at_10": round(float(np.mean(recalls)), 4), "searches": len(latencies),
             "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "max_ms": round(float(ms.max()), 3)}
+            "max_ms": round(float(ms.max()), 3), "cpu_p50_ms": round(float(np.percentile(cpu_ms, 50)), 3),
+            "cpu_p99_ms": round(float(np.percentile(cpu_ms, 99)), 3)}
 
 
 def _recall(hits: list[int], truth: np.ndarray, base: int) -> float:
