@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "embed": ("llmfleet.bench.embed", "sentences/s of an embedding model through the engine"),
     "fleet": ("llmfleet.bench.fleet", "a workload through the gateway over N llmfleet serve replicas, per policy"),
     "perplexity": ("llmfleet.bench.perplexity", "perplexity of a model on a text file (and transformers' on it)"),
+    "retrieval": ("llmfleet.bench.retrieval", "vector index recall@10 and latency, unfiltered and per tenant"),
     "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
     "verify-step": ("llmfleet.bench.verify_step", "speculative decoding: verify-step time per k and batch, and the "
                     "speedup it predicts"),

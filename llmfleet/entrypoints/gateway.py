@@ -10,6 +10,7 @@ import sys
 
 from llmfleet.console.flags import add_console_arguments, console_settings
 from llmfleet.apps.flags import add_apps_arguments, apps_config
+from llmfleet.apps.retrieval.flags import add_retrieval_arguments, retrieval_config
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 
@@ -43,6 +44,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     add_tenancy_arguments(parser)
     add_console_arguments(parser)
     add_apps_arguments(parser)
+    add_retrieval_arguments(parser)
     return parser
 
 
@@ -80,11 +82,28 @@ def run(args: argparse.Namespace) -> int:
 
         from llmfleet.gateway.app import create_app
         app = create_app(config)
+        retrieval = _mount_retrieval(app, args, config)
     except (ValueError, OSError) as exc:
         print(f"llmfleet gateway: error: {exc}", file=sys.stderr)
         return 2
     tls = config.tls.uvicorn_options() if config.tls else {}
     # lifespan "on": a startup that fails (the key store unreachable) stops the gateway instead of serving without
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False,
-                lifespan="on", **tls)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False,
+                    lifespan="on", **tls)
+    finally:
+        if retrieval is not None:   # every acknowledged write is already durable; this closes files
+            import asyncio
+            asyncio.run(retrieval.close())
     return 0
+
+
+def _mount_retrieval(app, args: argparse.Namespace, config):
+    """/v1/vector_stores on the gateway (embedding through the gateway itself unless told otherwise)."""
+    own_url = f"{'https' if config.tls else 'http'}://127.0.0.1:{config.port}"
+    retrieval = retrieval_config(args, own_url, config.tokenizer,
+                                 config.tenancy.master_key if config.tenancy else None)
+    if retrieval is None:
+        return None
+    from llmfleet.apps.retrieval.mount import mount_retrieval
+    return mount_retrieval(app, retrieval)

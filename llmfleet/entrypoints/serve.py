@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from llmfleet.apps.retrieval.flags import add_retrieval_arguments, retrieval_config
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.console.flags import add_console_arguments, console_settings
 from llmfleet.apps.flags import add_apps_arguments, apps_config
@@ -32,6 +33,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     add_tenancy_arguments(parser)
     add_console_arguments(parser)
     add_apps_arguments(parser)
+    add_retrieval_arguments(parser)
     add_engine_arguments(parser)
     return parser
 
@@ -130,20 +132,30 @@ def build_configs(args: argparse.Namespace):
     model, served_name = resolve_served_model(args.model)
     engine = EngineConfig(model=model, **{f: getattr(args, f) for f in ENGINE_FLAGS if getattr(args, f) is not None})
     names = tuple(args.served_model_name or ([served_name] if served_name else []))
+    tenancy, tls = tenancy_config(args), tls_config(args)
+    own_url = f"{'https' if tls else 'http'}://{_loopback(args.host)}:{args.port}"
+    internal_key = tenancy.master_key if tenancy else (args.api_key or os.environ.get("LLMFLEET_API_KEY"))
+    retrieval = retrieval_config(args, own_url, args.tokenizer or engine.model, internal_key)
     server = ServerConfig(host=args.host, port=args.port, served_model_names=names,
                           max_waiting_requests=args.max_waiting_requests, max_body_bytes=args.max_body_bytes,
                           drain_timeout=args.drain_timeout, preemption_notice_url=args.preemption_notice_url,
                           preemption_poll_s=args.preemption_poll_s,
                           api_key=args.api_key or os.environ.get("LLMFLEET_API_KEY") or None,
                           metrics_public=args.metrics_public,
-                          log_level=args.log_level, tenancy=tenancy_config(args),
+                          log_level=args.log_level, tenancy=tenancy,
                           lenient_requests=args.lenient_requests, allowed_origins=tuple(args.allowed_origins),
                           allowed_methods=tuple(args.allowed_methods), allowed_headers=tuple(args.allowed_headers),
-                          allow_credentials=args.allow_credentials, tls=tls_config(args), batch_dir=args.batch_dir,
+                          allow_credentials=args.allow_credentials, tls=tls, batch_dir=args.batch_dir,
                           batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser,
                           max_stored_responses=args.max_stored_responses,
-                          console=ConsoleConfig(**console_settings(args)), apps=apps_config(args))
+                          console=ConsoleConfig(**console_settings(args)), apps=apps_config(args),
+                          retrieval=retrieval, retrieval_own_model=not args.retrieval_embeddings_url)
     return server, engine
+
+
+def _loopback(host: str) -> str:
+    """The address this process reaches itself at (a wildcard bind is reachable on loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
     called with the serving context once the engine is up (tests use it to reach the engine).
     """
     lifecycle = lifecycle or Lifecycle(config.drain_timeout)
+    retrieval = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -61,6 +62,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
         batch_dir = config.batch_dir or tempfile.mkdtemp(prefix="llmfleet-batches-")
         store = await BatchStore.open(batch_dir)
         batches = await BatchService.start(store, ctx, config.batch_concurrency)
+        if retrieval is not None:
+            retrieval.start(store, engine.max_model_len, config.retrieval_own_model)
         if on_ready is not None:
             on_ready(ctx)
         try:
@@ -69,6 +72,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
             watcher.cancel()
             if notices is not None:
                 notices.cancel()
+            if retrieval is not None:
+                await retrieval.close()
             await batches.stop()   # unfinished batches resume on the next start (with the same batch_dir)
             await store.close()
             if config.batch_dir is None:
@@ -81,6 +86,10 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
     for router in (completions_router, chat_router, responses_router, embeddings_router, batches_router,
                    tokenize_router, system_router):
         app.include_router(router)
+    if config.retrieval is not None:   # /v1/vector_stores (llmfleet.apps.retrieval)
+        from llmfleet.server.retrieval import ReplicaRetrieval
+
+        retrieval = ReplicaRetrieval(app, config.retrieval)
     # Starlette wraps in reverse order of addition: request ids outermost, then the body limit, the console, auth,
     # then the apps (which need tenancy's verdict on whose request it is).
     tenancy = None

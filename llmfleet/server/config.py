@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from llmfleet.console.config import ConsoleConfig
 from llmfleet.apps.config import AppsConfig
+from llmfleet.apps.retrieval.config import RetrievalConfig
 from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
@@ -43,6 +44,8 @@ class ServerConfig:
     preemption_poll_s: float = 5.0            # how often
     console: ConsoleConfig = field(default_factory=ConsoleConfig)  # /console for this replica alone
     apps: AppsConfig | None = None            # semantic cache, conversations: `--semantic-cache`, `--conversations`
+    retrieval: RetrievalConfig | None = None  # /v1/vector_stores: `--retrieval-dir` and the other --retrieval-*
+    retrieval_own_model: bool = False         # retrieval embeds with this replica's model (chunks fit its context)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -75,6 +75,7 @@ class TenancyMiddleware:
         if admin.is_admin_path(scope["path"]):
             return await self._admin(principal, scope, receive, send)
         scope = without_credentials(scope)  # the tenant's key stops here: the gateway would pass it to replicas
+        scope.setdefault("state", {})["principal"] = principal   # whose request it is, for the apps behind
         if principal != ADMIN and scope["method"] == "POST" and scope["path"] in METERED_PATHS:
             return await serve_metered(self.tenancy, principal, self.app, scope, receive, send)
         if principal != ADMIN and principal.models and scope["path"] == "/v1/models":

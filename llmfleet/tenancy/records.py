@@ -44,6 +44,7 @@ class KeyRecord:
     model_limits: tuple[tuple[str, int | None, int | None], ...] = ()  # (model, rpm, tpm) of this key per model
     injection_action: str | None = None  # the key's own prompt-injection action (metadata.injection_action)
     role: str | None = None            # metadata.role: "admin" opens the operator console (not the admin API)
+    groups: tuple[str, ...] = ()       # metadata.groups: the groups whose documents the key's user may read
 
     def allows(self, model: str | None) -> bool:
         return not self.models or model in self.models
@@ -76,7 +77,12 @@ def key_record(key_row, team_row) -> KeyRecord:
                      pii_action if isinstance(pii_action, str) else None, meta.get("log_requests") is True,
                      model_limits(meta),
                      meta["injection_action"] if isinstance(meta.get("injection_action"), str) else None,
-                     meta["role"] if isinstance(meta.get("role"), str) else None)
+                     meta["role"] if isinstance(meta.get("role"), str) else None,
+                     _groups(meta.get("groups")))
+
+
+def _groups(value) -> tuple[str, ...]:
+    return tuple(g for g in value if isinstance(g, str) and g) if isinstance(value, list) else ()
 
 
 def model_limits(meta: dict) -> tuple[tuple[str, int | None, int | None], ...]:

@@ -29,13 +29,16 @@ class CreateBatchRequest(StrictModel):
     metadata: dict[str, Any] | None = None
 
 
+FILE_PURPOSES = ("batch", "assistants", "user_data")
+
+
 # ---- files --------------------------------------------------------------------------------------------------------
 @router.post("/v1/files")
 async def upload_file(file: UploadFile = File(...), purpose: str = Form(...),
                       service: BatchService = Depends(batch_service)) -> JSONResponse:
-    if purpose != "batch":
-        raise APIError(400, f"purpose: this server stores batch input files only (purpose=batch), got {purpose!r}",
-                       "purpose", "invalid_value")
+    if purpose not in FILE_PURPOSES:
+        raise APIError(400, f"purpose: one of {', '.join(FILE_PURPOSES)} expected (batch inputs, or documents for "
+                       f"vector stores), got {purpose!r}", "purpose", "invalid_value")
     content = await file.read()
     if not content:
         raise APIError(400, "file: is empty", "file", "invalid_value")
