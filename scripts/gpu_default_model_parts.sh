@@ -4,11 +4,12 @@
 #   here:   bash scripts/gpu_default_model_parts.sh split   -> .smol1/ .. .smol4/ (git-excluded)
 #   device: bash scripts/gpu_default_model_parts.sh stash   (every call: copies the carried part to /tmp/smol)
 #   device: bash scripts/gpu_default_model_parts.sh join    -> /tmp/smol/SmolLM2-135M-Instruct.Q4_1.gguf, checked
-# Carry .smol1 (with .whl) in the first call, .smol2 and .smol3 in the next two, .smol4 in the one that runs.
+# Carry .smol1 (with .whl) in the first call, .smol2 and .smol3 in the next two, .smol4 in the one that runs
+# (the tree itself is ~33 MB, so a part beside it stays under ~33 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=SmolLM2-135M-Instruct.Q4_1.gguf
-sizes_mib=(19 32 32)   # the last part takes the rest
+sizes_mib=(1 31 31)   # the last part takes the rest
 case "${1:-}" in
   split)
     src=$(python3 -c "from llmfleet.entrypoints.default_model import default_gguf_file; print(default_gguf_file())")
