@@ -30,12 +30,17 @@ bench() {  # bench <label> <shape> <workload> [flags...]
   timeout 420 python3 -m llmfleet.entrypoints.cli bench offline --shape "$shape" --workload "$workload" \
     --results-dir "$out/results" "$@" 2>&1 | tee "$out/$label.log" | grep -v "it/s\]" || rc=1
 }
-bench w7-b1-plain "$model" W7 --max-num-seqs 1 --temperature 0
-bench w7-b1-ngram "$model" W7 --max-num-seqs 1 --temperature 0 --speculative-config "$ngram"
-bench w7-b16-plain "$model" W7 --max-num-seqs 16 --temperature 0
-bench w7-b16-ngram "$model" W7 --max-num-seqs 16 --temperature 0 --speculative-config "$ngram"
-bench w2-b256-plain qwen3-0.6b W2 --max-num-seqs 256
-bench w2-b256-ngram qwen3-0.6b W2 --max-num-seqs 256 --speculative-config "$ngram"
+want() { [[ " ${STAGES:-w7 w2 verify} " == *" $1 "* ]]; }   # STAGES="w7" etc.: a part of the run per call
+if want w7; then
+  bench w7-b1-plain "$model" W7 --max-num-seqs 1 --temperature 0
+  bench w7-b1-ngram "$model" W7 --max-num-seqs 1 --temperature 0 --speculative-config "$ngram"
+  bench w7-b16-plain "$model" W7 --max-num-seqs 16 --temperature 0
+  bench w7-b16-ngram "$model" W7 --max-num-seqs 16 --temperature 0 --speculative-config "$ngram"
+fi
+if want w2; then
+  bench w2-b256-plain qwen3-0.6b W2 --max-num-seqs 256
+  bench w2-b256-ngram qwen3-0.6b W2 --max-num-seqs 256 --speculative-config "$ngram"
+fi
 
 rate=$(python3 - "$out/results" <<'PY'
 import json, pathlib, sys
@@ -45,7 +50,7 @@ print(f"{sum(rates) / len(rates):.3f}" if rates else "0.7")
 PY
 )
 echo "== verify-step: llama3-8b, acceptance rates $rate 0.6 0.8"
-timeout 480 python3 -m llmfleet.entrypoints.cli bench verify-step --shape llama3-8b --batch 1 8 64 \
+want verify && timeout 480 python3 -m llmfleet.entrypoints.cli bench verify-step --shape llama3-8b --batch 1 8 64 \
   --k 0 1 2 3 4 5 6 7 8 --acceptance-rate "$rate" 0.6 0.8 --results-dir "$out/results" 2>&1 \
   | tee "$out/verify-step.log" | grep -v "it/s\]" || rc=1
 
