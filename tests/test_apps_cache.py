@@ -219,7 +219,8 @@ def test_streams_opt_outs_and_false_hit_reports(tenants):
         "x-llmfleet-cache"] == "miss"
     auth = {"authorization": f"Bearer {red}"}
     entry = hit.headers["x-llmfleet-cache-id"]
-    assert httpx.delete(url + f"/v1/cache/entries/{entry}?reason=false_hit", headers=auth).json()["deleted"]
+    answer = httpx.delete(url + f"/v1/cache/entries/{entry}?reason=false_hit", headers=auth)
+    assert answer.json().get("deleted"), answer.text
     metrics = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {MASTER}"}).text
     assert "upstream_metric 1" in metrics
     assert 'llmfleet_semantic_cache_false_hits_total{kind="semantic"} 1.0' in metrics

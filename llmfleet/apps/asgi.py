@@ -7,37 +7,7 @@ import json
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-async def read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None when the client left before sending it."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands `body` once, then passes on what the client sends (its disconnect)."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return again
-
-
-def with_body(scope: Scope, body: bytes) -> Scope:
-    """`scope` with its Content-Length set to `body`'s (the apps rewrite request bodies)."""
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-    return {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
+from llmfleet.tenancy.bodies import read_body, replay, with_body  # noqa: F401 (re-exported for the apps)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -9,13 +9,14 @@ import math
 import time
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmfleet.tenancy.errors import TenancyError, ratelimit_headers
 from llmfleet.tenancy.guards.injection_policy import check_prompt
 from llmfleet.tenancy.guards.policy import guard_answer, guard_prompt
 from llmfleet.tenancy.hooks import answer_check, filter_request
 from llmfleet.tenancy.limits import Ask, Rejected, Ticket
+from llmfleet.tenancy.bodies import read_body, replay, with_body
 from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
 from llmfleet.tenancy.records import KeyRecord
 from llmfleet.tenancy.service import Tenancy
@@ -27,7 +28,7 @@ _LIMIT_NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute", "paral
 
 async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope: Scope, receive: Receive,
                         send: Send) -> None:
-    body = await _read_body(receive)
+    body = await read_body(receive)
     if body is None:
         return  # the client left before sending its request
     action = record.pii_action or tenancy.config.pii_action
@@ -64,7 +65,7 @@ async def serve_metered(tenancy: Tenancy, record: KeyRecord, app: ASGIApp, scope
     if record.log_requests and tenancy.request_log is not None:
         meter.stream_text = {}  # a streamed answer's text goes to the request log too
     try:
-        await app(_with_length(scope, found.body), _replay(found.body, receive), meter.send)
+        await app(with_body(scope, found.body), replay(found.body, receive), meter.send)
     finally:
         usage = meter.usage or _fallback_usage(meter, found)
         cost = price.cost(*usage) if 0 < meter.status < 400 else 0.0
@@ -119,35 +120,6 @@ def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:
     if not isinstance(data, dict):
         return body
     return json.dumps(guard_prompt(data, action, f"key {key_id}")).encode()
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()  # the disconnect, when it comes
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
-def _with_length(scope: Scope, body: bytes) -> Scope:
-    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-    return {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
 
 
 def _fallback_usage(meter: ResponseMeter, found: Inspection) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmfleet.apps.asgi import read_body, replay
 from llmfleet.apps.retrieval.http import error, reader_of
 from llmfleet.apps.retrieval.service import ApiError, RetrievalService
 
@@ -27,14 +28,16 @@ class RetrievalChatMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != CHAT_PATH:
             return await self.app(scope, receive, send)
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
+        if raw is None:
+            return  # the client left before sending its request
         try:
             body = json.loads(raw) if raw else None
         except json.JSONDecodeError:
             body = None
         spec = _file_search(body) if isinstance(body, dict) else None
         if spec is None:
-            return await self.app(scope, _replay(raw, receive), send)
+            return await self.app(scope, replay(raw, receive), send)
         try:
             results = await self._search(scope, body, spec)
         except ApiError as exc:
@@ -43,7 +46,7 @@ class RetrievalChatMiddleware:
         raw = json.dumps(body).encode()
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
         scope = {**scope, "headers": headers + [(b"content-length", str(len(raw)).encode())]}
-        await self.app(scope, _replay(raw, receive), _citing(send, results, bool(body.get("stream"))))
+        await self.app(scope, replay(raw, receive), _citing(send, results, bool(body.get("stream"))))
 
     async def _search(self, scope: Scope, body: dict, spec: dict) -> list[dict]:
         if not spec["vector_store_ids"]:
@@ -138,23 +141,3 @@ async def _send_cited(send: Send, held: list[Message], results: list[dict]) -> N
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if message["type"] == "http.disconnect" or not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
