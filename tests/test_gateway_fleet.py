@@ -252,7 +252,8 @@ def test_kill_9_retries_requests_and_ends_streams_with_an_error(fleet):
 
 def test_responses_follow_ups_reach_the_replica_that_stored_them(fleet):
     with _gateway(fleet, "round-robin") as (url, gw):
-        assert all(rep.instance for rep in gw.replicas) and len({rep.instance for rep in gw.replicas}) == 3
+        assert all(rep.instance for rep in gw.replicas)   # one per serving process (earlier tests may have killed some)
+        assert len({rep.instance for rep in gw.replicas}) == len(gw.replicas)
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
         first = client.responses.create(model="tiny", input="one", max_output_tokens=2, temperature=0)
         homes, previous = set(), first

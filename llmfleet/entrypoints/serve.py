@@ -149,7 +149,8 @@ def build_configs(args: argparse.Namespace):
                           batch_concurrency=args.batch_concurrency, tool_call_parser=args.tool_call_parser,
                           max_stored_responses=args.max_stored_responses,
                           console=ConsoleConfig(**console_settings(args)), apps=apps_config(args),
-                          retrieval=retrieval, retrieval_own_model=not args.retrieval_embeddings_url)
+                          retrieval=retrieval,
+                          retrieval_own_model=retrieval is not None and not args.retrieval_embeddings_url)
     return server, engine
 
 
