@@ -212,15 +212,16 @@ def test_streams_opt_outs_and_false_hit_reports(tenants):
         "echo: Name the longest river in Peru."
     hit = _ask(url, red, {**body, "stream": False})
     assert hit.headers["x-llmfleet-cache"] == "hit-exact"
+    # reported before the no-cache refresh below, which stores a fresh entry (a new id) in its place
+    auth = {"authorization": f"Bearer {red}"}
+    entry = hit.headers["x-llmfleet-cache-id"]
+    answer = httpx.delete(url + f"/v1/cache/entries/{entry}?reason=false_hit", headers=auth)
+    assert answer.json().get("deleted"), answer.text
     calls = upstream.calls
     off = _ask(url, red, _chat("Name the longest river in Peru.", cache=False))
     assert "x-llmfleet-cache" not in off.headers and upstream.calls == calls + 1 and "cache" not in upstream.bodies[-1]
     assert _ask(url, red, _chat("Name the longest river in Peru."), **{"cache-control": "no-cache"}).headers[
         "x-llmfleet-cache"] == "miss"
-    auth = {"authorization": f"Bearer {red}"}
-    entry = hit.headers["x-llmfleet-cache-id"]
-    answer = httpx.delete(url + f"/v1/cache/entries/{entry}?reason=false_hit", headers=auth)
-    assert answer.json().get("deleted"), answer.text
     metrics = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {MASTER}"}).text
     assert "upstream_metric 1" in metrics
     assert 'llmfleet_semantic_cache_false_hits_total{kind="semantic"} 1.0' in metrics
