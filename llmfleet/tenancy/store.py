@@ -26,10 +26,18 @@ def async_url(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
+        cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def open_engine(url: str) -> AsyncEngine:
+    """An async SQLAlchemy engine for `url` (SQLite or PostgreSQL), as every llmfleet store opens one: SQLite in WAL
+    mode with a busy timeout (several processes may share the file), PostgreSQL connections checked before use."""
+    engine = create_async_engine(async_url(url), pool_pre_ping=not url.startswith("sqlite"))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 class Store:
@@ -38,9 +46,7 @@ class Store:
 
     @classmethod
     async def open(cls, url: str) -> "Store":
-        engine = create_async_engine(async_url(url), pool_pre_ping=not url.startswith("sqlite"))
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = open_engine(url)
         async with engine.begin() as conn:
             await schema.migrate(conn)
         return cls(engine)

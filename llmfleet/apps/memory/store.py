@@ -6,12 +6,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, event, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llmfleet.apps.memory import schema
 from llmfleet.apps.memory.schema import conversations, items
-from llmfleet.tenancy.store import async_url
+from llmfleet.tenancy.store import open_engine
 
 
 @dataclass(slots=True)
@@ -26,22 +26,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cursor = dbapi_conn.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
-
-
 class ConversationStore:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
 
     @classmethod
     async def open(cls, url: str) -> "ConversationStore":
-        engine = create_async_engine(async_url(url), pool_pre_ping=not url.startswith("sqlite"))
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = open_engine(url)
         async with engine.begin() as conn:
             await schema.create(conn)
         return cls(engine)

@@ -10,8 +10,9 @@ import secrets
 import time
 from pathlib import Path
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, event, select, update
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, select, update
+
+from llmfleet.tenancy.store import open_engine
 
 metadata = MetaData()
 
@@ -65,13 +66,6 @@ def batch_object(row) -> dict:
     return body
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
-
-
 class BatchStore:
     """Files and batches of one server. Build with `await BatchStore.open(directory)`."""
 
@@ -83,8 +77,7 @@ class BatchStore:
     async def open(cls, directory: str | os.PathLike) -> "BatchStore":
         folder = Path(directory)
         (folder / "files").mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(f"sqlite+aiosqlite:///{folder / 'batches.sqlite'}")
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = open_engine(f"sqlite:///{folder / 'batches.sqlite'}")
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         return cls(folder, engine)
