@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from llmfleet.apps.cache.config import CacheConfig
 from llmfleet.apps.memory.config import MemoryConfig
+from llmfleet.protocol.settings import reject_unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,9 +16,7 @@ class AppsConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "AppsConfig":
         """From YAML: {cache: {...CacheConfig fields}, memory: {...MemoryConfig fields}}."""
-        unknown = sorted(set(data) - {"cache", "memory"})
-        if unknown:
-            raise ValueError(f"apps.{unknown[0]}: unknown setting; known: cache, memory")
+        reject_unknown(data, ("cache", "memory"), "apps")
         cache, memory = data.get("cache"), data.get("memory")
         return cls(CacheConfig(**cache) if isinstance(cache, dict) else cache,
                    MemoryConfig(**memory) if isinstance(memory, dict) else memory)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet.protocol.settings import reject_unknown
+
 
 @dataclass(frozen=True, slots=True)
 class ConsoleConfig:
@@ -42,8 +44,5 @@ class ConsoleConfig:
             return data
         if not isinstance(data, dict):
             raise ValueError("console: must be a mapping of console settings")
-        known = set(cls.__slots__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"console.{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
+        reject_unknown(data, cls.__slots__, "console")
         return cls(**data)

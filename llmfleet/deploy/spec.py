@@ -33,6 +33,7 @@ from llmfleet.autoscale.policy import AutoscalePolicy
 from llmfleet.deploy.policy import engine_policy
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.k8s_api import ServiceRef
+from llmfleet.protocol.settings import reject_unknown
 
 AUTOSCALERS = ("keda", "hpa", "none")
 ENGINE_FIELDS = ("model", "served_model_name", "min_replicas", "max_replicas", "spot_fraction", "gpus_per_replica",
@@ -154,10 +155,7 @@ def deployment_spec(gateway: GatewayConfig) -> DeploymentSpec:
     data = gateway.deployment
     if data is None:
         raise ValueError("deployment: fleet.yaml has no deployment section (image, engines, ...)")
-    known = {f.name for f in fields(DeploymentSpec)} | set(DEFAULTABLE)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"deployment.{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
+    reject_unknown(data, {f.name for f in fields(DeploymentSpec)} | set(DEFAULTABLE), "deployment")
     namespace = data.get("namespace", "llmfleet")
     engines = _engines(data, gateway.discover_k8s, namespace)
     settings = {k: v for k, v in data.items() if k not in DEFAULTABLE and k != "engines"}

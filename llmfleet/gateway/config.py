@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from llmfleet.apps.config import AppsConfig
 from llmfleet.console.config import ConsoleConfig
 from llmfleet.gateway.k8s_api import SCHEME as K8S_SCHEME, ServiceRef
-from llmfleet.apps.config import AppsConfig
 from llmfleet.gateway.splits import ModelVersion, parse_models
 from llmfleet.gateway.tiers import Tier, parse_tiers
+from llmfleet.protocol.settings import reject_unknown
 from llmfleet.protocol.tls import TLSConfig
 from llmfleet.tenancy.config import TenancyConfig
 
@@ -121,10 +122,7 @@ class GatewayConfig:
         public names to weighted versions, whose replicas are added to `replicas`."""
         if not isinstance(data, dict):
             raise ValueError("config: must be a mapping")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
+        reject_unknown(data, (f.name for f in fields(cls)))
         entries = list(data.get("replicas") or [])
         models = parse_models(data.get("models"))
         entries += [url for versions in models.values() for v in versions for url in v.replicas]

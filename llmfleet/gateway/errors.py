@@ -27,3 +27,14 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 def sse_error(message: str, code: str = "replica_failed") -> bytes:
     """The end of a stream that broke mid-way: one error event, then [DONE]."""
     return b"data: " + json.dumps(envelope(502, message, None, code)).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def json_object(body: bytes) -> dict | Response:
+    """The request body as a JSON object, or the 400 answer saying why it is not one."""
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        return error_response(400, f"the request body is not valid JSON: {exc}", None, "invalid_value")
+    if not isinstance(payload, dict):
+        return error_response(400, "the request body must be a JSON object", None, "invalid_value")
+    return payload

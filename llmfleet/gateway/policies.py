@@ -31,6 +31,12 @@ class RoutingRequest:
     pinned: str | None = None                    # only this replica url may take it (a stored response's owner)
 
 
+def session_key_of(headers, payload: dict) -> str | None:
+    """The key that keeps a user's requests together: the x-session-id header, else the request's `user`."""
+    user = payload.get("user")
+    return headers.get("x-session-id") or (user if isinstance(user, str) and user else None)
+
+
 class Policy(Protocol):
     name: str
 

@@ -8,7 +8,6 @@ answers count against the replica's circuit breaker.
 """
 from __future__ import annotations
 
-import json
 import time
 
 from starlette.requests import Request
@@ -16,10 +15,10 @@ from starlette.responses import Response
 
 from llmfleet.gateway.client import HOP_BY_HOP, ReplicaError, ReplicaResponse
 from llmfleet.gateway.escalation import apply_tier, judged
-from llmfleet.gateway.errors import error_response, sse_error
+from llmfleet.gateway.errors import error_response, json_object, sse_error
 from llmfleet.gateway import responses
 from llmfleet.gateway.fleet import Fleet
-from llmfleet.gateway.policies import RoutingRequest
+from llmfleet.gateway.policies import RoutingRequest, session_key_of
 from llmfleet.gateway.relay import Release, RelayResponse
 from llmfleet.gateway.replica import Replica
 from llmfleet.gateway.splits import body_for
@@ -94,16 +93,12 @@ async def _forward(fleet: Fleet, route: RoutingRequest, path: str, body: bytes, 
 
 
 def _routing_request(request: Request, body: bytes) -> RoutingRequest | Response:
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        return error_response(400, f"the request body is not valid JSON: {exc}", None, "invalid_value")
-    if not isinstance(payload, dict):
-        return error_response(400, "the request body must be a JSON object", None, "invalid_value")
+    payload = json_object(body)
+    if isinstance(payload, Response):
+        return payload
     model = payload.get("model")
-    user = payload.get("user")
-    session = request.headers.get("x-session-id") or (user if isinstance(user, str) and user else None)
-    return RoutingRequest(request.url.path, payload, model if isinstance(model, str) and model else None, session)
+    return RoutingRequest(request.url.path, payload, model if isinstance(model, str) and model else None,
+                          session_key_of(request.headers, payload))
 
 
 def _give_up(fleet: Fleet, route: RoutingRequest, failed: _Failed | None, tried: list[Replica]) -> Response:

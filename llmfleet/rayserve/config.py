@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from llmfleet.protocol.config import EngineConfig
+from llmfleet.protocol.settings import reject_unknown
 from llmfleet.server.config import ServerConfig
 
 POLICIES = ("prefix-aware", "power-of-two")
@@ -148,10 +149,7 @@ class RayFleetConfig:
         """From a parsed fleet.yaml mapping (see the module docstring)."""
         if not isinstance(data, dict):
             raise ValueError("config: must be a mapping")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
+        reject_unknown(data, (f.name for f in fields(cls)))
         return cls(**{**data, "models": parse_models(data.get("models"))})
 
 
@@ -212,10 +210,7 @@ def _server(where: str, data: Any, model: str) -> ServerConfig:
 
 def _build(cls, data: dict, where: str):
     """`cls(**data)` whose ValueErrors name the field with its place in fleet.yaml."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown setting")
+    reject_unknown(data, (f.name for f in fields(cls)), where)
     try:
         return cls(**data)
     except ValueError as exc:

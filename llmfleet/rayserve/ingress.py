@@ -12,7 +12,6 @@ its first event ends with one error event and `data: [DONE]`, as through the gat
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -22,7 +21,8 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import ReplicaUnavailableError
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from llmfleet.gateway.errors import error_response, sse_error
+from llmfleet.gateway.errors import error_response, json_object, sse_error
+from llmfleet.gateway.policies import session_key_of
 from llmfleet.gateway.splits import TrafficSplit
 from llmfleet.rayserve.asgi import ResponseHead
 from llmfleet.rayserve.config import RayFleetConfig, RayVersion
@@ -83,21 +83,16 @@ class OpenAIIngress:
         return await self._send(handle, engine_request, version, payload.get("stream") is True)
 
     def _parse(self, request: Request, body: bytes) -> tuple[dict, RayVersion] | Response:
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            return error_response(400, f"the request body is not valid JSON: {exc}", None, "invalid_value")
-        if not isinstance(payload, dict):
-            return error_response(400, "the request body must be a JSON object", None, "invalid_value")
+        payload = json_object(body)
+        if isinstance(payload, Response):
+            return payload
         model = payload.get("model")
         if model in (None, "") and len(self.config.models) == 1:
             model = next(iter(self.config.models))
         if not isinstance(model, str) or model not in self.config.models:
             return error_response(404, f"The model `{model}` does not exist. This app serves: "
                                        f"{', '.join(sorted(self.config.models))}", "model", "model_not_found")
-        user = payload.get("user")
-        session = request.headers.get("x-session-id") or (user if isinstance(user, str) and user else None)
-        return payload, self.split.version_for(model, session)
+        return payload, self.split.version_for(model, session_key_of(request.headers, payload))
 
     async def _send(self, handle, request: EngineRequest, version: RayVersion, stream: bool) -> Response:
         failed: _Failed | None = None
