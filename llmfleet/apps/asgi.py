@@ -7,7 +7,7 @@ import json
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmfleet.tenancy.bodies import read_body, replay, with_body  # noqa: F401 (re-exported for the apps)
+from llmfleet.tenancy.bodies import json_object_or_none, read_body, replay, with_body  # noqa: F401 (re-exported)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -2,6 +2,8 @@
 tenancy gate and the apps' middleware (which rewrite or inspect bodies before the app sees them)."""
 from __future__ import annotations
 
+import json
+
 from starlette.types import Message, Receive, Scope
 
 
@@ -35,3 +37,12 @@ def with_body(scope: Scope, body: bytes) -> Scope:
     """`scope` with its Content-Length set to `body`'s."""
     headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
     return {**scope, "headers": headers + [(b"content-length", str(len(body)).encode())]}
+
+
+def json_object_or_none(body: bytes) -> dict | None:
+    """The body as a JSON object, or None when it is not one (the step that answers malformed bodies says why)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

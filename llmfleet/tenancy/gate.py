@@ -16,7 +16,7 @@ from llmfleet.tenancy.guards.injection_policy import check_prompt
 from llmfleet.tenancy.guards.policy import guard_answer, guard_prompt
 from llmfleet.tenancy.hooks import answer_check, filter_request
 from llmfleet.tenancy.limits import Ask, Rejected, Ticket
-from llmfleet.tenancy.bodies import read_body, replay, with_body
+from llmfleet.tenancy.bodies import json_object_or_none, read_body, replay, with_body
 from llmfleet.tenancy.metering import Inspection, ResponseMeter, inspect_request
 from llmfleet.tenancy.records import KeyRecord
 from llmfleet.tenancy.service import Tenancy
@@ -113,12 +113,9 @@ def _filter_context(record: KeyRecord, model: str | None) -> dict:
 
 
 def _guard_prompt(body: bytes, action: str, key_id: str) -> bytes:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    data = json_object_or_none(body)
+    if data is None:
         return body  # inspect_request answers it
-    if not isinstance(data, dict):
-        return body
     return json.dumps(guard_prompt(data, action, f"key {key_id}")).encode()
 
 

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmfleet.apps.asgi import (Captured, header, lifespan, read_body, replay, send_error, send_json, with_body,
-                                with_metrics)
+from llmfleet.apps.asgi import (Captured, header, json_object_or_none, lifespan, read_body, replay, send_error, send_json,
+                                with_body, with_metrics)
 from llmfleet.apps.cache.cache import HIT_SEMANTIC, MISS, Lookup, SemanticCache
 from llmfleet.apps.cache.config import CacheConfig
 from llmfleet.apps.cache.keys import CACHE_FIELD, CACHED_PATHS, CacheKeys, cache_keys, cacheable
@@ -55,11 +55,8 @@ class CacheMiddleware:
         body = await read_body(receive)
         if body is None:
             return
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            payload = None
-        if not isinstance(payload, dict):  # the app answers malformed bodies in its own words
+        payload = json_object_or_none(body)
+        if payload is None:  # the app answers malformed bodies in its own words
             return await self.app(scope, replay(body, receive), send)
         control = header(scope, b"cache-control")
         keys = cache_keys(scope["path"], payload) if cacheable(payload, control) else None

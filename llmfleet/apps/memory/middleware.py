@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llmfleet.apps.asgi import Captured, lifespan, read_body, replay, send_error, send_json, with_body
+from llmfleet.apps.asgi import (Captured, json_object_or_none, lifespan, read_body, replay, send_error, send_json,
+                                with_body)
 from llmfleet.apps.cache.keys import CHAT_PATH
 from llmfleet.apps.cache.sse import gathered
 from llmfleet.apps.endpoint import EndpointError
@@ -66,11 +67,8 @@ class ConversationMiddleware:
         body = await read_body(receive)
         if body is None:
             return
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            payload = None
-        if not isinstance(payload, dict) or "conversation" not in payload:
+        payload = json_object_or_none(body)
+        if payload is None or "conversation" not in payload:
             return await self.app(scope, replay(body, receive), send)
         who = tenant(scope)
         try:

@@ -5,9 +5,9 @@ prompt does not hold the event loop."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
+from llmfleet.tenancy.bodies import json_object_or_none
 from llmfleet.tenancy.errors import TenancyError
 from llmfleet.tenancy.guards import injection
 
@@ -50,11 +50,8 @@ def _collect(value, parts: list[str]) -> None:
 
 async def check_prompt(body: bytes, action: str, threshold: float, who: str) -> list[tuple[bytes, bytes]]:
     """Headers for the answer ([] or the flag); TenancyError 400 when `action` is block and the prompt scores."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return []  # the metering step answers malformed bodies
-    text = prompt_text(data) if isinstance(data, dict) else ""
+    data = json_object_or_none(body)  # None: the metering step answers malformed bodies
+    text = prompt_text(data) if data is not None else ""
     if not text:
         return []
     score = await asyncio.to_thread(injection.score, text)
