@@ -8,6 +8,12 @@ throughput, TTFT percentiles, and the replicas' prefix-cache hit rate (cached pr
 usage over all prompt tokens), plus how many requests each replica took.
 
     llmfleet bench fleet --model PATH --replicas 4 --workload W5 --num-requests 64 --max-output-tokens 16
+
+On a GPU the replicas share it (each takes `--gpu-memory-utilization` of its memory, sized from what is free when
+it starts, so they start one after another) and may serve a benchmark shape with random weights:
+
+    llmfleet bench fleet --model qwen3-0.6b --load-format dummy --device cuda --replicas 2 \
+        --gpu-memory-utilization 0.4 --num-kv-blocks 0 --tokenizer demo
 """
 from __future__ import annotations
 
@@ -39,7 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-output-tokens", type=int, default=None)
     parser.add_argument("--rate", type=float, default=float("inf"), help="arrivals (W5: conversations) per second")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-kv-blocks", type=int, default=512, help="per replica")
+    parser.add_argument("--num-kv-blocks", type=int, default=512, help="per replica; 0: sized from free memory")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (the replicas share one GPU)")
+    parser.add_argument("--dtype", default=None, help="default: float32 on CPU, the model's on CUDA")
+    parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"])
+    parser.add_argument("--gpu-memory-utilization", type=float, default=None,
+                        help="each replica's share of the GPU (with --device cuda and --num-kv-blocks 0)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="the gateway's tokenizer for prompt hashing (default: --model; workloads send token "
+                             "ids, so any tokenizer folder or demo name serves a random-weight shape)")
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--shape", default=None, help="model shape recorded in the result (default: folder name)")
@@ -54,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     for policy in args.policies.split(","):
         runs[policy] = _one_policy(args, policy, requests)
         r = runs[policy]
+        if not r["completed"]:
+            raise RuntimeError(f"{policy}: every request failed, e.g. {r['errors'][:1]}")
         print(f"{policy}: {r['completed']} ok, {r['failed']} failed, {r['request_throughput']:.2f} req/s, "
               f"{r['total_token_throughput']:.0f} tok/s, TTFT p50 {r['ttft_ms']['p50']:.0f} ms p90 "
               f"{r['ttft_ms']['p90']:.0f} ms, hit rate {r['prefix_hit_rate']:.3f}, routed {r['routed']}")
@@ -61,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
               "replicas": args.replicas, "num_requests": len(requests), "rate": args.rate,
               "max_input_tokens": args.max_input_tokens, "max_output_tokens": args.max_output_tokens,
               "num_kv_blocks_per_replica": args.num_kv_blocks, "max_num_seqs": args.max_num_seqs,
-              "runs": runs, "ratios_vs_round_robin": _ratios(runs), "device": f"cpu-{os.cpu_count()}-core"}
+              "runs": runs, "ratios_vs_round_robin": _ratios(runs), "device": _device(args.device)}
     print("wrote", write_result(record, "fleet", args.results_dir))
     return 0 if all(r["failed"] == 0 for r in runs.values()) else 1
 
@@ -69,15 +85,11 @@ def run(args: argparse.Namespace) -> int:
 def _one_policy(args: argparse.Namespace, policy: str, requests) -> dict:
     procs: list[subprocess.Popen] = []
     try:
-        replicas = [_spawn(procs, ["serve", "--model", args.model, "--served-model-name", SERVED, "--device", "cpu",
-                                   "--dtype", "float32", "--num-kv-blocks", str(args.num_kv_blocks),
-                                   "--max-model-len", str(args.max_model_len), "--max-num-seqs",
-                                   str(args.max_num_seqs), "--kv-events-endpoint",
-                                   f"tcp://127.0.0.1:{_free_port(pair=True)}", "--log-level", "warning"])
-                    for _ in range(args.replicas)]
-        for url in replicas:
-            _wait_ready(url, procs)
-        argv = ["gateway", "--policy", policy, "--tokenizer", args.model, "--log-level", "warning"]
+        replicas = []
+        for _ in range(args.replicas):   # one at a time: a GPU replica sizes its KV cache from free memory
+            replicas.append(_spawn(procs, _serve_argv(args)))
+            _wait_ready(replicas[-1], procs)
+        argv = ["gateway", "--policy", policy, "--tokenizer", args.tokenizer or args.model, "--log-level", "warning"]
         gateway = _spawn(procs, argv + [flag for url in replicas for flag in ("--replica", url)])
         _wait_ready(gateway, procs)
         time.sleep(1.0)   # KV-event subscriptions replayed
@@ -94,6 +106,18 @@ def _one_policy(args: argparse.Namespace, policy: str, requests) -> dict:
                 proc.wait(20)
 
 
+def _serve_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["serve", "--model", args.model, "--served-model-name", SERVED, "--device", args.device,
+            "--dtype", args.dtype or ("float32" if args.device == "cpu" else "auto"), "--load-format",
+            args.load_format, "--max-model-len", str(args.max_model_len), "--max-num-seqs", str(args.max_num_seqs),
+            "--kv-events-endpoint", f"tcp://127.0.0.1:{_free_port(pair=True)}", "--log-level", "warning"]
+    if args.num_kv_blocks:
+        argv += ["--num-kv-blocks", str(args.num_kv_blocks)]
+    if args.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    return argv
+
+
 def _ratios(runs: dict) -> dict:
     base = runs.get("round-robin")
     if base is None:
@@ -101,6 +125,13 @@ def _ratios(runs: dict) -> dict:
     return {policy: {"ttft_p90_rr_over_policy": _div(base["ttft_ms"]["p90"], r["ttft_ms"]["p90"]),
                      "throughput_policy_over_rr": _div(r["total_token_throughput"], base["total_token_throughput"])}
             for policy, r in runs.items()}
+
+
+def _device(device: str) -> str:
+    if device.startswith("cuda"):
+        from llmfleet.bench.results import device_name
+        return device_name()
+    return f"cpu-{os.cpu_count()}-core"
 
 
 def _div(a, b) -> float | None:
