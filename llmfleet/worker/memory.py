@@ -1,8 +1,12 @@
 """KV-cache sizing on CUDA: a profiling forward pass at the largest step, then the rest of the budget is KV blocks.
 
 budget = gpu_memory_utilization x total memory - this engine's peak torch memory (weights + activations +
-         sampling) - memory held outside torch's allocator (CUDA context, other processes),
+         sampling) - what this engine added outside torch's allocator (cuBLAS workspaces, communicators),
          and never more than what is free once activations are set aside.
+
+The fraction is this engine's own share, as vLLM's is: memory that other processes (another replica on the same
+GPU) held before it loaded does not count against it, so two replicas at 0.45 each share one GPU. What they hold
+still limits it through the free-memory bound.
 """
 from __future__ import annotations
 
@@ -15,6 +19,13 @@ from llmfleet.protocol.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 _MARGIN = 512 * 2**20  # left free for CUDA graphs' pool and allocator slack
+
+
+def outside_torch_memory() -> int:
+    """Device memory in use outside this process's torch allocator: other processes, CUDA contexts, library
+    workspaces."""
+    free, total = torch.cuda.mem_get_info()
+    return total - free - torch.cuda.memory_reserved()
 
 
 @torch.inference_mode()
@@ -38,7 +49,7 @@ def profile_kv_blocks(runner) -> int:
     runner._bind([None] * len(runner.layers))
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info()
-    outside_torch = total - free - torch.cuda.memory_reserved()
+    outside_torch = max(0, outside_torch_memory() - runner.outside_torch_before_load)   # this engine's own
     activations = peak - runner.weight_bytes
     budget = min(int(total * cfg.gpu_memory_utilization) - peak - outside_torch, free - activations - _MARGIN)
     blocks = max(0, budget // runner.bytes_per_block)

@@ -19,6 +19,7 @@ from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.scheduler_output import SchedulerOutput
 from llmfleet.worker.cuda_graphs import DecodeGraphs
 from llmfleet.worker.inputs import StepInputs, prepare_inputs
+from llmfleet.worker.memory import outside_torch_memory
 from llmfleet.worker.pooling import pool_step
 from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
@@ -88,6 +89,7 @@ class ModelRunner:
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
+        self.outside_torch_before_load = outside_torch_memory() if cuda else 0   # other processes, CUDA context
         self.model, self.hf_config, self.info = load_model(
             model_path, dtype, device, load_format=config.load_format, hf_config=hf_config,
             quantization=config.quantization)
