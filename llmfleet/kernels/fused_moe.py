@@ -46,7 +46,7 @@ def config_for(num_tokens: int) -> dict:
 @triton.jit
 def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, weights_ptr, sorted_ptr, block_expert_ptr, num_padded_ptr,
                      N, K, num_pairs, max_blocks, stride_am, stride_be, stride_bn, stride_cm,
-                     A_DIV: tl.constexpr, GATED: tl.constexpr, MUL_WEIGHT: tl.constexpr,
+                     A_DIV: tl.constexpr, GATED: tl.constexpr, MUL_WEIGHT: tl.constexpr, FP32_DOT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     # c[pair, n] = a[pair // A_DIV, :] @ b[e, n, :] for the pairs of one BLOCK_M tile (one expert e).
     # GATED: b holds [gate; up] (2N rows) and c = silu(gate part) * up part. MUL_WEIGHT: times weights[pair].
@@ -73,9 +73,17 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, weights_ptr, sorted_ptr, block_expert_
         k_mask = offs_k < K - k0
         a = tl.load(a_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         b_mask = k_mask[:, None] & n_mask[None, :]
-        acc += tl.dot(a, tl.load(b_ptrs, mask=b_mask, other=0.0))
+        b = tl.load(b_ptrs, mask=b_mask, other=0.0)
+        if FP32_DOT:  # float32 models: exact products, not tf32
+            acc += tl.dot(a, b, input_precision="ieee")
+        else:
+            acc += tl.dot(a, b)
         if GATED:
-            acc_up += tl.dot(a, tl.load(b_ptrs + N * stride_bn, mask=b_mask, other=0.0))
+            b_up = tl.load(b_ptrs + N * stride_bn, mask=b_mask, other=0.0)
+            if FP32_DOT:
+                acc_up += tl.dot(a, b_up, input_precision="ieee")
+            else:
+                acc_up += tl.dot(a, b_up)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
     dtype = c_ptr.dtype.element_ty
@@ -93,7 +101,8 @@ def moe_gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, order: ExpertO
              gated: bool, weights: torch.Tensor | None, config: dict) -> torch.Tensor:
     """One grouped GEMM over the sorted pairs (see `_moe_gemm_kernel`); out [T*k, N] is written in place.
 
-    a: [T, K] when gated (row pair // top_k: the pair's token), else [T*k, K] (row pair); b: [E_local, N or 2N, K]; weights: [T*k] float32 or None.
+    a: [T, K] when gated (row pair // top_k: the pair's token), else [T*k, K] (row pair);
+    b: [E_local, N or 2N, K]; weights: [T*k] float32 or None.
     """
     n = b.shape[1] // 2 if gated else b.shape[1]
     k = b.shape[2]
@@ -105,7 +114,8 @@ def moe_gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, order: ExpertO
     _moe_gemm_kernel[grid](
         a, b, out, weights if weights is not None else out, order.sorted_ids, order.block_expert, order.num_padded,
         n, k, out.shape[0], max_blocks, a.stride(0), b.stride(0), b.stride(1), out.stride(0),
-        A_DIV=top_k if gated else 1, GATED=gated, MUL_WEIGHT=weights is not None, BLOCK_M=order.block_m, **meta)
+        A_DIV=top_k if gated else 1, GATED=gated, MUL_WEIGHT=weights is not None,
+        FP32_DOT=a.dtype == torch.float32, BLOCK_M=order.block_m, **meta)
     return out
 
 
