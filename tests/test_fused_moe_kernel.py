@@ -7,7 +7,8 @@ configuration of the table.
 import pytest
 import torch
 
-from llmfleet.kernels.fused_moe import CONFIG_TABLE, config_for, fused_moe, fused_moe_torch, fused_moe_triton
+from llmfleet.kernels.fused_moe import (CONFIG_KEYS, CONFIG_TABLE, config_for, fused_moe, fused_moe_torch,
+                                        fused_moe_triton)
 from llmfleet.kernels.moe_align import moe_align, moe_align_torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -21,11 +22,11 @@ def routing(tokens: int, experts: int, top_k: int, seed: int):
     return weights.to(DEVICE), ids.to(DEVICE)
 
 
-def expert_weights(experts: int, hidden: int, inter: int, dtype=torch.float32, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    w13 = 0.2 * torch.randn(experts, 2 * inter, hidden, generator=gen)
-    w2 = 0.2 * torch.randn(experts, hidden, inter, generator=gen)
-    return w13.to(DEVICE, dtype), w2.to(DEVICE, dtype)
+def expert_weights(experts: int, hidden: int, inter: int, dtype=torch.float32, scale: float = 0.2, seed: int = 0):
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+    w13 = scale * torch.randn(experts, 2 * inter, hidden, generator=gen, device=DEVICE)
+    w2 = scale * torch.randn(experts, hidden, inter, generator=gen, device=DEVICE)
+    return w13.to(dtype), w2.to(dtype)
 
 
 def runs(order, num_local: int, num_pairs: int) -> list[list[int]]:
@@ -84,16 +85,17 @@ def test_bad_shapes_name_the_field():
         fused_moe_torch(x, w13, w2, torch.ones(2, 1), torch.zeros(2, 1, dtype=torch.int32))
 
 
-def test_config_table_covers_every_size():
-    assert config_for(1)["BLOCK_M"] == CONFIG_TABLE[0][1] and config_for(10**9) == config_for(10**8)
+def test_config_table_buckets_rows_per_expert():
+    assert config_for(1, 8, 128)["BLOCK_M"] == CONFIG_TABLE[0][1]           # decode: 1/16 row per expert
+    assert config_for(2048, 2, 8) == config_for(4096, 8, 64) == dict(zip(CONFIG_KEYS, CONFIG_TABLE[-1][1:]))
+    assert config_for(10**9, 8, 128) == config_for(10**8, 8, 128)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tokens", [1, 16, 128, 700, 3000])
+@pytest.mark.parametrize("tokens", [1, 16, 128, 700, 3000])  # every bucket of the table for 128 experts, top 8
 def test_compiled_kernel_matches_torch_in_bf16(tokens):
     x = torch.randn(tokens, 2048, generator=torch.Generator().manual_seed(tokens)).to(DEVICE, torch.bfloat16)
-    w13, w2 = expert_weights(128, 2048, 768, torch.bfloat16)
-    w13, w2 = w13 * 0.1, w2 * 0.1
+    w13, w2 = expert_weights(128, 2048, 768, torch.bfloat16, scale=0.02)
     weights, ids = routing(tokens, 128, 8, seed=tokens)
     got = fused_moe_triton(x, w13, w2, weights, ids)
     want = fused_moe_torch(x, w13, w2, weights, ids)

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for batch in args.batch:
         routed = _routing(batch, experts, top_k, hidden)
-        row = dict(batch=batch, distinct_experts=int(torch.unique(routed[2]).numel()), config=config_for(batch))
+        row = dict(batch=batch, distinct_experts=int(torch.unique(routed[2]).numel()),
+                   config=config_for(batch, top_k, experts))
         row["expert_bytes"] = row["distinct_experts"] * 3 * hidden * inter * 2
         row["max_abs_error_vs_torch"] = _error(weights[0], routed)
         row["us"] = _time(weights, routed, row["config"], args.iters)

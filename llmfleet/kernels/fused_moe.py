@@ -10,7 +10,7 @@ Weights are stacked per expert: w13 [E, 2I, H] (gate rows, then up rows) and w2 
 
 Each GEMM is one launch over every expert's tiles (a tile reads one expert's weight); tiles past the padded rows
 in use exit at once, so the grid size depends only on T, k, E and BLOCK_M (CUDA-graph safe). Block sizes come
-from a table per token-count bucket (`config_for`), chosen on the H200 (docs/kernels.md). Expert parallelism:
+from a table per bucket of rows per expert, T * k / E (`config_for`; docs/moe.md). Expert parallelism:
 `first_expert` offsets the ids of the experts this rank holds; pairs of other experts contribute nothing here.
 
 `fused_moe_torch` is the reference: a loop over the experts that were hit, in the order and rounding of HF's
@@ -24,26 +24,29 @@ import torch.nn.functional as F
 from llmfleet.kernels._triton import HAS_TRITON, check_device, tl, triton
 from llmfleet.kernels.moe_align import ExpertOrder, moe_align
 
-# (max tokens, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages): the first row with T <= max tokens.
+# Buckets of the mean rows per expert, T * top_k / E (the (tokens, experts) pair in one number: a tile is one
+# expert's rows, so this sets how full a BLOCK_M tile can be). Rows:
+# (max rows per expert, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages); the first row that holds it.
 CONFIG_TABLE = (
-    (16, 16, 64, 128, 1, 4, 3),
-    (64, 16, 128, 128, 1, 4, 3),
-    (256, 32, 128, 64, 8, 4, 4),
-    (1024, 64, 128, 64, 8, 4, 4),
-    (1 << 62, 64, 128, 64, 8, 8, 3),
+    (2, 16, 64, 128, 1, 4, 3),
+    (16, 16, 128, 128, 1, 4, 3),
+    (64, 32, 128, 64, 8, 4, 4),
+    (256, 64, 128, 64, 8, 4, 4),
+    (float("inf"), 64, 128, 64, 8, 8, 3),
 )
 CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 
 
-def config_for(num_tokens: int) -> dict:
-    """The launch parameters of the GEMMs for a batch of `num_tokens` tokens."""
+def config_for(num_tokens: int, top_k: int, num_experts: int) -> dict:
+    """The launch parameters of the GEMMs for `num_tokens` tokens routed to `top_k` of `num_experts` experts."""
+    rows_per_expert = num_tokens * top_k / max(num_experts, 1)
     for row in CONFIG_TABLE:
-        if num_tokens <= row[0]:
+        if rows_per_expert <= row[0]:
             return dict(zip(CONFIG_KEYS, row[1:]))
     raise AssertionError("the table's last row covers every size")
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_pairs", "max_blocks"])  # one compile serves every batch size of a bucket
 def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, weights_ptr, sorted_ptr, block_expert_ptr, num_padded_ptr,
                      N, K, num_pairs, max_blocks, stride_am, stride_be, stride_bn, stride_cm,
                      A_DIV: tl.constexpr, GATED: tl.constexpr, MUL_WEIGHT: tl.constexpr, FP32_DOT: tl.constexpr,
@@ -125,12 +128,13 @@ def fused_moe_triton(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_
     check_device(_moe_gemm_kernel, x, "x")
     _check(x, w13, w2, topk_weights, topk_ids)
     t, top_k = topk_ids.shape
-    config = config or config_for(t)
+    config = config or config_for(t, top_k, w13.shape[0])
     order = moe_align(topk_ids, w13.shape[0], config["BLOCK_M"], first_expert)
     x = x.contiguous()
-    inter = torch.zeros(t * top_k, w2.shape[2], dtype=x.dtype, device=x.device)     # [T*k, I]
+    # [T*k, I]: rows of other ranks' experts are never written nor read
+    inter = torch.empty(t * top_k, w2.shape[2], dtype=x.dtype, device=x.device)
     moe_gemm(x, w13, inter, order, top_k, gated=True, weights=None, config=config)
-    out = torch.zeros(t * top_k, w2.shape[1], dtype=x.dtype, device=x.device)       # [T*k, H]
+    out = torch.zeros(t * top_k, w2.shape[1], dtype=x.dtype, device=x.device)       # [T*k, H], 0 where not ours
     weights = topk_weights.reshape(-1).to(torch.float32).contiguous()
     moe_gemm(inter, w2, out, order, top_k, gated=False, weights=weights, config=config)
     return out.view(t, top_k, -1).sum(dim=1)                                         # [T, H]

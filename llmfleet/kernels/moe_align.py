@@ -35,7 +35,7 @@ class ExpertOrder:
     block_m: int
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["numel"])
 def _count_kernel(ids_ptr, counts_ptr, numel, first_expert, num_local, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
@@ -44,7 +44,7 @@ def _count_kernel(ids_ptr, counts_ptr, numel, first_expert, num_local, BLOCK: tl
     tl.atomic_add(counts_ptr + e, 1, mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["max_blocks"])
 def _offsets_kernel(counts_ptr, starts_ptr, block_expert_ptr, num_padded_ptr, num_local, max_blocks,
                     BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_TILES: tl.constexpr):
     # One program: padded run lengths -> run starts, the total, and each tile's expert (the number of runs that end
@@ -64,7 +64,7 @@ def _offsets_kernel(counts_ptr, starts_ptr, block_expert_ptr, num_padded_ptr, nu
         tl.store(block_expert_ptr + b, expert, mask=b < max_blocks)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["numel"])
 def _scatter_kernel(ids_ptr, starts_ptr, cursor_ptr, sorted_ptr, numel, first_expert, num_local,
                     BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
