@@ -4,7 +4,9 @@
 #   kernel   `llmfleet bench moe-kernel`: the fused MoE layer of qwen3-30b-a3b at decode batch 1, 16 and 128,
 #            time and GB/s over the bytes of the distinct experts read;
 #   tune     the same with every candidate block configuration (the best per batch is a CONFIG_TABLE row);
-#   w0 w1 w2 `llmfleet bench offline --shape qwen3-30b-a3b` on W0, W1 and W2 (vLLM 0.26.0 to be run the same way).
+#   w0 w1 w2 `llmfleet bench offline --shape qwen3-30b-a3b` on W0, W1 and W2 (vLLM 0.26.0 to be run the same way:
+#            its offline LLM, load_format="dummy", bf16, gpu_memory_utilization 0.85, for the comparison);
+#   mixtral  (not in the default run) mixtral-8x7b on W2: 93 GB of weights, ~25 GB left for the KV cache.
 #   bash scripts/gpu_moe_bench.sh                       # all but tune, about 8 minutes on an H200
 #   STAGES="tests kernel" bash scripts/gpu_moe_bench.sh  # a part of the run per call
 # Result JSONs (benchmarks/results layout) and logs go under $OUT (default /tmp/llmfleet-moe-bench).
@@ -30,8 +32,13 @@ if want kernel; then
 fi
 if want tune; then
   echo "== moe-kernel --tune"
-  timeout 540 $cli bench moe-kernel --shape qwen3-30b-a3b --batch 1 16 128 512 2048 --tune --iters 10 \
+  timeout 540 $cli bench moe-kernel --shape qwen3-30b-a3b --batch 1 16 128 512 --tune --iters 10 \
     --results-dir "$out/results" 2>&1 | tee "$out/moe-kernel-tune.log" || rc=1
+fi
+if want mixtral; then
+  echo "== offline mixtral-8x7b W2"
+  timeout 420 $cli bench offline --shape mixtral-8x7b --workload W2 --results-dir "$out/results" 2>&1 \
+    | tee "$out/offline-mixtral-w2.log" | grep -v "it/s\]" || rc=1
 fi
 for w in W0 W1 W2; do
   lower=$(echo "$w" | tr 'A-Z' 'a-z')
