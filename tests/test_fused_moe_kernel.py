@@ -59,7 +59,7 @@ def test_fused_moe_triton_matches_torch(tokens, experts, top_k, first, local):
     x = torch.randn(tokens, 32, generator=gen).to(DEVICE)
     w13, w2 = expert_weights(local, 32, 48)
     weights, ids = routing(tokens, experts, top_k, seed=2)
-    got = fused_moe_triton(x, w13, w2, weights, ids, first, config=SMALL)
+    got = fused_moe_triton(x, w13, w2, weights, ids, first, experts, config=SMALL)
     want = fused_moe_torch(x, w13, w2, weights, ids, first)
     assert got.shape == (tokens, 32)
     assert (got - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item())
@@ -108,10 +108,10 @@ def test_compiled_kernel_under_expert_parallelism_and_cuda_graphs():
     w13, w2 = expert_weights(8, 256, 128, torch.bfloat16)
     weights, ids = routing(16, 16, 4, seed=3)
     want = fused_moe_torch(x, w13, w2, weights, ids, 8)
-    fused_moe_triton(x, w13, w2, weights, ids, 8)  # compile outside the capture
+    fused_moe_triton(x, w13, w2, weights, ids, 8, 16)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        got = fused_moe_triton(x, w13, w2, weights, ids, 8)
+        got = fused_moe_triton(x, w13, w2, weights, ids, 8, 16)
     graph.replay()
     torch.cuda.synchronize()
     assert (got.float() - want.float()).abs().max().item() < 0.02 * want.float().abs().max().item()

@@ -123,18 +123,25 @@ def moe_gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, order: ExpertO
 
 
 def fused_moe_triton(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-                     topk_ids: torch.Tensor, first_expert: int = 0, config: dict | None = None) -> torch.Tensor:
-    """x [T, H], w13 [E_local, 2I, H], w2 [E_local, H, I], topk_weights/ids [T, k] -> [T, H] (Triton)."""
+                     topk_ids: torch.Tensor, first_expert: int = 0, num_experts: int | None = None,
+                     config: dict | None = None) -> torch.Tensor:
+    """x [T, H], w13 [E_local, 2I, H], w2 [E_local, H, I], topk_weights/ids [T, k] -> [T, H] (Triton).
+
+    num_experts: the model's expert count, when this rank holds only E_local of them from `first_expert` on."""
     check_device(_moe_gemm_kernel, x, "x")
     _check(x, w13, w2, topk_weights, topk_ids)
     t, top_k = topk_ids.shape
-    config = config or config_for(t, top_k, w13.shape[0])
-    order = moe_align(topk_ids, w13.shape[0], config["BLOCK_M"], first_expert)
+    num_local = w13.shape[0]
+    num_experts = num_experts or num_local
+    config = config or config_for(t, top_k, num_experts)
+    order = moe_align(topk_ids, num_local, config["BLOCK_M"], first_expert)
     x = x.contiguous()
     # [T*k, I]: rows of other ranks' experts are never written nor read
     inter = torch.empty(t * top_k, w2.shape[2], dtype=x.dtype, device=x.device)
     moe_gemm(x, w13, inter, order, top_k, gated=True, weights=None, config=config)
-    out = torch.zeros(t * top_k, w2.shape[1], dtype=x.dtype, device=x.device)       # [T*k, H], 0 where not ours
+    # [T*k, H]: every row is written when this rank holds every expert, else the others' rows must read 0
+    alloc = torch.empty if num_local == num_experts else torch.zeros
+    out = alloc(t * top_k, w2.shape[1], dtype=x.dtype, device=x.device)
     weights = topk_weights.reshape(-1).to(torch.float32).contiguous()
     moe_gemm(inter, w2, out, order, top_k, gated=False, weights=weights, config=config)
     return out.view(t, top_k, -1).sum(dim=1)                                         # [T, H]
@@ -155,10 +162,10 @@ def fused_moe_torch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_w
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-              topk_ids: torch.Tensor, first_expert: int = 0) -> torch.Tensor:
-    """The one dispatch point: Triton on CUDA, the torch reference elsewhere. Shapes as `fused_moe_triton`."""
+              topk_ids: torch.Tensor, first_expert: int = 0, num_experts: int | None = None) -> torch.Tensor:
+    """The one dispatch point: Triton on CUDA, the torch reference elsewhere. Arguments as `fused_moe_triton`."""
     if x.is_cuda and HAS_TRITON:
-        return fused_moe_triton(x, w13, w2, topk_weights, topk_ids, first_expert)
+        return fused_moe_triton(x, w13, w2, topk_weights, topk_ids, first_expert, num_experts)
     return fused_moe_torch(x, w13, w2, topk_weights, topk_ids, first_expert)
 
 

@@ -58,7 +58,7 @@ class StackedExpertWeight(nn.Module):
     def __init__(self, num_experts: int, parts: tuple[str, ...], rows: int, cols: int):
         super().__init__()
         tp, rank = get_tp_size(), get_tp_rank()
-        self.num_local = divide(num_experts, tp, "num_experts")
+        self.num_experts, self.num_local = num_experts, divide(num_experts, tp, "num_experts")
         self.first_expert = rank * self.num_local
         self.parts, self.part_rows = parts, rows
         self.weight = nn.Parameter(torch.empty(self.num_local, rows * len(parts), cols), requires_grad=False)
@@ -82,10 +82,11 @@ class MoeMethod:
 
     name = "none"
 
-    def apply(self, layer: "FusedMoE", x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """x [T, H], routing weights/ids [T, k] -> this rank's experts' share of the output [T, H]."""
-        return fused_moe(x, layer.gate_up_proj.weight, layer.down_proj.weight, weights, ids,
-                         layer.gate_up_proj.first_expert)
+    def apply(self, layer: nn.Module, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """layer: FusedMoE.experts; x [T, H], routing weights/ids [T, k] -> this rank's experts' share [T, H]."""
+        experts = layer.gate_up_proj
+        return fused_moe(x, experts.weight, layer.down_proj.weight, weights, ids, experts.first_expert,
+                         experts.num_experts)
 
 
 class FusedMoE(nn.Module):
