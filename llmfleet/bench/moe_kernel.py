@@ -14,7 +14,7 @@ import argparse
 import itertools
 
 CANDIDATES = [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8, num_warps=4, num_stages=s)
-              for m, n, k, s in itertools.product((16, 32, 64), (64, 128), (64, 128), (3, 4))]
+              for m, n, k, s in itertools.product((16, 32, 64), (32, 64, 128), (64, 128), (3, 4))]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
