@@ -78,28 +78,34 @@ class StackedExpertWeight(nn.Module):
 
 
 class MoeMethod:
-    """The float experts: y = fused_moe(...) (Triton on CUDA, the torch reference elsewhere)."""
+    """The float experts (the pattern of quantization's linear methods: a quantized variant would create other
+    tensors and apply another kernel): stacked weights in the model dtype, applied by `fused_moe` (Triton on CUDA,
+    the torch reference elsewhere)."""
 
     name = "none"
 
-    def apply(self, layer: nn.Module, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """layer: FusedMoE.experts; x [T, H], routing weights/ids [T, k] -> this rank's experts' share [T, H]."""
-        experts = layer.gate_up_proj
-        return fused_moe(x, experts.weight, layer.down_proj.weight, weights, ids, experts.first_expert,
-                         experts.num_experts)
+    def create_weights(self, experts: nn.Module, num_experts: int, hidden_size: int, intermediate_size: int) -> None:
+        """Register on `experts` the stacked weights the checkpoint's per-expert tensors fill."""
+        experts.gate_up_proj = StackedExpertWeight(num_experts, (GATE, UP), intermediate_size, hidden_size)
+        experts.down_proj = StackedExpertWeight(num_experts, (DOWN,), hidden_size, intermediate_size)
+
+    def apply(self, experts: nn.Module, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """x [T, H], routing weights/ids [T, k] -> this rank's experts' share of the output [T, H]."""
+        gate_up = experts.gate_up_proj
+        return fused_moe(x, gate_up.weight, experts.down_proj.weight, weights, ids, gate_up.first_expert,
+                         gate_up.num_experts)
 
 
 class FusedMoE(nn.Module):
     """Router + experts of one layer: x [T, H] -> sum over the token's top-k experts of weight * expert(x)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, num_experts: int, top_k: int, renormalize: bool,
-                 reduce_results: bool = True):
+                 reduce_results: bool = True, method: MoeMethod | None = None):
         super().__init__()
         self.gate = TopKRouter(hidden_size, num_experts, top_k, renormalize)
+        self.method = method or MoeMethod()
         self.experts = nn.Module()
-        self.experts.gate_up_proj = StackedExpertWeight(num_experts, (GATE, UP), intermediate_size, hidden_size)
-        self.experts.down_proj = StackedExpertWeight(num_experts, (DOWN,), hidden_size, intermediate_size)
-        self.method = MoeMethod()
+        self.method.create_weights(self.experts, num_experts, hidden_size, intermediate_size)
         self.reduce_results = reduce_results
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
