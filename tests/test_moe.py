@@ -17,6 +17,7 @@ from llmfleet.model.loader import load_model
 from llmfleet.model.models.moe import is_sparse_layer
 from llmfleet.model.parallel_state import reset_tensor_parallel, set_tensor_parallel
 from llmfleet.model.shapes import shape_config
+from llmfleet.model.weights import iterate_checkpoint, load_weights, map_checkpoint_name
 from tests.checkpoints import MOE_ARCHS, checkpoint
 from tests.test_engine_parity import NEW_TOKENS, prompts_for
 from tests.test_loader import prefill_logits
@@ -100,6 +101,17 @@ def test_experts_split_whole_across_ranks_and_skip_the_others():
     assert rank1.packed_shards == ((2, "gate"), (2, "up"), (3, "gate"), (3, "up"))
     with pytest.raises(ValueError, match="shard_id"):
         rank1.weight_loader(rank1.weight, loaded[0], (0, "down"))
+
+
+def test_a_missing_expert_is_named_and_mixtral_names_map():
+    path = str(checkpoint("mixtral"))
+    model, _, _ = load_model(path, torch.float32, "cpu", load_format="dummy")
+    tensors = [(n, t) for n, t in iterate_checkpoint(path) if n != "model.layers.1.block_sparse_moe.experts.3.w3.weight"]
+    with pytest.raises(ValueError, match=r"model.layers.1.mlp.experts.gate_up_proj.weight \(part \(3, 'up'\)\)"):
+        load_weights(model, iter(tensors))
+    assert map_checkpoint_name("model.layers.0.block_sparse_moe.experts.12.w2.weight",
+                               model.packed_modules_mapping) == ("model.layers.0.mlp.experts.down_proj.weight",
+                                                                 (12, "down"))
 
 
 def test_bench_shapes_build_their_configs():
