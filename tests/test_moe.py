@@ -106,7 +106,8 @@ def test_experts_split_whole_across_ranks_and_skip_the_others():
 def test_a_missing_expert_is_named_and_mixtral_names_map():
     path = str(checkpoint("mixtral"))
     model, _, _ = load_model(path, torch.float32, "cpu", load_format="dummy")
-    tensors = [(n, t) for n, t in iterate_checkpoint(path) if n != "model.layers.1.block_sparse_moe.experts.3.w3.weight"]
+    dropped = "model.layers.1.block_sparse_moe.experts.3.w3.weight"
+    tensors = [(n, t) for n, t in iterate_checkpoint(path) if n != dropped]
     with pytest.raises(ValueError, match=r"model.layers.1.mlp.experts.gate_up_proj.weight \(part \(3, 'up'\)\)"):
         load_weights(model, iter(tensors))
     assert map_checkpoint_name("model.layers.0.block_sparse_moe.experts.12.w2.weight",
