@@ -2,12 +2,11 @@
 choices, the loader's expert mapping, and experts split over a gloo tensor-parallel group."""
 from __future__ import annotations
 
-import functools
 import multiprocessing
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, MixtralConfig, Qwen3MoeConfig
+from transformers import MixtralConfig, Qwen3MoeConfig
 from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
 from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeTopKRouter
 
@@ -19,28 +18,10 @@ from llmfleet.model.parallel_state import reset_tensor_parallel, set_tensor_para
 from llmfleet.model.shapes import shape_config
 from llmfleet.model.weights import iterate_checkpoint, load_weights, map_checkpoint_name
 from tests.checkpoints import MOE_ARCHS, checkpoint
-from tests.test_engine_parity import NEW_TOKENS, prompts_for
+from tests.test_engine_parity import engine_greedy, hf_greedy, prompts_for
 from tests.test_loader import prefill_logits
 
 TP_IDS = [1, 17, 250, 3, 99, 400, 8, 61, 2, 300, 45]
-
-
-@functools.lru_cache(maxsize=None)
-def hf_greedy(arch: str) -> tuple[tuple[int, ...], ...]:
-    model = AutoModelForCausalLM.from_pretrained(checkpoint(arch), dtype=torch.float32).eval()
-    outs = []
-    with torch.no_grad():
-        for prompt in prompts_for():
-            gen = model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                 eos_token_id=10**9, pad_token_id=0)
-            outs.append(tuple(gen[0, len(prompt):].tolist()))
-    return tuple(outs)
-
-
-def engine_greedy(arch: str, **options):
-    llm = LLM(str(checkpoint(arch)), device="cpu", dtype="float32", **options)
-    outputs = llm.generate(prompts_for(), SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True))
-    return llm, [tuple(o.outputs[0].token_ids) for o in outputs]
 
 
 @pytest.mark.parametrize("arch, options", [
