@@ -17,10 +17,12 @@ import tempfile
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2MoeConfig,
+                          Qwen2MoeForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 ARCHS = ("llama", "llama-tied", "mistral", "qwen2", "qwen3")
+MOE_ARCHS = ("qwen3-moe", "mixtral", "qwen2-moe")  # tests/test_moe.py
 TOKENIZER_VOCAB = 512  # == the default vocab_size, so every id a model can produce decodes to text
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -64,6 +66,17 @@ _ARCH_SPECS = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(rope_theta=1000000.0, use_sliding_window=False)),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(head_dim=32, rope_theta=1000000.0, attention_bias=False,
                                                   use_sliding_window=False)),
+    # layer 0 sparse, layer 1 dense (mlp_only_layers); 8 experts of width 32, top 2, renormalised
+    "qwen3-moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM, dict(
+        head_dim=32, rope_theta=1000000.0, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], use_sliding_window=False)),
+    "mixtral": (MixtralConfig, MixtralForCausalLM, dict(
+        num_local_experts=4, num_experts_per_tok=2, sliding_window=None, rope_theta=1000000.0,
+        tie_word_embeddings=True)),
+    # a shared expert beside the routed ones; top-k weights not renormalised
+    "qwen2-moe": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+        norm_topk_prob=False, rope_theta=1000000.0, use_sliding_window=False)),
 }
 
 
@@ -90,7 +103,7 @@ def make_checkpoint(path, arch: str, *, seed: int = 0, max_shard_size: str | int
     sharded checkpoint with model.safetensors.index.json.
     """
     if arch not in _ARCH_SPECS:
-        raise ValueError(f"arch: unknown value {arch!r}; use one of {', '.join(ARCHS)}")
+        raise ValueError(f"arch: unknown value {arch!r}; use one of {', '.join(ARCHS + MOE_ARCHS)}")
     config_cls, model_cls, extra = _ARCH_SPECS[arch]
     fields = {**_BASE, **extra, **config_overrides}
     if fields["vocab_size"] < TOKENIZER_VOCAB:

@@ -107,7 +107,8 @@ def test_unknown_architecture_lists_supported(tmp_path):
     config["architectures"] = ["FalconForCausalLM"]
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="'FalconForCausalLM'.*LlamaForCausalLM, MistralForCausalLM, "
-                                         "Qwen2ForCausalLM, Qwen3ForCausalLM"):
+                                         "MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, "
+                                         "Qwen3ForCausalLM, Qwen3MoeForCausalLM"):
         load_model(str(folder), torch.float32, "cpu")
 
 

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
     "verify-step": ("llmfleet.bench.verify_step", "speculative decoding: verify-step time per k and batch, and the "
                     "speedup it predicts"),
+    "moe-kernel": ("llmfleet.bench.moe_kernel", "fused MoE layer time and bandwidth at decode batch sizes"),
     "semantic-cache": ("llmfleet.bench.semantic_cache", "the semantic cache's hit and false-hit rates on its "
                                                          "paraphrase set, and its lookup time"),
     "conversation-memory": ("llmfleet.bench.conversation_memory", "a 50-turn conversation with a planted fact "

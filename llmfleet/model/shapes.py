@@ -14,6 +14,21 @@ SHAPES = {
         intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
         tie_word_embeddings=False, rope_theta=500_000.0, max_position_embeddings=131072, rms_norm_eps=1e-5,
         eos_token_id=128001, bos_token_id=128000),
+    # Mixtures of experts (their published config.json files): 30.5B parameters, 3.3B active per token;
+    # 46.7B, 12.9B active.
+    "qwen3-30b-a3b": dict(
+        architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", vocab_size=151936, hidden_size=2048,
+        intermediate_size=6144, moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], num_hidden_layers=48,
+        num_attention_heads=32, num_key_value_heads=4, head_dim=128, tie_word_embeddings=False,
+        rope_theta=1_000_000.0, max_position_embeddings=40960, rms_norm_eps=1e-6, eos_token_id=151645,
+        bos_token_id=151643),
+    "mixtral-8x7b": dict(
+        architectures=["MixtralForCausalLM"], model_type="mixtral", vocab_size=32000, hidden_size=4096,
+        intermediate_size=14336, num_local_experts=8, num_experts_per_tok=2, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False,
+        rope_theta=1_000_000.0, max_position_embeddings=32768, rms_norm_eps=1e-5, sliding_window=None,
+        eos_token_id=2, bos_token_id=1),
 }
 
 

@@ -5,8 +5,10 @@ model's `packed_modules_mapping` says which checkpoint modules are parts of one 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,15 +86,29 @@ def load_weights(model: nn.Module, weights: Iterator[tuple[str, torch.Tensor]]) 
 
 
 def map_checkpoint_name(name: str, mapping: dict) -> tuple[str, object]:
-    """Checkpoint tensor name -> (parameter name, shard id or None), through the packed modules mapping."""
+    """Checkpoint tensor name -> (parameter name, shard id or None), through the packed modules mapping.
+
+    A module name with `*` (e.g. "experts.*.gate_proj") matches a number there, and the shard id becomes
+    (that number, the entry's shard id): per-expert tensors stacked into one parameter.
+    """
     for suffix, ours in _KV_SCALES.items():
         if name.endswith(suffix):
             return name[: -len(suffix)] + ours, None
     for module, (packed, shard_id) in mapping.items():
+        if "*" in module:
+            found = _numbered(module).search(name)
+            if found:
+                return name[:found.start()] + f".{packed}." + name[found.end():], (int(found.group(1)), shard_id)
+            continue
         part = f".{module}."
         if part in name:
             return name.replace(part, f".{packed}."), shard_id
     return name, None
+
+
+@functools.lru_cache(maxsize=None)
+def _numbered(module: str) -> re.Pattern:
+    return re.compile(r"\." + re.escape(module).replace(r"\*", r"(\d+)") + r"\.")
 
 
 def expected_shards(model: nn.Module) -> list[tuple[str, object]]:

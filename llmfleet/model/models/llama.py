@@ -63,11 +63,11 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config, traits: ArchTraits):
+    def __init__(self, config, traits: ArchTraits, intermediate_size: int | None = None):
         super().__init__()
         if config.hidden_act != "silu":
             raise ValueError(f"hidden_act: only 'silu' is supported, got {config.hidden_act!r}")
-        size = config.intermediate_size
+        size = intermediate_size or config.intermediate_size
         self.gate_up_proj = MergedColumnParallelLinear(config.hidden_size, [size, size], bias=traits.mlp_bias)
         self.down_proj = RowParallelLinear(size, config.hidden_size, bias=traits.mlp_bias)
         self.act = SiluAndMul()
@@ -77,10 +77,12 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, traits: ArchTraits):
+    """Attention, then `mlp`: a LlamaMLP, or any module [T, H] -> [T, H] (e.g. a mixture of experts)."""
+
+    def __init__(self, config, traits: ArchTraits, mlp: nn.Module):
         super().__init__()
         self.self_attn = LlamaAttention(config, traits)
-        self.mlp = LlamaMLP(config, traits)
+        self.mlp = mlp
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -96,10 +98,11 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config, traits: ArchTraits):
+    def __init__(self, config, traits: ArchTraits, make_mlp):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(config, traits) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, traits, make_mlp(config, traits, i))
+                                    for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         params = rope_parameters_from_config(config)
         head_dim = head_dim_of(config)
@@ -117,7 +120,8 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """Causal LM over one flat batch of tokens (see module docstring). Subclasses differ only in `traits`."""
+    """Causal LM over one flat batch of tokens (see module docstring). Subclasses differ in `traits` and, for
+    mixtures of experts (models/moe.py), in `make_mlp`."""
 
     # checkpoint module name -> (our packed module, shard id)
     packed_modules_mapping = {
@@ -130,7 +134,7 @@ class LlamaForCausalLM(nn.Module):
         _check_sliding_window(config)
         self.config = config
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
-        self.model = LlamaModel(config, self.traits(config))
+        self.model = LlamaModel(config, self.traits(config), self.make_mlp)
         tied_to = self.model.embed_tokens if self.tied else None
         self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tied_to=tied_to)
 
@@ -138,6 +142,11 @@ class LlamaForCausalLM(nn.Module):
     def traits(config) -> ArchTraits:
         bias = bool(getattr(config, "attention_bias", False))
         return ArchTraits(qkv_bias=bias, o_bias=bias, mlp_bias=bool(getattr(config, "mlp_bias", False)))
+
+    @staticmethod
+    def make_mlp(config, traits: ArchTraits, layer_idx: int) -> nn.Module:
+        """The MLP of decoder layer `layer_idx`."""
+        return LlamaMLP(config, traits)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: LongTensor [T] -> final hidden states [T, H]."""
