@@ -22,7 +22,7 @@ _BLOCK_T = 16
 
 @triton.jit
 def _shrink_kernel(x_ptr, a_ptr, v_ptr, order_ptr, starts_ptr, K, R, stride_x, stride_as, stride_ar, stride_v,
-                   BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+                   BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr):
     slot = tl.program_id(0)
     first = tl.load(starts_ptr + slot) + tl.program_id(1) * BLOCK_T
     end = tl.load(starts_ptr + slot + 1)
@@ -39,14 +39,14 @@ def _shrink_kernel(x_ptr, a_ptr, v_ptr, order_ptr, starts_ptr, K, R, stride_x, s
         x = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=live[:, None] & (k[None, :] < K), other=0.0)
         a = tl.load(a_base + r[None, :] * stride_ar + k[:, None], mask=(r[None, :] < R) & (k[:, None] < K),
                     other=0.0)                                   # [BLOCK_K, BLOCK_R] = A[slot]^T tile
-        acc += tl.dot(x, a)
+        acc += tl.dot(x, a, input_precision=PRECISION)
     tl.store(v_ptr + rows[:, None] * stride_v + r[None, :], acc.to(v_ptr.dtype.element_ty),
              mask=live[:, None] & (r[None, :] < R))
 
 
 @triton.jit
 def _expand_kernel(v_ptr, b_ptr, y_ptr, order_ptr, starts_ptr, N, R, stride_v, stride_bs, stride_bn, stride_y,
-                   BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
+                   BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr):
     slot = tl.program_id(0)
     first = tl.load(starts_ptr + slot) + tl.program_id(1) * BLOCK_T
     end = tl.load(starts_ptr + slot + 1)
@@ -60,7 +60,7 @@ def _expand_kernel(v_ptr, b_ptr, y_ptr, order_ptr, starts_ptr, N, R, stride_v, s
     v = tl.load(v_ptr + rows[:, None] * stride_v + r[None, :], mask=live[:, None] & (r[None, :] < R), other=0.0)
     b = tl.load(b_ptr + slot.to(tl.int64) * stride_bs + n[None, :] * stride_bn + r[:, None],
                 mask=(n[None, :] < N) & (r[:, None] < R), other=0.0)   # [BLOCK_R, BLOCK_N] = B[slot]^T tile
-    delta = tl.dot(v, b)
+    delta = tl.dot(v, b, input_precision=PRECISION)
     out = y_ptr + rows[:, None] * stride_y + n[None, :]
     mask = live[:, None] & (n[None, :] < N)
     y = tl.load(out, mask=mask, other=0.0)
@@ -89,13 +89,15 @@ def lora_delta_triton(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torc
     x = x if x.stride(-1) == 1 else x.contiguous()
     v = torch.empty(tokens, r, dtype=x.dtype, device=x.device)   # only rows in a group are written and read
     block_r = next_pow2(r, 16)
+    precision = "ieee" if x.dtype == torch.float32 else "tf32"   # float32 stays exact (no TF32 rounding)
     t_blocks = triton.cdiv(tokens, _BLOCK_T)
     _shrink_kernel[(slots, t_blocks)](x, a, v, order, starts, k, r, x.stride(0), a.stride(0), a.stride(1),
-                                      v.stride(0), BLOCK_T=_BLOCK_T, BLOCK_K=64, BLOCK_R=block_r, num_warps=4)
+                                      v.stride(0), BLOCK_T=_BLOCK_T, BLOCK_K=64, BLOCK_R=block_r,
+                                      PRECISION=precision, num_warps=4)
     block_n = 64
     _expand_kernel[(slots, t_blocks, triton.cdiv(n, block_n))](
         v, b, y, order, starts, n, r, v.stride(0), b.stride(0), b.stride(1), y.stride(0),
-        BLOCK_T=_BLOCK_T, BLOCK_N=block_n, BLOCK_R=block_r, num_warps=4)
+        BLOCK_T=_BLOCK_T, BLOCK_N=block_n, BLOCK_R=block_r, PRECISION=precision, num_warps=4)
     return y
 
 
