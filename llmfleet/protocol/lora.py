@@ -41,18 +41,32 @@ class LoRARequest:
         return {"lora_name": self.lora_name, "lora_int_id": self.lora_int_id, "lora_path": self.lora_path}
 
 
-def check_lora_request(lora_request, config) -> dict | None:
-    """The wire form of a request's adapter after checking its folder (None: the base model); ValueError naming
-    `lora_request` when it is not a LoRARequest, when the engine (an EngineConfig) serves no adapters, or when its
-    folder is bad."""
+def check_lora_request(lora_request, config, read: bool = True) -> dict | None:
+    """The wire form of a request's adapter after checking its folder (unless `read` is False: checked before);
+    None for the base model. ValueError naming `lora_request` when it is not a LoRARequest, when the engine (an
+    EngineConfig) serves no adapters, or when its folder is bad."""
     if lora_request is None:
         return None
     if not isinstance(lora_request, LoRARequest):
         raise ValueError(f"lora_request: must be a LoRARequest, got {type(lora_request).__name__}")
     if not config.enable_lora:
         raise ValueError("lora_request: this engine serves no adapters (start it with enable_lora=True)")
-    read_adapter(lora_request.lora_path, config.max_lora_rank)
+    if read:
+        read_adapter(lora_request.lora_path, config.max_lora_rank)
     return lora_request.to_wire()
+
+
+def parse_lora_modules(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """`--lora-modules name=path ...` -> ((name, path), ...); ValueError naming lora_modules for a bad entry."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"lora_modules: {value!r} must be NAME=PATH")
+        if name in pairs:
+            raise ValueError(f"lora_modules: the name {name!r} is given twice")
+        pairs[name] = path
+    return tuple(pairs.items())
 
 
 def lora_salt(name: str) -> str:
