@@ -109,3 +109,36 @@ def test_serve_flags(adapter_dirs, tmp_path):
         with pytest.raises(ValueError, match=message):
             build_configs(build_parser().parse_args(["serve", "--model", str(checkpoint("llama")),
                                                      "--lora-modules", *bad]))
+
+
+def test_gateway_routes_adapter_requests_by_their_namespace():
+    from llmfleet.gateway.index import PrefixIndex
+    from llmfleet.gateway.policies import RoutingRequest
+    from llmfleet.gateway.prefix import PrefixAware
+    from llmfleet.gateway.replica import CircuitBreaker, Replica
+    from llmfleet.protocol import kv_events as msg
+    from llmfleet.protocol.block_hash import hash_prefix
+    from llmfleet.protocol.lora import lora_salt
+
+    class Hasher:
+        block_size = 16
+
+        def token_ids(self, path, payload):
+            return payload["prompt"]
+
+        def block_hashes(self, ids, salt=""):
+            return hash_prefix(ids, 16, salt)
+
+    cards = [{"id": "base"}, {"id": "sql", "parent": "base"}]
+    reps = [Replica(f"http://r{i}:1", CircuitBreaker(), healthy=True, cards=cards) for i in range(2)]
+    prompt = list(range(100, 165))
+    index = PrefixIndex()
+    for rep in reps:
+        index.precise_replicas.add(rep.url)
+    # r0 cached the prompt for the base model, r1 under the adapter (the engine salts adapter blocks by name)
+    index.apply(reps[0].url, msg.BlockStored(hash_prefix(prompt, 16)[:4], None, 64))
+    index.apply(reps[1].url, msg.BlockStored(hash_prefix(prompt, 16, lora_salt("sql"))[:4], None, 64))
+    policy = PrefixAware(index, Hasher())
+    for model, expected in (("sql", reps[1]), ("base", reps[0])):
+        request = RoutingRequest("/v1/completions", {"prompt": prompt}, model=model)
+        assert policy.choose(request, reps) is expected and request.predicted_cached_tokens == 64
