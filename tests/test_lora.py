@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from llmfleet import LLM, SamplingParams
+from llmfleet.kernels.lora import lora_delta_torch, lora_delta_triton, num_tiles, token_tiles
 from llmfleet.protocol.lora import LoRARequest, read_adapter
 from tests.checkpoints import ARCHS, checkpoint
 from tests.lora_adapters import make_adapter, peft_model
@@ -155,22 +156,23 @@ def _grouping(slots: torch.Tensor, num_slots: int, size: int):
     order[:ordered.numel()] = ordered.int()
     starts = torch.zeros(num_slots + 1, dtype=torch.int32)
     starts[1:] = torch.cumsum(torch.bincount(slots[rows], minlength=num_slots), 0).int()
-    return order, starts
+    tiles = torch.tensor(token_tiles(starts.tolist(), num_tiles(size, num_slots)), dtype=torch.int32)
+    return order, starts, tiles
 
 
 @pytest.mark.parametrize("tokens,k,n,r,base_only", [(37, 80, 70, 24, False), (5, 64, 130, 48, False),
+                                                    (70, 600, 70, 24, False),
                                                     (20, 32, 16, 16, True), (1, 48, 64, 8, False)])
 def test_triton_kernels_match_the_reference(tokens, k, n, r, base_only):
-    from llmfleet.kernels.lora import lora_delta_torch, lora_delta_triton
 
     gen = torch.Generator().manual_seed(tokens)
     num_slots = 3
     x, y = torch.randn(tokens, k, generator=gen), torch.randn(tokens, n, generator=gen)
     a, b = torch.randn(num_slots, r, k, generator=gen), torch.randn(num_slots, n, r, generator=gen)
     slots = torch.full((tokens,), -1) if base_only else torch.randint(-1, num_slots, (tokens,), generator=gen)
-    order, starts = _grouping(slots, num_slots, tokens + 4)
+    order, starts, tiles = _grouping(slots, num_slots, tokens + 4)
     want = lora_delta_torch(y.clone(), x, a, b, order, starts)
-    got = lora_delta_triton(y.clone(), x, a, b, order, starts)
+    got = lora_delta_triton(y.clone(), x, a, b, order, starts, tiles)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     unchanged = slots < 0
     assert torch.equal(got[unchanged], y[unchanged])   # base tokens get no delta

@@ -18,14 +18,17 @@ OVERRIDES = dict(hidden_size=256, intermediate_size=512, num_attention_heads=4, 
 
 
 def grouping(slots_of_tokens: torch.Tensor, num_slots: int, size: int):
-    """(order [size], starts [S + 1]) int32 on CUDA for per-token slots (-1: no adapter)."""
+    """(order [size], starts [S + 1], tiles) int32 on CUDA for per-token slots (-1: no adapter)."""
+    from llmfleet.kernels.lora import num_tiles, token_tiles
+
     rows = (slots_of_tokens >= 0).nonzero().flatten()
     ordered = rows[torch.argsort(slots_of_tokens[rows], stable=True)]
     order = torch.zeros(size, dtype=torch.int32)
     order[:ordered.numel()] = ordered.int()
     starts = torch.zeros(num_slots + 1, dtype=torch.int32)
     starts[1:] = torch.cumsum(torch.bincount(slots_of_tokens[rows], minlength=num_slots), 0).int()
-    return order.cuda(), starts.cuda()
+    tiles = torch.tensor(token_tiles(starts.tolist(), num_tiles(size, num_slots)), dtype=torch.int32)
+    return order.cuda(), starts.cuda(), tiles.cuda()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -39,10 +42,10 @@ def test_triton_matches_reference(dtype, tokens, k, n, r):
     x = torch.randn(tokens, k, generator=gen).to(dtype).cuda()
     a = (torch.randn(slots, r, k, generator=gen) * k ** -0.5).to(dtype).cuda()
     b = (torch.randn(slots, n, r, generator=gen) * 0.1).to(dtype).cuda()
-    order, starts = grouping(torch.randint(-1, slots, (tokens,), generator=gen), slots, tokens + 3)
+    order, starts, tiles = grouping(torch.randint(-1, slots, (tokens,), generator=gen), slots, tokens + 3)
     y = torch.randn(tokens, n, generator=gen).to(dtype).cuda()
     want = lora_delta_torch(y.float().clone(), x.float(), a.float(), b.float(), order, starts)
-    got = lora_delta_triton(y.clone(), x, a, b, order, starts).float()
+    got = lora_delta_triton(y.clone(), x, a, b, order, starts, tiles).float()
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
     assert ((got - want).norm() / want.norm()).item() < tol
 
@@ -56,17 +59,15 @@ def test_graph_replays_new_groupings():
     a = torch.randn(slots, r, k, generator=gen).cuda()
     b = torch.randn(slots, n, r, generator=gen).cuda()
     y = torch.zeros(tokens, n, device="cuda")
-    order = torch.zeros(tokens, dtype=torch.int32, device="cuda")
-    starts = torch.zeros(slots + 1, dtype=torch.int32, device="cuda")
-    lora_delta_triton(y, x, a, b, order, starts)   # compile outside the capture
+    order, starts, tiles = grouping(torch.full((tokens,), -1), slots, tokens)
+    lora_delta_triton(y, x, a, b, order, starts, tiles)   # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        lora_delta_triton(y, x, a, b, order, starts)
+        lora_delta_triton(y, x, a, b, order, starts, tiles)
     for seed in range(3):
         assignment = torch.randint(-1, slots, (tokens,), generator=torch.Generator().manual_seed(seed))
-        new_order, new_starts = grouping(assignment, slots, tokens)
-        order.copy_(new_order)
-        starts.copy_(new_starts)
+        for buffer, new in zip((order, starts, tiles), grouping(assignment, slots, tokens)):
+            buffer.copy_(new)
         y.zero_()
         graph.replay()
         want = lora_delta_torch(torch.zeros(tokens, n, device="cuda"), x, a, b, order, starts)

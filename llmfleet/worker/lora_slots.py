@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from llmfleet.kernels.lora import token_tiles
 from llmfleet.model.layers.lora import adaptable_layers, attach_lora, pack_adapter
 from llmfleet.protocol.lora import LoRARequest, read_adapter
 from llmfleet.worker.transfer import to_device
@@ -66,12 +67,15 @@ class LoRASlots:
         self.batch.active = bool(rows.size)
         if not rows.size:
             self.batch.starts.zero_()
+            self.batch.tiles.zero_()
             return
         order = rows[np.argsort(token_slots[rows], kind="stable")]
         starts = np.zeros(self.num_slots + 1, dtype=np.int32)
         np.cumsum(np.bincount(token_slots[rows], minlength=self.num_slots), out=starts[1:])
+        tiles = np.asarray(token_tiles(starts.tolist(), self.batch.tiles.shape[0]), dtype=np.int32)
         self.batch.order[:order.size].copy_(to_device(order.astype(np.int32), self.device))
         self.batch.starts.copy_(to_device(starts, self.device))
+        self.batch.tiles.copy_(to_device(tiles, self.device))
 
     def _activate(self, wanted: dict[int, LoRARequest]) -> dict[int, int]:
         if len(wanted) > self.num_slots:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmfleet.kernels.lora import lora_delta
+from llmfleet.kernels.lora import lora_delta, num_tiles
 from llmfleet.model.layers.linear import LinearBase, RowParallelLinear
 
 ADAPTABLE = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # our layer names (packed: see the model's mapping)
@@ -23,12 +23,14 @@ ADAPTABLE = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # our layer nam
 
 class LoRABatch:
     """Which tokens of the step use which slot: `order` [max_tokens] token rows grouped by slot, `starts` [S + 1]
-    each group's bounds (base-model tokens are in no group). `active` False: no token uses an adapter (eager steps
-    then skip the kernels; a captured graph runs them, finding empty groups)."""
+    each group's bounds (base-model tokens are in no group), `tiles` [num_tiles, 3] the groups cut for the kernels
+    (llmfleet.kernels.lora). `active` False: no token uses an adapter (eager steps then skip the kernels; a captured
+    graph runs them, finding empty tiles)."""
 
     def __init__(self, num_slots: int, max_tokens: int, device):
         self.order = torch.zeros(max_tokens, dtype=torch.int32, device=device)
         self.starts = torch.zeros(num_slots + 1, dtype=torch.int32, device=device)
+        self.tiles = torch.zeros(num_tiles(max_tokens, num_slots), 3, dtype=torch.int32, device=device)
         self.active = True
 
 
@@ -46,7 +48,8 @@ class LayerLoRA:
         """x [T, in_local], y [T, out_local] (the layer's product, bias included) -> y plus each token's delta."""
         if not self.batch.active:
             return y
-        return lora_delta(y, x, self.a, self.b, self.batch.order, self.batch.starts)
+        batch = self.batch
+        return lora_delta(y, x, self.a, self.b, batch.order, batch.starts, batch.tiles)
 
 
 def adaptable_layers(model: nn.Module) -> dict[str, LinearBase]:
