@@ -142,3 +142,23 @@ def test_gateway_routes_adapter_requests_by_their_namespace():
     for model, expected in (("sql", reps[1]), ("base", reps[0])):
         request = RoutingRequest("/v1/completions", {"prompt": prompt}, model=model)
         assert policy.choose(request, reps) is expected and request.predicted_cached_tokens == 64
+
+
+def test_adapter_routes_need_the_master_key_with_tenancy(adapter_dirs, tmp_path):
+    from llmfleet.tenancy import TenancyConfig
+
+    master = "sk-master-lora-test"
+    tenancy = TenancyConfig(master_key=master, database_url=f"sqlite:///{tmp_path / 'keys.db'}")
+    config = EngineConfig(model=str(checkpoint("llama")), device="cpu", dtype="float32", num_kv_blocks=64,
+                          max_model_len=128, enable_lora=True)
+    with BackgroundServer(create_app(ServerConfig(served_model_names=("tiny",), tenancy=tenancy), config)) as url:
+        admin = {"authorization": f"Bearer {master}"}
+        key = httpx.post(url + "/key/generate", json={}, headers=admin).json()["key"]
+        body = {"lora_name": "first", "lora_path": str(adapter_dirs[0])}
+        tenant = httpx.post(url + "/v1/load_lora_adapter", json=body, headers={"authorization": f"Bearer {key}"})
+        assert tenant.status_code == 403 and tenant.json()["error"]["code"] == "forbidden"
+        assert httpx.post(url + "/v1/load_lora_adapter", json=body).status_code == 401
+        assert httpx.post(url + "/v1/load_lora_adapter", json=body, headers=admin).status_code == 200
+        unload = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "first"},
+                            headers={"authorization": f"Bearer {key}"})
+        assert unload.status_code == 403

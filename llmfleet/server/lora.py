@@ -37,7 +37,7 @@ def _require_admin(raw: Request, ctx: ServingContext) -> None:
         return   # without tenancy, the server's own api_key (if any) already guards every route
     from llmfleet.tenancy.service import ADMIN
 
-    if getattr(raw.state, "principal", None) is not ADMIN:
+    if getattr(raw.state, "principal", None) != ADMIN:
         raise APIError(403, "loading and unloading adapters needs the master key", None, "forbidden")
 
 
