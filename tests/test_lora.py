@@ -176,3 +176,22 @@ def test_triton_kernels_match_the_reference(tokens, k, n, r, base_only):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     unchanged = slots < 0
     assert torch.equal(got[unchanged], y[unchanged])   # base tokens get no delta
+
+
+def test_bench_adapters_are_valid_peft_folders(tmp_path):
+    import argparse
+
+    from transformers import AutoConfig
+
+    from llmfleet.bench import lora as bench_lora
+
+    parser = argparse.ArgumentParser()
+    bench_lora.add_arguments(parser)
+    args = parser.parse_args(["--lora-adapters", "64", "--lora-rank", "12", "--max-loras", "8"])
+    assert bench_lora.engine_options(args) == dict(enable_lora=True, max_loras=8, max_lora_rank=16, max_cpu_loras=4)
+    config = AutoConfig.from_pretrained(checkpoint("qwen3"))
+    path = bench_lora.write_adapter(str(tmp_path / "a"), config, rank=12, seed=0)
+    info = read_adapter(path, 16)
+    assert info.rank == 12 and info.scale == 2.0 and len(info.modules) == 7 * config.num_hidden_layers
+    llm = lora_llm("qwen3")
+    assert greedy(llm, [PROMPTS[2]], [LoRARequest("bench", 1, path)])   # its shapes fit the model

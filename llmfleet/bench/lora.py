@@ -78,12 +78,6 @@ def write_adapter(path: str, config, rank: int, seed: int, b_std: float = 0.01, 
     return path
 
 
-def stats_delta(engine, before) -> dict:
-    """Slot loads and evictions since `before` (a `snapshot`)."""
-    now = snapshot(engine)
-    return {k: now[k] - before.get(k, 0) for k in now}
-
-
 def snapshot(engine) -> dict:
     slots = engine.runner.lora
     if slots is None:
@@ -92,8 +86,11 @@ def snapshot(engine) -> dict:
                 lora_host_loads=slots.stats.host_loads)
 
 
-def record_fields(args: argparse.Namespace, engine, adapters: list, delta: dict) -> dict:
+def record_fields(args: argparse.Namespace, engine, adapters: list, before: dict) -> dict:
+    """The record's LoRA fields: the run's shape, and slot loads / evictions since `before` (a `snapshot`)."""
     if not adapters:
         return {}
+    now = snapshot(engine)
     return dict(lora_adapters=len(adapters), lora_rank=args.lora_rank, max_loras=engine.config.max_loras,
-                lora_distinct_folders=len({a.lora_path for a in adapters}), **delta)
+                lora_distinct_folders=len({a.lora_path for a in adapters}),
+                **{k: now[k] - before.get(k, 0) for k in now})

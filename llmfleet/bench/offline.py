@@ -84,7 +84,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     _warm_up(engine, requests, adapters)
     lora_before = lora.snapshot(engine)
     timing = _drive(engine, requests, args.temperature, spec, adapters)
-    lora_fields = lora.record_fields(args, engine, adapters, lora.stats_delta(engine, lora_before))
     out_tokens = timing.pop("output_tokens")
     spec_stats = timing.pop("spec_stats")
     in_tokens = sum(len(r.prompt_token_ids) for r in requests)
@@ -100,7 +99,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         kv_cache_dtype=args.kv_cache_dtype, structured=args.structured, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
         seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
         weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"},
-        **lora_fields)
+        **lora.record_fields(args, engine, adapters, lora_before))
     if engine.config.speculative_config is not None:
         record.update(speculative_config=json.loads(args.speculative_config), spec_decode=_acceptance(spec_stats))
     record["device"] = getattr(args, "device_name", None) or _device_name(engine.runner.device)
