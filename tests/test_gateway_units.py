@@ -108,8 +108,8 @@ def test_prefix_aware_prefers_the_cached_replica_within_the_balance_guard():
         def token_ids(self, path, payload):
             return payload["prompt"]
 
-        def block_hashes(self, ids):
-            return hash_prefix(ids, 16)
+        def block_hashes(self, ids, salt=""):
+            return hash_prefix(ids, 16, salt)
 
     policy = PrefixAware(index, Hasher())
     request = _request(payload={"prompt": prompt})

@@ -13,6 +13,7 @@ import json
 import statistics
 import time
 
+from llmfleet.bench import lora
 from llmfleet.bench.ceilings import bound_fields
 from llmfleet.bench.results import slug
 from llmfleet.bench.workloads import VOCAB_LIMIT, workload
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speculative-config", default=None,
                    help='speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'; '
                         'the record then reports acceptance (mean tokens per verify pass)')
+    lora.add_arguments(p)
     p.add_argument("--device-name", default=None,
                    help="the record's device (its folder under results), e.g. cpu-2-core; default: the device's name")
     p.add_argument("--results-dir", default="benchmarks/results")
@@ -75,11 +77,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
         enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
         quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
-        speculative_config=args.speculative_config,
+        speculative_config=args.speculative_config, **lora.engine_options(args),
         **({} if args.cuda_graph_max_tokens is None else {"cuda_graph_max_tokens": args.cuda_graph_max_tokens})))
     ready_s = time.perf_counter() - started
-    _warm_up(engine, requests)
-    timing = _drive(engine, requests, args.temperature, spec)
+    adapters = lora.make_adapters(args, engine)
+    _warm_up(engine, requests, adapters)
+    lora_before = lora.snapshot(engine)
+    timing = _drive(engine, requests, args.temperature, spec, adapters)
     out_tokens = timing.pop("output_tokens")
     spec_stats = timing.pop("spec_stats")
     in_tokens = sum(len(r.prompt_token_ids) for r in requests)
@@ -94,7 +98,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         prefix_caching=not args.no_prefix_caching, quantization=args.quantization,
         kv_cache_dtype=args.kv_cache_dtype, structured=args.structured, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
         seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
-        weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"})
+        weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"},
+        **lora.record_fields(args, engine, adapters, lora_before))
     if engine.config.speculative_config is not None:
         record.update(speculative_config=json.loads(args.speculative_config), spec_decode=_acceptance(spec_stats))
     record["device"] = getattr(args, "device_name", None) or _device_name(engine.runner.device)
@@ -128,7 +133,11 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(torch.device(device))
 
 
-def _warm_up(engine, requests) -> None:
+def _adapter(adapters: list, i: int):
+    return adapters[i % len(adapters)] if adapters else None
+
+
+def _warm_up(engine, requests, adapters: list) -> None:
     """Runs a scaled-down copy of the workload first (a quarter of its requests, outputs cut to 64 tokens), so that
     kernel specialisations for its mix of prefill, mixed and decode steps are compiled before timing."""
     from llmfleet.protocol.sampling_params import SamplingParams
@@ -136,7 +145,7 @@ def _warm_up(engine, requests) -> None:
     for i, r in enumerate(requests[: max(1, len(requests) // 4)]):
         params = SamplingParams(max_tokens=min(r.max_tokens, 64), ignore_eos=True, detokenize=False,
                                 output_kind="final_only")
-        engine.add_request(f"warmup-{i}", _prompt(engine, r), params)
+        engine.add_request(f"warmup-{i}", _prompt(engine, r), params, lora_request=_adapter(adapters, i))
     while engine.has_unfinished_requests():
         engine.step()
     engine.kv.reset_prefix_cache()  # the timed run must not hit prefixes cached by the warm-up
@@ -174,7 +183,7 @@ def _spec_delta(before, after) -> dict:
                                                             after.spec_accepted_per_pos))])
 
 
-def _drive(engine, requests, temperature: float, structured=None) -> dict:
+def _drive(engine, requests, temperature: float, structured=None, adapters: list = ()) -> dict:
     import torch
 
     from llmfleet.protocol.sampling_params import SamplingParams
@@ -187,7 +196,7 @@ def _drive(engine, requests, temperature: float, structured=None) -> dict:
     for i, r in enumerate(requests):
         params = SamplingParams(temperature=temperature, top_p=1.0, max_tokens=r.max_tokens, structured=structured,
                                 ignore_eos=r.prompt is None, detokenize=False, output_kind="final_only")
-        engine.add_request(f"bench-{i}", _prompt(engine, r), params)
+        engine.add_request(f"bench-{i}", _prompt(engine, r), params, lora_request=_adapter(adapters, i))
     first_token: dict[str, float] = {}
     output_tokens = 0
     while engine.has_unfinished_requests():

@@ -21,6 +21,7 @@ from llmfleet.engine.structured.manager import GrammarManager
 from llmfleet.model.source import resolve_model
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.engine_messages import CoreRequest, EngineStats, SeqOutput, params_from_wire
+from llmfleet.protocol.lora import LoRARequest, lora_salt
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.worker.device import resolve_device, resolve_dtype
@@ -52,7 +53,8 @@ class EngineCore:
         self.spec = SpecDecoder(config.speculative_config) if config.speculative_config is not None else None
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens,
                                    self.grammars.ready if self.grammars is not None else None,
-                                   self.spec.num_lookahead_tokens if self.spec is not None else 0)
+                                   self.spec.num_lookahead_tokens if self.spec is not None else 0,
+                                   max_loras=config.max_loras if config.enable_lora else 0)
         self._seqs: dict[str, Request] = {}   # request id -> its sequence, until finished or aborted
         self._num_sync_only = 0               # unfinished sequences that need one step at a time
         self._inflight = None                 # (SchedulerOutput, LaunchedStep) whose tokens are not read back yet
@@ -95,13 +97,25 @@ class EngineCore:
         if params.structured is not None and self.grammars is None:
             raise ValueError("structured: structured outputs need the tokenizer (the engine was started with "
                              "skip_tokenizer_init)")
+        lora = self._lora_of(request)
+        salt = lora_salt(lora.lora_name) + request.cache_salt if lora is not None else request.cache_salt
         seq = Request(request.prompt_token_ids, params, request.arrival_time, max_total, self.eos_token_ids,
-                      request.priority, request.request_id, cache_salt=request.cache_salt)
+                      request.priority, request.request_id, cache_salt=salt, lora=lora)
         self._seqs[request.request_id] = seq
         self._num_sync_only += _sync_only(seq)
         if params.structured is not None:
             self.grammars.add(seq)
         self.scheduler.add(seq)
+
+    def _lora_of(self, request: CoreRequest) -> LoRARequest | None:
+        """The request's adapter, read and checked on first use (ValueError when it is bad or LoRA is off)."""
+        if request.lora is None:
+            return None
+        if self.runner.lora is None:
+            raise ValueError("lora: this engine serves no adapters (start it with enable_lora)")
+        lora = LoRARequest(**request.lora)
+        self.runner.lora.check(lora)
+        return lora
 
     def _add_pooling(self, request: CoreRequest) -> None:
         self.limits.check_token_ids(request.prompt_token_ids)

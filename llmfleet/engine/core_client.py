@@ -33,6 +33,7 @@ from llmfleet.engine.streams import EngineDeadError, RequestAbortedError, Reques
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.engine_messages import (AbortRequests, AddRequests, Call, CallName, CallResult, CoreMessage,
                                                Dead, EngineStats, Ready, StepOutputs, StopStrings)
+from llmfleet.protocol.lora import check_lora_request
 from llmfleet.protocol.outputs import PoolingRequestOutput, RequestOutput
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
@@ -150,8 +151,9 @@ class EngineCoreClient:
 
     # ---- requests ---------------------------------------------------------------------------------------------
     async def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None,
-                          priority: int = 0) -> RequestStream:
-        """Submit a request; returns its stream. Raises ValueError naming the field, or EngineDeadError."""
+                          priority: int = 0, lora_request=None) -> RequestStream:
+        """Submit a request (under `lora_request`'s adapter, already checked by the caller); returns its stream.
+        Raises ValueError naming the field, or EngineDeadError."""
         if self._closed:
             raise self.error or EngineDeadError("the engine is shut down")
         if not isinstance(params, SamplingParams):
@@ -161,7 +163,9 @@ class EngineCoreClient:
         self.limits.check_token_ids(ids)
         self.limits.max_total_tokens(len(ids), params)
         arrival = time.monotonic()
-        return self._submit(request_id, self.processor.add(request_id, text, ids, params, arrival, priority), arrival)
+        lora = check_lora_request(lora_request, self.config, read=False)
+        return self._submit(request_id, self.processor.add(request_id, text, ids, params, arrival, priority, lora),
+                            arrival)
 
     async def add_pooling_request(self, prompt: str | list[int], params: PoolingParams | None = None,
                                   request_id: str | None = None, priority: int = 0) -> RequestStream:
@@ -195,9 +199,9 @@ class EngineCoreClient:
             stream.close()
 
     async def generate(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None,
-                       priority: int = 0) -> AsyncIterator[RequestOutput]:
+                       priority: int = 0, lora_request=None) -> AsyncIterator[RequestOutput]:
         """Yield the request's cumulative outputs until it finishes. Closing or cancelling the consumer aborts it."""
-        stream = await self.add_request(prompt, params, request_id, priority)
+        stream = await self.add_request(prompt, params, request_id, priority, lora_request)
         try:
             async for output in stream:
                 yield output

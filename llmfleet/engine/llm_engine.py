@@ -11,6 +11,7 @@ from llmfleet.engine.core import EngineCore
 from llmfleet.engine.output_processor import OutputProcessor, tokenize_prompt
 from llmfleet.engine.request import Status
 from llmfleet.protocol.config import EngineConfig
+from llmfleet.protocol.lora import check_lora_request
 from llmfleet.protocol.outputs import PoolingRequestOutput, RequestOutput
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
@@ -39,15 +40,17 @@ class LLMEngine:
         return self.core.kv
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
-                    priority: int = 0, arrival_time: float | None = None) -> None:
-        """Queues a request; raises ValueError naming the field for bad input (nothing is queued then)."""
+                    priority: int = 0, arrival_time: float | None = None, lora_request=None) -> None:
+        """Queues a request (with `lora_request`, a LoRARequest, under that adapter); raises ValueError naming the
+        field for bad input (nothing is queued then)."""
         if not isinstance(params, SamplingParams):
             raise ValueError("sampling_params: must be a SamplingParams")
+        lora = check_lora_request(lora_request, self.config)
         text, ids = tokenize_prompt(prompt, self.tokenizer)
         self.core.limits.check_token_ids(ids)
         self.core.limits.max_total_tokens(len(ids), params)
         arrival = time.monotonic() if arrival_time is None else arrival_time
-        for request in self.processor.add(request_id, text, ids, params, arrival, priority):
+        for request in self.processor.add(request_id, text, ids, params, arrival, priority, lora):
             self.core.add_request(request)
 
     def add_pooling_request(self, request_id: str, prompt: str | list[int], params: PoolingParams | None = None,

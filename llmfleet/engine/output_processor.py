@@ -73,8 +73,9 @@ class OutputProcessor:
         return len(self._by_core_id)
 
     def add(self, request_id: str, prompt: str | None, prompt_token_ids: list[int], params: SamplingParams,
-            arrival_time: float, priority: int = 0) -> list[CoreRequest]:
-        """Registers a request; returns the core requests to send (one per sample)."""
+            arrival_time: float, priority: int = 0, lora: dict | None = None) -> list[CoreRequest]:
+        """Registers a request; returns the core requests to send (one per sample; `lora`: its adapter's wire
+        form, for every sample)."""
         if request_id in self._requests:
             raise ValueError(f"request_id: {request_id!r} is already in use")
         if self.tokenizer is None and params.stop_strings:
@@ -98,7 +99,7 @@ class OutputProcessor:
             state.samples.append(sample)
             self._by_core_id[core_id] = (state, sample)
             core.append(CoreRequest(core_id, state.prompt_token_ids, params_to_wire(child), arrival_time, priority,
-                                    own_salt))
+                                    own_salt, lora=lora))
         self._requests[request_id] = state
         return core
 

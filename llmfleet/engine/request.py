@@ -5,6 +5,7 @@ import enum
 import itertools
 from dataclasses import dataclass, field
 
+from llmfleet.protocol.lora import LoRARequest
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 
@@ -43,6 +44,7 @@ class Request:
     request_id: str = ""                      # the engine core's id of this sequence (one sample of a user request)
     cache_salt: str = ""                      # prefix-cache namespace: blocks are shared only within equal salts
     pooling: PoolingParams | None = None      # set: a pooling request (whole prompt in one step, no generation)
+    lora: LoRARequest | None = None           # its adapter (None: the base model)
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
     all_token_ids: list[int] = field(init=False)  # prompt + generated ids known on the host
     num_computed_tokens: int = 0

@@ -37,8 +37,10 @@ _NO_BLOCKS: list[int] = []  # shared by every diff without new blocks: never mod
 
 class Scheduler:
     def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 admissible: Callable[[Request], bool] | None = None, num_lookahead_tokens: int = 0):
+                 admissible: Callable[[Request], bool] | None = None, num_lookahead_tokens: int = 0,
+                 max_loras: int = 0):
         self.kv = kv
+        self.max_loras = max_loras  # > 0: running sequences use at most this many distinct adapters (device slots)
         self.num_lookahead_tokens = num_lookahead_tokens
         self.admissible = admissible or (lambda seq: True)
         self.max_num_seqs = max_num_seqs
@@ -84,7 +86,7 @@ class Scheduler:
         sent = self._on_worker.get(seq.seq_id)
         if sent is None:
             out.new_seqs.append(NewSeqData(seq.seq_id, seq.prompt_token_ids, seq.output_token_ids, seq.params,
-                                           list(ids), seq.num_computed_tokens, seq.pooling))
+                                           list(ids), seq.num_computed_tokens, seq.pooling, seq.lora))
         elif sent[0] != seq.num_preemptions:
             out.cached_seqs.add(seq.seq_id, list(ids), seq.num_computed_tokens, True)
         elif len(ids) > sent[1]:
@@ -139,9 +141,10 @@ class Scheduler:
 
     def _admit_waiting(self, scheduled: dict[int, tuple[Request, int]], budget: int) -> None:
         skipped = 0  # waiting sequences passed over, at the head of the queue
+        loras = {s.lora.lora_int_id for s in self.running if s.lora is not None} if self.max_loras else None
         while len(self.waiting) > skipped and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[skipped]
-            if not self.admissible(seq):
+            if not self.admissible(seq) or not _lora_fits(seq, loras, self.max_loras):
                 skipped += 1
                 continue
             computed, num_hit = self.kv.get_computed_blocks(seq)
@@ -159,6 +162,8 @@ class Scheduler:
             self.running.append(seq)
             scheduled[seq.seq_id] = (seq, n)
             budget -= n
+            if loras is not None and seq.lora is not None:
+                loras.add(seq.lora.lora_int_id)
 
     def _preempt(self, seq: Request) -> None:
         self.running.remove(seq)
@@ -256,3 +261,8 @@ class Scheduler:
         """A finished sequence with no token still to arrive needs no lookup by id any more."""
         if seq.status.finished and not seq.num_pending:
             self.by_id.pop(seq.seq_id, None)
+
+
+def _lora_fits(seq: Request, loras: set[int] | None, max_loras: int) -> bool:
+    """Its adapter is already running, or a slot is left for it (every step's adapters then fit the slots)."""
+    return loras is None or seq.lora is None or seq.lora.lora_int_id in loras or len(loras) < max_loras

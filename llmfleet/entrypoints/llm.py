@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.engine.llm_engine import LLMEngine
+from llmfleet.protocol.lora import LoRARequest
 from llmfleet.protocol.outputs import PoolingRequestOutput, RequestOutput
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
@@ -38,9 +39,11 @@ class LLM:
 
     def generate(self, prompts: PromptType | Sequence[PromptType],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-                 priority: Sequence[int] | None = None, use_tqdm: bool = True) -> list[RequestOutput]:
+                 priority: Sequence[int] | None = None, use_tqdm: bool = True,
+                 lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None) -> list[RequestOutput]:
         """Runs every prompt to completion, with a progress bar unless `use_tqdm=False`; returns one RequestOutput
-        per prompt, in order.
+        per prompt, in order. `lora_request`: one adapter for every prompt, or one (or None: the base model) per
+        prompt (the engine needs enable_lora=True).
 
         A bad prompt or parameter raises ValueError before anything runs; the engine stays usable.
         """
@@ -50,10 +53,11 @@ class LLM:
         priorities = list(priority) if priority is not None else [0] * len(prompts)
         if len(priorities) != len(prompts):
             raise ValueError(f"priority: has {len(priorities)} entries for {len(prompts)} prompts")
+        loras = _as_lora_list(lora_request, len(prompts))
         ids = [f"offline-{next(self._ids)}" for _ in prompts]
         try:
-            for request_id, prompt, p, prio in zip(ids, prompts, params, priorities):
-                self.engine.add_request(request_id, prompt, p, prio)
+            for request_id, prompt, p, prio, lora in zip(ids, prompts, params, priorities, loras):
+                self.engine.add_request(request_id, prompt, p, prio, lora_request=lora)
         except ValueError:
             self.engine.abort_request(ids)
             raise
@@ -122,3 +126,14 @@ def _as_params_list(params, count: int) -> list[SamplingParams]:
     if len(params) != count:
         raise ValueError(f"sampling_params: has {len(params)} entries for {count} prompts")
     return params
+
+
+def _as_lora_list(loras, count: int) -> list[LoRARequest | None]:
+    if loras is None or isinstance(loras, LoRARequest):
+        return [loras] * count
+    if not isinstance(loras, Sequence) or isinstance(loras, str):
+        raise ValueError(f"lora_request: must be a LoRARequest or a list of them, got {type(loras).__name__}")
+    loras = list(loras)
+    if len(loras) != count:
+        raise ValueError(f"lora_request: has {len(loras)} entries for {count} prompts")
+    return loras

@@ -10,6 +10,7 @@ import os
 import sys
 
 from llmfleet.apps.retrieval.flags import add_retrieval_arguments, retrieval_config
+from llmfleet.protocol.lora import parse_lora_modules, read_adapter
 from llmfleet.protocol.tls import add_tls_arguments, tls_config
 from llmfleet.console.flags import add_console_arguments, console_settings
 from llmfleet.apps.flags import add_apps_arguments, apps_config
@@ -19,7 +20,8 @@ from llmfleet.tenancy.flags import add_tenancy_arguments, tenancy_config
 ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
                 "load_format", "enforce_eager", "cuda_graph_max_tokens", "attention_backend", "kv_events_endpoint",
-                "pooling", "quantization", "kv_cache_dtype", "speculative_config")
+                "pooling", "quantization", "kv_cache_dtype", "speculative_config", "enable_lora", "max_loras",
+                "max_lora_rank", "max_cpu_loras")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -107,6 +109,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pooling", default=None, choices=["mean", "last", "cls"],
                        help="how embeddings pool a sequence (default: the model folder's sentence-transformers "
                             "config; else mean for encoders, the last token for decoders)")
+    add_lora_arguments(group)
+
+
+def add_lora_arguments(group) -> None:
+    """Multi-LoRA serving (docs/lora.md)."""
+    group.add_argument("--enable-lora", action="store_true", default=None,
+                       help="serve LoRA adapters (implied by --lora-modules)")
+    group.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
+                       help="PEFT LoRA folders served under these model names from the start")
+    group.add_argument("--max-loras", type=int, default=None, help="adapters in one step (device slots; default 8)")
+    group.add_argument("--max-lora-rank", type=int, default=None, help="largest adapter rank: 8, 16, 32 or 64")
+    group.add_argument("--max-cpu-loras", type=int, default=None,
+                       help="adapters kept in host memory (default: every one seen)")
 
 
 def add_quantization_arguments(group) -> None:
@@ -130,7 +145,12 @@ def build_configs(args: argparse.Namespace):
     from llmfleet.entrypoints.default_model import resolve_served_model
 
     model, served_name = resolve_served_model(args.model)
+    lora_modules = parse_lora_modules(args.lora_modules)
+    if lora_modules:
+        args.enable_lora = True
     engine = EngineConfig(model=model, **{f: getattr(args, f) for f in ENGINE_FLAGS if getattr(args, f) is not None})
+    for _, path in lora_modules:
+        read_adapter(path, engine.max_lora_rank)   # a bad folder stops the start with its reason
     names = tuple(args.served_model_name or ([served_name] if served_name else []))
     tenancy, tls = tenancy_config(args), tls_config(args)
     own_url = f"{'https' if tls else 'http'}://{_loopback(args.host)}:{args.port}"
@@ -150,7 +170,8 @@ def build_configs(args: argparse.Namespace):
                           max_stored_responses=args.max_stored_responses,
                           console=ConsoleConfig(**console_settings(args)), apps=apps_config(args),
                           retrieval=retrieval,
-                          retrieval_own_model=retrieval is not None and not args.retrieval_embeddings_url)
+                          retrieval_own_model=retrieval is not None and not args.retrieval_embeddings_url,
+                          lora_modules=lora_modules)
     return server, engine
 
 

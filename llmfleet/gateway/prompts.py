@@ -51,8 +51,9 @@ class PromptHasher:
             logger.debug("prompt not hashed: %s", exc)
             return None
 
-    def block_hashes(self, token_ids: list[int]) -> list[bytes]:
-        return hash_prefix(token_ids, self.block_size)
+    def block_hashes(self, token_ids: list[int], salt: str = "") -> list[bytes]:
+        """Chain hashes of the full blocks, in the namespace `salt` (a LoRA adapter's; "" for a base model)."""
+        return hash_prefix(token_ids, self.block_size, salt)
 
     def _completion_ids(self, prompt: Any) -> list[int] | None:
         if isinstance(prompt, list) and prompt:

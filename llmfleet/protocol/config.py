@@ -50,9 +50,19 @@ class EngineConfig:
     #                                           config, else mean for encoders and last for decoders
     # Speculative decoding: a SpeculativeConfig, or its dict / JSON form (parsed on construction); None: off
     speculative_config: SpeculativeConfig | None = None
+    # LoRA adapters (protocol/lora.py): requests may name one; up to max_loras of them share a step, each in a
+    # device slot of rank max_lora_rank; max_cpu_loras adapter weights stay in host memory (None: all seen)
+    enable_lora: bool = False
+    max_loras: int = 8
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
 
     def __post_init__(self) -> None:
-        _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
+        _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch", "max_loras")
+        if self.max_lora_rank not in (8, 16, 32, 64):
+            raise ValueError(f"max_lora_rank: must be 8, 16, 32 or 64, got {self.max_lora_rank!r}")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < 1:
+            raise ValueError(f"max_cpu_loras: must be >= 1 or None, got {self.max_cpu_loras!r}")
         if self.cuda_graph_max_tokens < 0:
             raise ValueError(f"cuda_graph_max_tokens: must be >= 0, got {self.cuda_graph_max_tokens}")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:

@@ -37,6 +37,7 @@ class CoreRequest(msgspec.Struct, array_like=True, omit_defaults=True):
     priority: int = 0
     cache_salt: str = ""            # prefix-cache namespace (the n samples share their prompt's blocks in one)
     pooling: dict[str, Any] | None = None  # set: a pooling request (PoolingParams fields); `params` is ignored
+    lora: dict[str, Any] | None = None     # LoRARequest.to_wire() of its adapter (None: the base model)
 
 
 class AddRequests(msgspec.Struct, tag=True, array_like=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmfleet.protocol.lora import LoRARequest
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 
@@ -24,6 +25,7 @@ class NewSeqData:
     block_ids: list[int]             # its whole block table (a copy: later growth arrives as CachedSeqData)
     num_computed_tokens: int         # tokens whose KV is already in those blocks (a prefix-cache hit)
     pooling: PoolingParams | None = None  # set: a pooling request, whole in this step; it samples nothing
+    lora: LoRARequest | None = None       # its adapter (None: the base model)
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ from llmfleet.server.metrics import ServerMetrics
 from llmfleet.server.responses.router import router as responses_router
 from llmfleet.server.responses.store import ResponseStore
 from llmfleet.server.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from llmfleet.server.lora import router as lora_router
 from llmfleet.server.system.router import router as system_router
 from llmfleet.server.tokenize.router import router as tokenize_router
 
@@ -84,7 +85,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
     app = FastAPI(title="llmfleet", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     for router in (completions_router, chat_router, responses_router, embeddings_router, batches_router,
-                   tokenize_router, system_router):
+                   tokenize_router, system_router, lora_router):
         app.include_router(router)
     if config.retrieval is not None:   # /v1/vector_stores (llmfleet.apps.retrieval)
         from llmfleet.server.retrieval import ReplicaRetrieval

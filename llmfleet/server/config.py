@@ -46,6 +46,7 @@ class ServerConfig:
     apps: AppsConfig | None = None            # semantic cache, conversations: `--semantic-cache`, `--conversations`
     retrieval: RetrievalConfig | None = None  # /v1/vector_stores: `--retrieval-dir` and the other --retrieval-*
     retrieval_own_model: bool = False         # retrieval embeds with this replica's model (chunks fit its context)
+    lora_modules: tuple[tuple[str, str], ...] = ()  # (name, PEFT folder) adapters served from the start
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

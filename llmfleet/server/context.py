@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import Request
 
 from llmfleet.engine.core_client import EngineCoreClient
+from llmfleet.protocol.lora import LoRARequest
+from llmfleet.server.adapters import AdapterRegistry
 from llmfleet.server.common.prompts import CHARS_PER_TOKEN
 from llmfleet.server.common.tokenizer_pool import TokenizerPool
 from llmfleet.server.config import ServerConfig
@@ -33,9 +35,18 @@ class ServingContext:
     num_waiting_sequences: int = 0
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))  # this process's, in stored ids
     tokenizers: TokenizerPool = field(init=False)  # copies of `tokenizer` on worker threads, off the event loop
+    adapters: AdapterRegistry = field(init=False)  # LoRA adapters served by name (`--lora-modules`, loaded later)
 
     def __post_init__(self) -> None:
         self.tokenizers = TokenizerPool(self.tokenizer)
+        engine = self.engine.config
+        self.adapters = AdapterRegistry(engine.enable_lora, engine.max_lora_rank, self.model_names)
+        for name, path in self.config.lora_modules:
+            self.adapters.load(name, path)
+
+    def lora_for(self, model: str | None) -> LoRARequest | None:
+        """The adapter a request's (resolved) model name selects; None for the base model."""
+        return self.adapters.get(model)
 
     @property
     def max_model_len(self) -> int:
@@ -50,9 +61,10 @@ class ServingContext:
         """The model name to answer with; 404 for a model this server does not serve."""
         if requested is None or requested == "":
             return self.model_names[0]
-        if requested not in self.model_names:
-            raise APIError(404, f"The model `{requested}` does not exist. This server serves: "
-                                f"{', '.join(self.model_names)}", "model", "model_not_found")
+        if requested not in self.model_names and self.adapters.get(requested) is None:
+            served = ", ".join([*self.model_names, *self.adapters.adapters])
+            raise APIError(404, f"The model `{requested}` does not exist. This server serves: {served}", "model",
+                           "model_not_found")
         return requested
 
     def admit(self, num_sequences: int = 1, param: str = "n") -> None:

@@ -94,6 +94,7 @@ class ModelRunner:
             model_path, dtype, device, load_format=config.load_format, hf_config=hf_config,
             quantization=config.quantization)
         self.weight_bytes = torch.cuda.memory_allocated() - self.memory_before_load if cuda else 0
+        self.lora = self._attach_lora(cuda)
         self.is_encoder = bool(getattr(self.model, "is_encoder", False))
         self.pooler = pooler_config(model_path, self.is_encoder, config.pooling)
         logger.info("model loaded in %.1f s", time.perf_counter() - began)
@@ -136,6 +137,18 @@ class ModelRunner:
         before = torch.cuda.memory_allocated() if cuda else 0
         self.drafter = DraftModelProposer(self, spec)
         self.weight_bytes += torch.cuda.memory_allocated() - before if cuda else 0
+
+    def _attach_lora(self, cuda: bool):
+        """The adapter slot pool (None without enable_lora); its stacks count as weights in memory sizing."""
+        cfg = self.config
+        if not cfg.enable_lora:
+            return None
+        from llmfleet.worker.lora_slots import LoRASlots
+        max_tokens = max(cfg.max_num_batched_tokens, cfg.max_num_seqs, cfg.cuda_graph_max_batch)
+        slots = LoRASlots(self.model, cfg.max_loras, cfg.max_lora_rank, max_tokens, cfg.max_cpu_loras,
+                          self.dtype, self.device)
+        self.weight_bytes += slots.device_bytes if cuda else 0
+        return slots
 
     def _allocate_caches(self) -> None:
         """The KV cache of every layer (and of the draft model's, same block ids), bound to its layer."""
@@ -188,6 +201,8 @@ class ModelRunner:
         num_scheduled = list(out.num_scheduled_tokens.values())
         inputs = prepare_inputs(seqs, num_scheduled, self.block_size, out.scheduled_spec_decode_tokens)
         fix = self._placeholder_fix(seqs, out, inputs, prev)
+        if self.lora is not None:
+            self.lora.prepare([seq.lora for seq in seqs], num_scheduled)
         events = self._events_begin(time.perf_counter() - began)
         self._num_launched += 1
         step = LaunchedStep(self._num_launched, [seqs[i] for i in inputs.sample_rows])

@@ -16,6 +16,7 @@ import torch
 
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
+from llmfleet.protocol.lora import LoRARequest
 from llmfleet.protocol.scheduler_output import NewSeqData, SchedulerOutput
 
 
@@ -35,6 +36,7 @@ class SeqState:
     # distributions q [k, V] for its latest proposals (None: greedy, or no draft model)
     draft_num_computed: int = 0
     draft_probs: object | None = None
+    lora: LoRARequest | None = None       # its adapter (None: the base model)
 
     @property
     def num_tokens(self) -> int:
@@ -53,7 +55,7 @@ def _from_new(new: NewSeqData) -> SeqState:
         generator.manual_seed(new.params.seed)
     return SeqState(new.seq_id, new.prompt_token_ids, new.prompt_token_ids + new.output_token_ids, new.params,
                     list(new.block_ids), new.num_computed_tokens, generator, pooling=new.pooling,
-                    draft_num_computed=new.num_computed_tokens)
+                    draft_num_computed=new.num_computed_tokens, lora=new.lora)
 
 
 class SeqStates:

@@ -53,6 +53,7 @@ class LinearBase(nn.Module):
         self.in_local, self.out_local = in_local, out_local
         self.quant_method = current_linear_method()
         self.quant_method.create_weights(self, in_local, out_local)
+        self.lora = None  # a LayerLoRA when adapters are served (llmfleet.model.layers.lora): adds their deltas
         self.bias = None
         if bias:
             self.bias = nn.Parameter(torch.empty(out_local), requires_grad=False)
@@ -60,7 +61,8 @@ class LinearBase(nn.Module):
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x: [T, in_local] -> [T, out_local]. The only place the weight is applied (the linear method's)."""
-        return self.quant_method.apply(self, x, bias)
+        y = self.quant_method.apply(self, x, bias)
+        return y if self.lora is None else self.lora.apply(x, y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.matmul(x, self.bias)

@@ -128,6 +128,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "llmfleet"
     root: str | None = None
+    parent: str | None = None      # a LoRA adapter's base model (None: a base model)
     max_model_len: int | None = None
 
 

@@ -70,7 +70,7 @@ async def create_chat_completion(req: ChatCompletionRequest, ctx: ServingContext
     job = await prepare_chat(req, ctx)
     plan, prompt, model = job.plan, job.prompt, job.model
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    sub = await submit(ctx, [prompt], [job.params], request_id, req.priority, "messages")
+    sub = await submit(ctx, [prompt], [job.params], request_id, req.priority, "messages", job.model)
     echo = _echo(req, job.messages)
     if req.stream:
         return sse_response(_stream(req, ctx, plan, sub, len(prompt), echo, request_id, created, model), sub.close)

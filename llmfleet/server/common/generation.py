@@ -53,15 +53,16 @@ class Submission:
 
 
 async def submit(ctx: ServingContext, prompts: list[list[int]], params: list[SamplingParams], base_id: str,
-                 priority: int, prompt_param: str) -> Submission:
-    """Admit every sequence, then add one engine request per prompt, all at once. All or none: on an error the
-    ones already added are aborted."""
+                 priority: int, prompt_param: str, model: str | None = None) -> Submission:
+    """Admit every sequence, then add one engine request per prompt, all at once (under the LoRA adapter that
+    `model` names, if it names one). All or none: on an error the ones already added are aborted."""
     if "generate" not in ctx.engine.tasks:
         raise APIError(400, f"model: `{ctx.model_names[0]}` is an embedding model (encoder-only): it serves "
                             f"/v1/embeddings, not text generation", "model", "model_not_supported")
     samples = [p.num_samples for p in params]
     ctx.admit(sum(samples), "n" if len(prompts) == 1 else prompt_param)
-    adds = [ctx.engine.add_request(prompt, sampling, f"{base_id}-{i}", priority)
+    lora = ctx.lora_for(model)
+    adds = [ctx.engine.add_request(prompt, sampling, f"{base_id}-{i}", priority, lora_request=lora)
             for i, (prompt, sampling) in enumerate(zip(prompts, params))]
     try:
         results = await asyncio.gather(*adds, return_exceptions=True)

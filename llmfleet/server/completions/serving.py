@@ -50,7 +50,7 @@ async def create_completion(req: CompletionRequest, ctx: ServingContext, raw: Re
                            req.logprobs, best_of=req.best_of, prompt_logprobs=_prompt_top_n(req),
                            structured=structured) for p in prompts]
     request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    sub = await submit(ctx, prompts, params, request_id, req.priority, "prompt")
+    sub = await submit(ctx, prompts, params, request_id, req.priority, "prompt", model)
     if req.stream:
         return sse_response(_stream(req, ctx, sub, prompts, echoes, request_id, created, model), sub.close)
     outputs = await collect_for(raw, sub)

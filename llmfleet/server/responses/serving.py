@@ -40,7 +40,7 @@ async def create_response(req: ResponsesRequest, ctx: ServingContext, store: Res
     except APIError as exc:
         raise renamed(exc) from None
     response_id, created = new_response_id(ctx.instance_id), int(time.time())
-    sub = await submit(ctx, [job.prompt], [job.params], response_id, req.priority, "input")
+    sub = await submit(ctx, [job.prompt], [job.params], response_id, req.priority, "input", job.model)
     turn = _Turn(req, ctx, store, job, response_id, created, history, turns)
     if req.stream:
         return sse_response(turn.stream(sub), sub.close)

@@ -52,14 +52,23 @@ async def ready(ctx: ServingContext = Depends(serving_context)) -> JSONResponse:
 
 @router.get("/v1/models")
 async def models(ctx: ServingContext = Depends(serving_context)) -> ModelList:
-    return ModelList(data=[ModelCard(id=name, created=ctx.created, root=ctx.model_names[0],
-                                     max_model_len=ctx.max_model_len) for name in ctx.model_names],
-                     instance=ctx.instance_id)
+    cards = [ModelCard(id=name, created=ctx.created, root=ctx.model_names[0], max_model_len=ctx.max_model_len)
+             for name in ctx.model_names]
+    cards += [_adapter_card(ctx, name) for name in ctx.adapters.adapters]
+    return ModelList(data=cards, instance=ctx.instance_id)
+
+
+def _adapter_card(ctx: ServingContext, name: str) -> ModelCard:
+    lora = ctx.adapters.get(name)
+    return ModelCard(id=name, created=ctx.created, root=lora.lora_path, parent=ctx.model_names[0],
+                     max_model_len=ctx.max_model_len)
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, ctx: ServingContext = Depends(serving_context)) -> ModelCard:
     name = ctx.resolve_model(model_id or None)  # 404 in the envelope for a model this server does not serve
+    if ctx.adapters.get(name) is not None:
+        return _adapter_card(ctx, name)
     return ModelCard(id=name, created=ctx.created, root=ctx.model_names[0], max_model_len=ctx.max_model_len)
 
 
