@@ -107,7 +107,8 @@ class MultiprocExecutor:
                               f"ipc://{self._dir}/results", logging.getLevelName(logging.getLogger().level))
             keep, give = spawn.Pipe(duplex=False)   # the worker exits when `give` (kept here) closes
             proc = spawn.Process(target=run_worker, args=(spec, keep), name=f"llmfleet-worker-{rank}", daemon=True)
-            proc.start()
+            with _children_allowed():
+                proc.start()
             keep.close()
             self.procs.append(proc)
             self._lifelines.append(give)
@@ -221,6 +222,20 @@ class MultiprocExecutor:
         if failed is not None:
             parts.append(f"tensor-parallel worker rank {failed.rank} failed: {failed.error}")
         return "; ".join(parts) + "; the engine stops"
+
+
+@contextlib.contextmanager
+def _children_allowed():
+    """The engine core runs as a daemonic process, which multiprocessing forbids to start children (it could not
+    clean them up). Workers need no such cleanup: each exits by itself when its lifeline pipe from the driver
+    closes. So the flag is lifted while a worker starts."""
+    config = multiprocessing.current_process()._config
+    daemon = config.get("daemon", False)
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        config["daemon"] = daemon
 
 
 def _worker_context():
