@@ -94,7 +94,7 @@ class MultiprocExecutor:
 
     # ---- life -------------------------------------------------------------------------------------------------
     def _spawn(self, model_path: str, hf_config) -> None:
-        spawn = _worker_context()
+        spawn = _worker_context(self.device.startswith("cuda"))
         dtype = str(self.dtype).removeprefix("torch.")
         for rank in range(self.world_size):
             sock = self._context.socket(zmq.PUSH)
@@ -238,9 +238,13 @@ def _children_allowed():
         config["daemon"] = daemon
 
 
-def _worker_context():
-    """Workers fork from a server process that imported torch and the model code once (never CUDA: it is not
-    initialised there), so a worker starts in the time of building its shard, not of importing torch again."""
+def _worker_context(cuda: bool):
+    """On CPU, workers fork from a server process that imported torch and the model code once, so a worker starts
+    in the time of building its shard, not of importing torch again (engines of tiny models start often, in tests).
+    On CUDA they are spawned: fresh interpreters, the one start method CUDA supports without conditions; the
+    import time is small beside loading the weights."""
+    if cuda:
+        return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     return context
