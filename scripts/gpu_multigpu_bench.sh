@@ -65,6 +65,11 @@ print(f"{'shape':12} {'work':4} {'tp':>2} {'procs':5} {'out tok/s':>10} {'graphs
 for r in rows:
     print(f"{r['shape']:12} {r['workload']:4} {r.get('tensor_parallel_size', 1):>2} "
           f"{'mp' if r.get('worker_processes') else 'uni':5} {r['output_tokens_per_s']:10.1f} {str(r['cuda_graphs']):6}")
+uni = [r for r in rows if r["workload"] == "W0" and not r.get("worker_processes")]
+mp1 = [r for r in rows if r["workload"] == "W0" and r.get("worker_processes") and r.get("tensor_parallel_size", 1) == 1]
+if uni and mp1:
+    print(f"W0 one worker process / in-process: {mp1[-1]['output_tokens_per_s'] / uni[-1]['output_tokens_per_s']:.3f} "
+          f"(step wall ms {mp1[-1].get('step_wall_ms_mean', 0):.2f} vs {uni[-1].get('step_wall_ms_mean', 0):.2f})")
 base = {r["workload"]: r for r in rows if r.get("tensor_parallel_size", 1) == 1 and r.get("worker_processes")}
 for r in rows:
     b = base.get(r["workload"])

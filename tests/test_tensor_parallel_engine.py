@@ -57,6 +57,24 @@ def test_tp4_matches_hf(arch):   # 4 ranks over 2 KV heads: each KV head is repl
     assert tp_greedy(arch, 4) == hf_greedy(arch)
 
 
+def test_tp2_seeded_sampling_and_logprobs_match_one_process():
+    params = SamplingParams(temperature=0.8, top_k=50, seed=7, max_tokens=8, logprobs=2, prompt_logprobs=1,
+                            ignore_eos=True)
+    runs = []
+    for tp in (1, 2):
+        llm = LLM(str(checkpoint("qwen2")), device="cpu", dtype="float32", tensor_parallel_size=tp, num_kv_blocks=64)
+        try:
+            runs.append(llm.generate(PROMPTS[:2], params, use_tqdm=False))
+        finally:
+            llm.engine.core.shutdown()
+    for one, two in zip(*runs):
+        assert one.outputs[0].token_ids == two.outputs[0].token_ids
+        for a, b in zip(one.outputs[0].logprobs, two.outputs[0].logprobs):
+            assert a.keys() == b.keys()
+            assert all(abs(a[t].logprob - b[t].logprob) < 1e-4 for t in a)
+        assert len(one.prompt_logprobs) == len(two.prompt_logprobs) == len(one.prompt_token_ids)
+
+
 def test_launch_message_round_trips_with_a_grammar_bitmask():
     out = SchedulerOutput(new_seqs=[NewSeqData(3, [1, 2, 3], [], SamplingParams(temperature=0, stop=["x"]), [0], 0)],
                           num_scheduled_tokens={3: 3}, grammar_seq_ids=[3],

@@ -12,6 +12,7 @@ a collective waiting for the dead one).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import logging
@@ -85,6 +86,8 @@ class MultiprocExecutor:
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self._lifelines = []
         self._closed = False
+        # Before multiprocessing's own exit hook, which would wait forever for workers that ignore SIGTERM
+        atexit.register(self.shutdown)
         try:
             self._spawn(model_path, hf_config)
             self._take_ready(self._wait_all_ready())
@@ -141,6 +144,7 @@ class MultiprocExecutor:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.shutdown)
         for sock, proc in zip(self._steps, self.procs):
             if proc.is_alive():
                 with contextlib.suppress(zmq.Again):   # a worker that never connected: it is killed below
