@@ -44,12 +44,12 @@ def free_port() -> int:
 
 
 def start_server_process(checkpoint, drain_timeout: float = 30, max_model_len: int = 512,
-                         stderr=None) -> tuple[subprocess.Popen, str]:
+                         stderr=None, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """`python -m llmfleet serve` on a free port, once /ready answers 200: (process, base URL)."""
     port = free_port()
     cmd = [sys.executable, "-m", "llmfleet", "serve", "--model", str(checkpoint), "--port", str(port),
            "--served-model-name", "tiny", "--device", "cpu", "--dtype", "float32", "--num-kv-blocks", "320",
-           "--max-model-len", str(max_model_len), "--drain-timeout", str(drain_timeout), "--log-level", "warning"]
+           "--max-model-len", str(max_model_len), "--drain-timeout", str(drain_timeout), "--log-level", "warning", *extra_args]
     proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -24,6 +24,8 @@ SUBCOMMANDS = {
     "moe-kernel": ("llmfleet.bench.moe_kernel", "fused MoE layer time and bandwidth at decode batch sizes"),
     "semantic-cache": ("llmfleet.bench.semantic_cache", "the semantic cache's hit and false-hit rates on its "
                                                          "paraphrase set, and its lookup time"),
+    "allreduce": ("llmfleet.bench.allreduce", "all-reduce latency per message size: NCCL against the custom "
+                                               "one-shot / two-shot kernels (one process per GPU)"),
     "conversation-memory": ("llmfleet.bench.conversation_memory", "a 50-turn conversation with a planted fact "
                                                                    "through conversation memory"),
 }

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'; '
                         'the record then reports acceptance (mean tokens per verify pass)')
     lora.add_arguments(p)
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs (worker processes) the model spans")
+    p.add_argument("--distributed-executor-backend", default="auto", choices=["auto", "uni", "mp"],
+                   help="mp: the model runs in worker processes (auto: mp when --tensor-parallel-size > 1)")
     p.add_argument("--device-name", default=None,
                    help="the record's device (its folder under results), e.g. cpu-2-core; default: the device's name")
     p.add_argument("--results-dir", default="benchmarks/results")
@@ -77,9 +80,17 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         max_model_len=args.max_model_len or max(longest, 4096), gpu_memory_utilization=args.gpu_memory_utilization,
         enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
         quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
-        speculative_config=args.speculative_config, **lora.engine_options(args),
+        speculative_config=args.speculative_config, tensor_parallel_size=args.tensor_parallel_size,
+        distributed_executor_backend=args.distributed_executor_backend, **lora.engine_options(args),
         **({} if args.cuda_graph_max_tokens is None else {"cuda_graph_max_tokens": args.cuda_graph_max_tokens})))
     ready_s = time.perf_counter() - started
+    try:
+        return _measure(args, engine, requests, ready_s, spec)
+    finally:
+        engine.core.shutdown()
+
+
+def _measure(args, engine, requests, ready_s: float, spec) -> dict:
     adapters = lora.make_adapters(args, engine)
     _warm_up(engine, requests, adapters)
     lora_before = lora.snapshot(engine)
@@ -98,7 +109,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         prefix_caching=not args.no_prefix_caching, quantization=args.quantization,
         kv_cache_dtype=args.kv_cache_dtype, structured=args.structured, kv_tokens=engine.runner.num_blocks * engine.config.block_size,
         seqs_of_8k_tokens=engine.runner.num_blocks // -(-8192 // engine.config.block_size),
-        weight_gib=engine.runner.weight_bytes / 2**30, **{k: v for k, v in timing.items() if k != "elapsed_s"},
+        weight_gib=engine.runner.weight_bytes / 2**30, tensor_parallel_size=args.tensor_parallel_size,
+        worker_processes=engine.config.uses_worker_processes, **{k: v for k, v in timing.items() if k != "elapsed_s"},
         **lora.record_fields(args, engine, adapters, lora_before))
     if engine.config.speculative_config is not None:
         record.update(speculative_config=json.loads(args.speculative_config), spec_decode=_acceptance(spec_stats))

@@ -25,7 +25,7 @@ from llmfleet.protocol.lora import LoRARequest, lora_salt
 from llmfleet.protocol.pooling_params import PoolingParams
 from llmfleet.protocol.sampling_params import SamplingParams
 from llmfleet.worker.device import resolve_device, resolve_dtype
-from llmfleet.worker.runner import ModelRunner
+from llmfleet.worker.executor import build_executor, shutdown_executor
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ class EngineCore:
         source = resolve_model(config.model, config.tokenizer, config.load_format, config.skip_tokenizer_init)
         self.model_name = source.name
         self.tokenizer = source.tokenizer
-        self.runner = ModelRunner(config, device, resolve_dtype(config.dtype, device), source.path, source.hf_config)
+        # a ModelRunner here, or worker processes (one per tensor-parallel rank) behind the same calls
+        self.runner = build_executor(config, device, resolve_dtype(config.dtype, device), source.path,
+                                     source.hf_config)
         self.kv = KVCacheManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.kv_events = start_publisher(config.kv_events_endpoint, config.block_size, self.kv.pool)  # None: off
         self.limits = Limits(self.runner.max_model_len, self.runner.info.vocab_size, self.runner.num_blocks,
@@ -289,6 +291,10 @@ class EngineCore:
             self._forget(seq)
             self.scheduler.finish(seq, Status.FINISHED_ABORTED)
         return [SeqOutput(seq.request_id, [], Status.FINISHED_ABORTED.value) for seq in failed]
+
+    def shutdown(self) -> None:
+        """Stops the worker processes, where the model runs in some (nothing to do for an in-process runner)."""
+        shutdown_executor(self.runner)
 
     def reset_prefix_cache(self) -> int:
         return self.kv.reset_prefix_cache()

@@ -21,7 +21,8 @@ ENGINE_FLAGS = ("device", "dtype", "tokenizer", "block_size", "num_kv_blocks", "
                 "max_num_batched_tokens", "max_model_len", "enable_prefix_caching", "gpu_memory_utilization",
                 "load_format", "enforce_eager", "cuda_graph_max_tokens", "attention_backend", "kv_events_endpoint",
                 "pooling", "quantization", "kv_cache_dtype", "speculative_config", "enable_lora", "max_loras",
-                "max_lora_rank", "max_cpu_loras")
+                "max_lora_rank", "max_cpu_loras", "tensor_parallel_size", "pipeline_parallel_size",
+                "data_parallel_size", "distributed_executor_backend")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -103,6 +104,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                             "graphs, attention running eagerly between the pieces; 0: such steps run eagerly")
     group.add_argument("--attention-backend", default=None, choices=["auto", "torch", "triton"])
     add_quantization_arguments(group)
+    add_parallel_arguments(group)
     group.add_argument("--kv-events-endpoint", default=None,
                        help="publish prefix-cache events for the gateway on this ZeroMQ endpoint, e.g. "
                             "tcp://127.0.0.1:5557 (replays on the next port)")
@@ -122,6 +124,18 @@ def add_lora_arguments(group) -> None:
     group.add_argument("--max-lora-rank", type=int, default=None, help="largest adapter rank: 8, 16, 32 or 64")
     group.add_argument("--max-cpu-loras", type=int, default=None,
                        help="adapters kept in host memory (default: every one seen)")
+
+
+def add_parallel_arguments(group) -> None:
+    """Tensor / pipeline / data parallelism (docs/parallelism.md), spelled as vLLM spells them."""
+    group.add_argument("--tensor-parallel-size", "-tp", type=int, default=None,
+                       help="GPUs one model spans, one worker process each (default 1)")
+    group.add_argument("--pipeline-parallel-size", "-pp", type=int, default=None,
+                       help="pipeline stages (not available yet: only 1)")
+    group.add_argument("--data-parallel-size", "-dp", type=int, default=None,
+                       help="engine cores behind this server, each with its own KV cache and GPUs (default 1)")
+    group.add_argument("--distributed-executor-backend", default=None, choices=["auto", "uni", "mp"],
+                       help="mp: the model runs in worker processes; uni: in the engine core (auto: mp from TP 2)")
 
 
 def add_quantization_arguments(group) -> None:

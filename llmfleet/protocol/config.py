@@ -56,6 +56,13 @@ class EngineConfig:
     max_loras: int = 8
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
+    # Parallelism (docs/parallelism.md): worker processes per engine core (one per GPU), and engine cores behind
+    # one API server. uni: the model runs in the engine-core process; mp: in worker processes; auto: mp when
+    # tensor_parallel_size > 1
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str = "auto"  # auto | uni | mp
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch", "max_loras")
@@ -89,6 +96,26 @@ class EngineConfig:
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format: unknown value {self.load_format!r}")
         object.__setattr__(self, "speculative_config", SpeculativeConfig.parse(self.speculative_config))
+        _check_parallel(self)
+
+    @property
+    def uses_worker_processes(self) -> bool:
+        """The model runs in worker processes (one per tensor-parallel rank), not in the engine core's."""
+        return self.distributed_executor_backend == "mp" or (
+            self.distributed_executor_backend == "auto" and self.tensor_parallel_size > 1)
+
+
+def _check_parallel(cfg: EngineConfig) -> None:
+    _positive(cfg, "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+    if cfg.distributed_executor_backend not in ("auto", "uni", "mp"):
+        raise ValueError(f"distributed_executor_backend: unknown value {cfg.distributed_executor_backend!r}; "
+                         "use auto, uni or mp")
+    if cfg.distributed_executor_backend == "uni" and cfg.tensor_parallel_size > 1:
+        raise ValueError("distributed_executor_backend: uni runs one process; tensor_parallel_size="
+                         f"{cfg.tensor_parallel_size} needs mp (or auto)")
+    if cfg.pipeline_parallel_size > 1:
+        raise ValueError(f"pipeline_parallel_size: pipeline parallelism is not available yet, got "
+                         f"{cfg.pipeline_parallel_size}; use tensor_parallel_size")
 
 
 def _positive(cfg, *names: str) -> None:

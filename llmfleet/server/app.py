@@ -14,7 +14,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from llmfleet.engine.core_client import EngineCoreClient
+from llmfleet.engine.dp_client import start_engine_client
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.server.batches.router import router as batches_router
 from llmfleet.server.batches.service import BatchService
@@ -51,7 +51,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, lifecycle: Lif
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = await EngineCoreClient.start(engine_config, log_level=_LOG_LEVELS.get(config.log_level, "INFO"))
+        engine = await start_engine_client(engine_config, log_level=_LOG_LEVELS.get(config.log_level, "INFO"))
         engine.on_dead = lifecycle.engine_failed
         names = config.served_model_names or (engine.model_name,)
         metrics = ServerMetrics(names[0])
