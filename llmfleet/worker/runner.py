@@ -24,6 +24,7 @@ from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.spec_decode.rejection import Verified
+from llmfleet.worker.spec_decode.verify_rows import as_decode_rows, fits_decode_rows, max_decode_rows
 from llmfleet.worker.spec_decode.verify_step import collect_verified, expand_rows, launch_verify
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
@@ -153,7 +154,7 @@ class ModelRunner:
     def _capture_graphs(self) -> DecodeGraphs | None:
         if self.config.enforce_eager or not self.device.startswith("cuda") or self.is_encoder:
             return None
-        max_batch = min(self.config.cuda_graph_max_batch, self.config.max_num_seqs)
+        max_batch = max_decode_rows(self.config)   # verify steps replay them too, as 1 + k rows a sequence
         graphs = DecodeGraphs(self.model, self.device, max_batch, -(-self.max_model_len // self.block_size),
                               self.max_model_len)
         graphs.capture()
@@ -270,6 +271,8 @@ class ModelRunner:
 
     def _logits(self, inputs: StepInputs, fix=None) -> torch.Tensor | None:
         """Logits [S, V] of the sequences that sample this step (None when none does)."""
+        if fits_decode_rows(inputs):   # a verify step: one decode row per token (spec_decode/verify_rows.py)
+            inputs = as_decode_rows(inputs)
         if self.graphs is not None and self.graphs.can_run(inputs):
             logits = self.graphs.run(inputs, fix)
             if len(inputs.sample_rows) == len(inputs.seq_lens):
