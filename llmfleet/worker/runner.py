@@ -24,7 +24,8 @@ from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.spec_decode.rejection import Verified
-from llmfleet.worker.spec_decode.verify_rows import as_decode_rows, fits_decode_rows, max_decode_rows
+from llmfleet.worker.spec_decode.verify_rows import (as_decode_rows, fits_decode_rows, hidden_rows,
+                                                     max_decode_rows)
 from llmfleet.worker.spec_decode.verify_step import collect_verified, expand_rows, launch_verify
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
@@ -49,6 +50,8 @@ class LaunchedStep:
     pooled: HostCopy | None = None           # their vectors [P, H] on their way to the host
     verified: Verified | None = None         # a verify step (drafts in it): the emitted tokens per sequence
     proposals: dict[int, int] | None = None  # seq id -> drafts to propose once its tokens are read back
+    hidden: torch.Tensor | None = None       # an EAGLE head's input: final hidden states [T, H] of the step
+    hidden_at: dict[int, tuple[int, int]] | None = None  # seq id -> (its first row in `hidden`, its position)
     _rows: dict[int, int] | None = None
 
     def row_of(self, seq_id: int) -> int:
@@ -85,7 +88,8 @@ class ModelRunner:
         self._num_launched = 0
         self.graphs: DecodeGraphs | None = None
         self.piecewise: PiecewiseGraphs | None = None
-        self.drafter = None   # a DraftModelProposer with speculative decoding by a draft model
+        self.drafter = None   # a DraftModelProposer or EagleProposer with speculation by a model
+        self.last_hidden: torch.Tensor | None = None   # final hidden states [T, H] of the last step's tokens
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
@@ -132,8 +136,9 @@ class ModelRunner:
         if spec is None or not spec.uses_draft_model:
             return
         from llmfleet.worker.spec_decode.draft_model import DraftModelProposer
+        from llmfleet.worker.spec_decode.eagle import EagleProposer
         before = torch.cuda.memory_allocated() if cuda else 0
-        self.drafter = DraftModelProposer(self, spec)
+        self.drafter = (EagleProposer if spec.uses_eagle else DraftModelProposer)(self, spec)
         self.weight_bytes += torch.cuda.memory_allocated() - before if cuda else 0
 
     def _allocate_caches(self) -> None:
@@ -209,6 +214,8 @@ class ModelRunner:
         if logits is not None:
             self.seqs.sampled(step.step_id, step.seqs)
         step.proposals = out.spec_num_proposals or None
+        if step.proposals and getattr(self.drafter, "needs_hidden", False):
+            step.hidden, step.hidden_at = self.last_hidden, hidden_rows(inputs, seqs)
         self._events_end(events)
         return step
 
@@ -226,7 +233,7 @@ class ModelRunner:
             result = self._collect_sampled(step, pooled)
         if step.proposals and self.drafter is not None:
             result.draft_token_ids = self.drafter.propose(
-                [s for s in (self.seqs.get(i) for i in step.proposals) if s is not None], step.proposals)
+                [s for s in (self.seqs.get(i) for i in step.proposals) if s is not None], step.proposals, step)
         return result
 
     def _collect_sampled(self, step: LaunchedStep, pooled) -> StepResult:
@@ -275,6 +282,7 @@ class ModelRunner:
             inputs = as_decode_rows(inputs)
         if self.graphs is not None and self.graphs.can_run(inputs):
             logits = self.graphs.run(inputs, fix)
+            self.last_hidden = self.graphs.last_hidden
             if len(inputs.sample_rows) == len(inputs.seq_lens):
                 return logits
             return logits[to_device(inputs.sample_rows, self.device, torch.int64)] if inputs.sample_rows else None
@@ -286,6 +294,10 @@ class ModelRunner:
         return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)])
 
     def _forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
+        self.last_hidden = self._model_forward(inputs, fix)
+        return self.last_hidden
+
+    def _model_forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
         meta = self._metadata(inputs)
         if self.piecewise is not None and self.piecewise.can_run(inputs):
             return self.piecewise.run(inputs, meta, fix)

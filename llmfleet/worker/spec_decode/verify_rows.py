@@ -56,3 +56,10 @@ def max_decode_rows(config: EngineConfig) -> int:
         batch = min(config.max_num_seqs, spec.disable_by_batch_size or config.max_num_seqs)
         rows = max(rows, batch * (1 + spec.num_speculative_tokens))
     return min(rows, config.cuda_graph_max_batch)
+
+
+def hidden_rows(inputs: StepInputs, seqs: list) -> dict[int, tuple[int, int]]:
+    """Seq id -> (its first token's row in the step's flat batch, that token's position), for the sequences that
+    sample in the step (`seqs` in batch order)."""
+    starts = inputs.query_start_loc
+    return {seqs[i].seq_id: (int(starts[i]), int(inputs.positions[starts[i]])) for i in inputs.sample_rows}
