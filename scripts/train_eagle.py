@@ -10,7 +10,8 @@
 3. The head (model/models/eagle.py's layout: fc over [embed(x_{q+1}); f_q], one decoder layer without input norm) is
    trained on the target's final hidden states f (Hugging Face transformers, no gradient): smooth-L1 of its output
    against f_{q+1}, plus the cross-entropy of the target's lm_head over it against the target's own next-token
-   distribution. Its layer starts as a copy of the target's last layer, fc as the identity on the feature half.
+   distribution. Its layer starts as a copy of the target's last layer with zeroed output projections and fc as
+   the identity on the feature half, so the untrained head already drafts "the token after this one again".
 4. Writes DIR/model.safetensors (bf16, names as EAGLE checkpoints spell them), DIR/config.json (the target's config
    with one layer) and DIR/training.json (losses, top-1 agreement with the target on held-out sequences).
 """
@@ -117,7 +118,8 @@ class TrainHead(nn.Module):
         return self.layers[0](x, cos, sin)
 
     def init_from(self, target) -> None:
-        """Layer 0 = the target's last layer; fc = identity on the feature half, small on the embedding half."""
+        """Layer 0 = the target's last layer with its output projections zeroed, fc = identity on the feature half
+        and small on the embedding half: the untrained head returns its input feature (next = this position's)."""
         last = target.model.layers[-1]
         mine = self.layers[0]
         with torch.no_grad():
@@ -129,6 +131,8 @@ class TrainHead(nn.Module):
             self.fc.weight.normal_(0, 0.02 / h ** 0.5)
             self.fc.weight[:, h:] += torch.eye(h, device=self.fc.weight.device)
             self.fc.bias.zero_()
+            mine.self_attn.o_proj.weight.zero_()
+            mine.mlp.down_proj.weight.zero_()
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("rotary.")}
@@ -158,7 +162,8 @@ def losses(head: TrainHead, target, ids: torch.Tensor, mask: torch.Tensor):
     if valid.shape[1] > 0:
         valid[:, -1] = 0                                                              # its target token is unknown
     n = valid.sum().clamp(min=1)
-    reg = (F.smooth_l1_loss(g, f[:, 1:], reduction="none").mean(-1) * valid).sum() / n
+    scale = f.std().clamp(min=1e-3)   # features in units of their spread (a model's final norm sets their size)
+    reg = (F.smooth_l1_loss(g / scale, f[:, 1:] / scale, reduction="none").mean(-1) * valid).sum() / n
     logq = F.log_softmax(target.lm_head(g.to(target.dtype)).float(), dim=-1)
     ce = (-(p * logq).sum(-1) * valid).sum() / n
     agree = ((logq.argmax(-1) == p.argmax(-1)).float() * valid).sum() / n
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--length", type=int, default=640)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--ce-weight", type=float, default=0.1)
+    p.add_argument("--ce-weight", type=float, default=0.5)
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM
     began = time.perf_counter()
