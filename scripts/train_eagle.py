@@ -173,6 +173,7 @@ def losses(head: TrainHead, target, ids: torch.Tensor, mask: torch.Tensor):
 def train(head, target, train_seqs, val_seqs, args, device) -> dict:
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW([p for n, p in head.named_parameters()], lr=args.lr, weight_decay=0.0)
+    warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, args.warmup)))
     feed = batches(train_seqs, args.batch_size, args.length, gen)
     began, log = time.perf_counter(), []
     for step in range(args.steps):
@@ -186,6 +187,7 @@ def train(head, target, train_seqs, val_seqs, args, device) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         opt.step()
+        warm.step()
         if step % 25 == 0 or step == args.steps - 1:
             log.append(dict(step=step, seconds=round(time.perf_counter() - began, 1), reg=round(reg.item(), 4),
                             ce=round(ce.item(), 4), agree=round(agree.item(), 4)))
@@ -224,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-random", type=int, default=384)
     p.add_argument("--num-text", type=int, default=640)
     p.add_argument("--max-new", type=int, default=384, help="tokens the target generates per prompt")
+    p.add_argument("--cache", type=Path, default=None, help="JSON of generated sequences: read if it exists, "
+                   "else written")
     p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--warmup", type=int, default=100, help="steps of linear learning-rate warm-up")
     p.add_argument("--max-seconds", type=float, default=180.0, help="training time limit")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--length", type=int, default=640)
@@ -233,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM
     began = time.perf_counter()
-    seqs = generate(args.model, build_prompts(args.num_random, args.num_text), args.max_new, args.device)
+    if args.cache is not None and args.cache.is_file():
+        seqs = json.loads(args.cache.read_text())
+    else:
+        seqs = generate(args.model, build_prompts(args.num_random, args.num_text), args.max_new, args.device)
+        if args.cache is not None:
+            args.cache.write_text(json.dumps(seqs))
     generated_s = time.perf_counter() - began
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     target = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
