@@ -62,13 +62,16 @@ def test_training_writes_the_eagle_layout():
     assert report["steps"] == 3 and 0.0 <= report["val_agreement"] <= 1.0
 
 
-@pytest.mark.parametrize("head", ["trained", "random"])
+@pytest.mark.parametrize("head", ["trained", "random", "random-bin"])
 def test_eagle_greedy_identity_and_counters(head, tmp_path):
     path = trained_head()
-    if head == "random":   # same layout, random weights, plus an embed_tokens copy (skipped on load)
+    if head != "trained":   # same layout, random weights, plus an embed_tokens copy (skipped on load)
         state = {k: torch.randn_like(v.float()) * 0.2 for k, v in load_file(str(path / "model.safetensors")).items()}
         state["embed_tokens.weight"] = torch.zeros(512, 64)
-        save_file(state, str(tmp_path / "model.safetensors"))
+        if head == "random-bin":   # as the EAGLE releases ship it: pytorch_model.bin, no config.json
+            torch.save(state, tmp_path / "pytorch_model.bin")
+        else:
+            save_file(state, str(tmp_path / "model.safetensors"))
         path = tmp_path
     spec = {"method": "eagle", "model": str(path), "num_speculative_tokens": 3}
     llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32", speculative_config=spec)
