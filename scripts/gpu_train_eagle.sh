@@ -3,8 +3,8 @@
 # generations (scripts/train_eagle.py, about 3 minutes of training), then runs W0 (1 request, 128 random-id prompt
 # tokens, 512 output tokens, greedy, real weights) without speculation, with the trained head and with n-gram
 # lookup, plus the GPU tests of speculative decoding. docs/speculative_decoding.md describes the head.
-#   MODEL=/path/to/SmolLM2-folder bash scripts/gpu_train_eagle.sh     # an HF folder (no network on the machine)
-#   TRAIN_SECONDS=120 STAGES="train w0" ...                          # shorter training; parts of the run
+#   MODEL=/path/to/SmolLM2-folder bash scripts/gpu_train_eagle.sh     # an HF folder or the GGUF file (no network)
+#   TRAIN_SECONDS=120 STAGES="train w0" TRAIN_ARGS="--lr 3e-4" ...   # shorter training; parts of the run
 # Writes under $OUT (default /tmp/llmfleet-eagle): eagle-head/ (model.safetensors ~9 MB bf16, config.json,
 # training.json), results/ (bench JSONs, benchmarks/results layout), *.log, summary.txt, results.tgz.
 # About 7 minutes on an H200.
@@ -15,6 +15,7 @@ mkdir -p "$out/results"
 source scripts/device_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 model=${MODEL:-$(python3 -c 'from llmfleet.entrypoints.default_model import resolve_served_model as r; print(r(None)[0])')}
+model=$(python3 -c 'import sys; sys.path.insert(0, "scripts"); from train_eagle import hf_folder; print(hf_folder(sys.argv[1]))' "$model")
 echo "default model: $model" | tee -a "$out/gpu.txt"
 head="$out/eagle-head"
 eagle="{\"method\": \"eagle\", \"model\": \"$head\", \"num_speculative_tokens\": ${EAGLE_K:-3}}"
@@ -33,7 +34,7 @@ bench() {  # bench <label> <workload> [flags...]
 if want train; then
   echo "== train: $model -> $head"
   timeout 480 python3 scripts/train_eagle.py --model "$model" --out "$head" \
-    --max-seconds "${TRAIN_SECONDS:-180}" 2>&1 | tee "$out/train.log" | grep -v "it/s\]" || rc=1
+    --max-seconds "${TRAIN_SECONDS:-180}" ${TRAIN_ARGS:-} 2>&1 | tee "$out/train.log" | grep -v "it/s\]" || rc=1
 fi
 if want w0; then
   bench w0-plain W0

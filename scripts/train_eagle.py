@@ -218,25 +218,35 @@ def save(head: TrainHead, target_folder: Path, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+def hf_folder(model: str) -> str:
+    """A Hugging Face folder for `model`: itself, or a GGUF file's conversion (cached, as `llmfleet serve` does)."""
+    if Path(model).is_file() and model.endswith(".gguf"):
+        from llmfleet.entrypoints.default_model import default_cache_dir
+        from llmfleet.model.gguf_export import cached_hf_folder
+        return str(cached_hf_folder(Path(model), default_cache_dir() / "gguf"))
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="the target: a Hugging Face folder")
+    p.add_argument("--model", required=True, help="the target: a Hugging Face folder or a GGUF file")
     p.add_argument("--out", type=Path, required=True, help="folder to write the head into")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--num-random", type=int, default=384)
-    p.add_argument("--num-text", type=int, default=640)
+    p.add_argument("--num-random", type=int, default=1024)
+    p.add_argument("--num-text", type=int, default=1024)
     p.add_argument("--max-new", type=int, default=384, help="tokens the target generates per prompt")
     p.add_argument("--cache", type=Path, default=None, help="JSON of generated sequences: read if it exists, "
                    "else written")
     p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--warmup", type=int, default=100, help="steps of linear learning-rate warm-up")
+    p.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     p.add_argument("--max-seconds", type=float, default=180.0, help="training time limit")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--length", type=int, default=640)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--ce-weight", type=float, default=0.5)
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM
+    args.model = hf_folder(args.model)
     began = time.perf_counter()
     if args.cache is not None and args.cache.is_file():
         seqs = json.loads(args.cache.read_text())

@@ -63,7 +63,9 @@ class SpecDecoder:
             return
         for seq in running:
             if seq.num_computed_tokens == seq.num_tokens - 1 and not seq.num_pending and speculates(seq):
-                seq.spec_token_ids = self.ngram.propose(seq.all_token_ids, self.draft_len(seq))
+                seq.spec_token_ids = self.ngram.propose(seq.all_token_ids, self.draft_len(seq), seq.seq_id)
+        if len(self.ngram._mirrors) > 2 * len(running) + 64:
+            self.ngram.forget({seq.seq_id for seq in running})
 
     def ask_proposals(self, out: SchedulerOutput, by_id: dict[int, Request]) -> None:
         """Draft model: asks the worker for drafts after this step, for the sequences that sample in it."""
