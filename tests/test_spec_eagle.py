@@ -97,27 +97,9 @@ def test_eagle3_and_unknown_layouts_are_refused(tmp_path):
         eagle_layout(["model.layers.0.self_attn.q_proj.weight", "lm_head.weight"])
 
 
-def test_engine_drafts_equal_the_training_forward():
-    """The engine's paged head (catch-up after the prefill, then a chained step) drafts what the training script's
-    plain-torch head predicts from the target's features: positions, features and rotary line up."""
-    from transformers import AutoModelForCausalLM
-
-    path = trained_head()
-    spec = {"method": "eagle", "model": str(path), "num_speculative_tokens": 2, "adaptive": False}
-    llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32", speculative_config=spec)
-    runner = llm.engine.runner
-    proposals = []
-    propose = runner.drafter.propose
-    runner.drafter.propose = lambda *a: proposals.append(propose(*a)) or proposals[-1]
-    prompt = prompts()[2]
-    first = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)[0]
-    drafts = next(iter(proposals[0].values()))
-    target = AutoModelForCausalLM.from_pretrained(str(checkpoint("llama")), dtype=torch.float32).eval()
-    module = _train_eagle()
-    head = module.TrainHead(target.config)
-    head.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()},
-                         strict=False)
-    ids = torch.tensor([prompt + list(first.outputs[0].token_ids)])
+def _reference_drafts(module, target, head, ids: list[int]) -> list[int]:
+    """The training script's head over a whole known sequence: its first draft, then one chained step."""
+    ids = torch.tensor([ids])
     with torch.no_grad():
         f = target.model(input_ids=ids).last_hidden_state
         embeds = target.model.embed_tokens(ids[:, 1:])
@@ -125,5 +107,34 @@ def test_engine_drafts_equal_the_training_forward():
         d1 = target.lm_head(g[0, -1]).argmax().item()
         g2 = head(torch.cat([embeds, target.model.embed_tokens(torch.tensor([[d1]]))], 1),
                   torch.cat([f[:, :-1], g[:, -1:]], 1))
-        d2 = target.lm_head(g2[0, -1]).argmax().item()
-    assert drafts == [d1, d2]
+        return [d1, target.lm_head(g2[0, -1]).argmax().item()]
+
+
+def test_engine_drafts_equal_the_training_forward():
+    """The engine's paged head drafts what the training script's plain-torch head predicts from the target's
+    features, after the prefill and after later verify steps: positions, features and rotary line up, and the
+    head's KV of rejected drafts is rewritten."""
+    from transformers import AutoModelForCausalLM
+
+    path = trained_head()
+    spec = {"method": "eagle", "model": str(path), "num_speculative_tokens": 2, "adaptive": False}
+    llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32", speculative_config=spec)
+    runner = llm.engine.runner
+    seen = []
+    propose = runner.drafter.propose
+
+    def recording(states, lengths, step=None):
+        drafts = propose(states, lengths, step)
+        seen.extend((list(s.token_ids), drafts[s.seq_id]) for s in states if s.seq_id in drafts)
+        return drafts
+
+    runner.drafter.propose = recording
+    llm.generate([prompts()[2]], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True), use_tqdm=False)
+    assert len(seen) >= 3
+    target = AutoModelForCausalLM.from_pretrained(str(checkpoint("llama")), dtype=torch.float32).eval()
+    module = _train_eagle()
+    head = module.TrainHead(target.config)
+    head.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()},
+                         strict=False)
+    for ids, drafts in seen:
+        assert drafts == _reference_drafts(module, target, head, ids)
