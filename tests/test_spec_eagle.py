@@ -138,3 +138,48 @@ def test_engine_drafts_equal_the_training_forward():
                          strict=False)
     for ids, drafts in seen:
         assert drafts == _reference_drafts(module, target, head, ids)
+
+
+@functools.lru_cache(maxsize=None)
+def initial_head() -> pathlib.Path:
+    """The training script's untrained head (its layer copied from the target's last): drafts from step one."""
+    from transformers import AutoModelForCausalLM
+
+    module = _train_eagle()
+    target = AutoModelForCausalLM.from_pretrained(str(checkpoint("llama")), dtype=torch.float32)
+    head = module.TrainHead(target.config)
+    head.init_from(target)
+    out = pathlib.Path(tempfile.mkdtemp(prefix="eagle-initial-"))
+    module.save(head, pathlib.Path(checkpoint("llama")), out)
+    return out
+
+
+@pytest.mark.parametrize("config", ["budget-5-no-prefix-cache", "preemption"])
+def test_eagle_identity_with_chunks_and_preemption(config):
+    from tests.test_spec_decode import CONFIGS, baseline as spec_baseline, _generate as spec_generate
+
+    spec = {"method": "eagle", "model": str(initial_head()), "num_speculative_tokens": 3}
+    llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32", speculative_config=spec, **CONFIGS[config])
+    assert spec_generate(llm) == spec_baseline(config)
+    stats = llm.engine.stats()
+    assert stats.spec_num_drafts > 0
+    if config == "preemption":
+        assert stats.num_preemptions > 0
+    kv = llm.engine.kv
+    kv.pool.check_invariants()
+    assert kv.num_free_blocks == kv.pool.num_blocks
+
+
+def test_eagle_two_samples_and_logprobs():
+    from tests.test_spec_decode import baseline as spec_baseline, _generate as spec_generate
+
+    spec = {"method": "eagle", "model": str(initial_head()), "num_speculative_tokens": 3}
+    llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32", speculative_config=spec)
+    assert spec_generate(llm, n=2) == spec_baseline("default", 2)
+    params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=1)
+    plain = LLM(str(checkpoint("llama")), device="cpu", dtype="float32").generate(prompts()[3], params,
+                                                                                  use_tqdm=False)[0].outputs[0]
+    fast = llm.generate(prompts()[3], params, use_tqdm=False)[0].outputs[0]
+    assert fast.token_ids == plain.token_ids
+    for mine, theirs in zip(fast.logprobs, plain.logprobs):
+        assert list(mine) == list(theirs)
