@@ -227,7 +227,17 @@ def hf_folder(model: str) -> str:
     return model
 
 
-def main(argv: list[str] | None = None) -> int:
+def sequences(args) -> list[list[int]]:
+    """The training sequences: read from --cache if it exists, else generated (and written there)."""
+    if args.cache is not None and args.cache.is_file():
+        return json.loads(args.cache.read_text())
+    seqs = generate(args.model, build_prompts(args.num_random, args.num_text), args.max_new, args.device)
+    if args.cache is not None:
+        args.cache.write_text(json.dumps(seqs))
+    return seqs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="the target: a Hugging Face folder or a GGUF file")
     p.add_argument("--out", type=Path, required=True, help="folder to write the head into")
@@ -244,16 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=640)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--ce-weight", type=float, default=0.5)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM
+    args = parse_args(argv)
     args.model = hf_folder(args.model)
     began = time.perf_counter()
-    if args.cache is not None and args.cache.is_file():
-        seqs = json.loads(args.cache.read_text())
-    else:
-        seqs = generate(args.model, build_prompts(args.num_random, args.num_text), args.max_new, args.device)
-        if args.cache is not None:
-            args.cache.write_text(json.dumps(seqs))
+    seqs = sequences(args)
     generated_s = time.perf_counter() - began
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     target = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
@@ -261,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     head = TrainHead(target.config).to(args.device)
     head.init_from(target)
     head.float()
+    random.Random(0).shuffle(seqs)     # held-out sequences of every kind
     held = max(1, len(seqs) // 20)
     result = train(head, target, seqs[held:], seqs[:held], args, args.device)
     save(head, Path(args.model), args.out)

@@ -77,6 +77,8 @@ class StepResult:
 
 
 class ModelRunner:
+    last_hidden: torch.Tensor | None = None   # final hidden states [T, H] of the last forward's tokens
+
     def __init__(self, config: EngineConfig, device: str, dtype: torch.dtype, model_path: str, hf_config=None):
         self.config, self.device, self.dtype = config, device, dtype
         self.step_timings: list | None = None
@@ -89,7 +91,6 @@ class ModelRunner:
         self.graphs: DecodeGraphs | None = None
         self.piecewise: PiecewiseGraphs | None = None
         self.drafter = None   # a DraftModelProposer or EagleProposer with speculation by a model
-        self.last_hidden: torch.Tensor | None = None   # final hidden states [T, H] of the last step's tokens
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
