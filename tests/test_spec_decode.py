@@ -133,8 +133,11 @@ def test_constrained_requests_run_without_drafts():
 class _RepeatLast:
     """Proposes the last token k times: drafts every step (mostly rejected)."""
 
-    def propose(self, token_ids: list[int], k: int) -> list[int]:
+    def propose(self, token_ids: list[int], k: int, key=None) -> list[int]:
         return token_ids[-1:] * k
+
+    def forget(self, keep: set) -> None:
+        pass
 
 
 def test_large_batches_do_not_speculate_and_run_asynchronously():

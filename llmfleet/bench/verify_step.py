@@ -32,8 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class _FixedDrafts:
     """Proposes the same k ids for every sequence (stands in for n-gram lookup)."""
 
-    def propose(self, token_ids: list[int], k: int) -> list[int]:
+    def propose(self, token_ids: list[int], k: int, key=None) -> list[int]:
         return [11 + j for j in range(k)]
+
+    def forget(self, keep: set) -> None:
+        pass
 
 
 def run(args: argparse.Namespace) -> int:

@@ -158,8 +158,7 @@ class EngineCore:
         Speculation does too (its drafts continue the tokens read back), in the steps where it is active.
         """
         outputs: list[SeqOutput] = self._fail_grammars()
-        speculating = self.spec is not None and self.spec.active(len(self.scheduler.running)
-                                                                 + len(self.scheduler.waiting))
+        speculating = self.spec is not None and self.spec.active(self._batch_size())
         overlap = self.config.async_scheduling and self._num_sync_only == 0 and not speculating
         if self._inflight is not None and not overlap:
             outputs += self._finish(self._inflight)
@@ -186,6 +185,12 @@ class EngineCore:
         # stepping again at once
         self.stalled = not out.num_scheduled_tokens and self._inflight is None and not outputs
         return outputs
+
+    def _batch_size(self) -> int:
+        """Sequences the next step can hold: the running ones and as many waiting ones as max_num_seqs admits
+        (a long queue behind a small batch does not make the step compute-bound)."""
+        scheduler = self.scheduler
+        return min(len(scheduler.running) + len(scheduler.waiting), self.config.max_num_seqs)
 
     def _propose(self, speculating: bool) -> None:
         """Drafts for this step's decodes (n-gram here; a draft model's came with the last step), or none."""

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 NGRAM_METHODS = ("ngram",)
 DRAFT_METHODS = ("draft", "draft_model")   # a smaller model sharing the target's tokenizer
-METHODS = NGRAM_METHODS + DRAFT_METHODS
+EAGLE_METHODS = ("eagle", "eagle3")         # a head over the target's hidden states (model/models/eagle.py)
+METHODS = NGRAM_METHODS + DRAFT_METHODS + EAGLE_METHODS
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +20,7 @@ class SpeculativeConfig:
     num_speculative_tokens: int = 4           # most draft tokens verified per sequence and step
     prompt_lookup_max: int = 4                # ngram: the longest suffix n-gram looked up in the sequence
     prompt_lookup_min: int = 2                # ngram: the shortest one
-    model: str | None = None                  # draft: its folder or demo name (same tokenizer as the target)
+    model: str | None = None                  # draft / eagle: its folder or demo name (the target's tokenizer)
     # Speculation is off in a step when more sequences than this are running or waiting: a large batch is
     # compute-bound, where verifying drafts costs more than it saves. None: never off.
     disable_by_batch_size: int | None = 32
@@ -36,7 +37,7 @@ class SpeculativeConfig:
         if self.prompt_lookup_min > self.prompt_lookup_max:
             raise ValueError(f"speculative_config.prompt_lookup_min: {self.prompt_lookup_min} is above "
                              f"prompt_lookup_max {self.prompt_lookup_max}")
-        if self.method in DRAFT_METHODS and not self.model:
+        if self.method not in NGRAM_METHODS and not self.model:
             raise ValueError(f"speculative_config.model: method {self.method!r} needs the draft model's path")
         if self.method in NGRAM_METHODS and self.model is not None:
             raise ValueError("speculative_config.model: the ngram method uses no model")
@@ -47,7 +48,12 @@ class SpeculativeConfig:
 
     @property
     def uses_draft_model(self) -> bool:
-        return self.method in DRAFT_METHODS
+        """Whether a model on the worker proposes (a draft model or an EAGLE head), rather than n-gram lookup."""
+        return self.method in DRAFT_METHODS + EAGLE_METHODS
+
+    @property
+    def uses_eagle(self) -> bool:
+        return self.method in EAGLE_METHODS
 
     @classmethod
     def parse(cls, value: "SpeculativeConfig | dict | str | None") -> "SpeculativeConfig | None":

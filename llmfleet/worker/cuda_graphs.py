@@ -49,6 +49,8 @@ class DecodeGraphs:
         self._copied = torch.cuda.Event()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
+        self.hidden: dict[int, torch.Tensor] = {}     # final hidden states [B, H] (an EAGLE head reads them)
+        self.last_hidden: torch.Tensor | None = None  # the last replay's [n, H], valid until the next replay
 
     def _buffers(self) -> dict[str, torch.Tensor]:
         return dict(input_ids=self.input_ids, positions=self.positions, slot_mapping=self.slot_mapping,
@@ -66,13 +68,16 @@ class DecodeGraphs:
         pool = None
         for batch in reversed(self.sizes):          # largest first: smaller graphs reuse its memory pool
             meta = self._meta(batch)
-            run = lambda: self.model.compute_logits(  # noqa: E731
-                self.model.forward(self.input_ids[:batch], self.positions[:batch], meta))
+
+            def run():
+                hidden = self.model.forward(self.input_ids[:batch], self.positions[:batch], meta)
+                return hidden, self.model.compute_logits(hidden)
+
             run()                                    # warm-up: kernel compilation, autotuning, allocator
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                self.logits[batch] = run()
+                self.hidden[batch], self.logits[batch] = run()
             pool = graph.pool()
             self.graphs[batch] = graph
         torch.cuda.synchronize()
@@ -109,6 +114,7 @@ class DecodeGraphs:
         if fix is not None:
             self.input_ids.index_copy_(0, *fix)
         self.graphs[batch].replay()
+        self.last_hidden = self.hidden[batch][:n]
         return self.logits[batch][:n]
 
     def _copy_block_tables(self, table: np.ndarray) -> None:

@@ -25,6 +25,8 @@ from llmfleet.worker.piecewise_graphs import PiecewiseGraphs
 from llmfleet.worker.prompt_logprobs import compute_prompt_logprobs, plan_prompt_logprobs
 from llmfleet.worker.seq_state import SeqState, SeqStates
 from llmfleet.worker.spec_decode.rejection import Verified
+from llmfleet.worker.spec_decode.verify_rows import (as_decode_rows, fits_decode_rows, hidden_rows,
+                                                     max_decode_rows)
 from llmfleet.worker.spec_decode.verify_step import collect_verified, expand_rows, launch_verify
 from llmfleet.worker.transfer import HostCopy, to_device
 from llmfleet.worker.warmup import warm_up
@@ -49,6 +51,8 @@ class LaunchedStep:
     pooled: HostCopy | None = None           # their vectors [P, H] on their way to the host
     verified: Verified | None = None         # a verify step (drafts in it): the emitted tokens per sequence
     proposals: dict[int, int] | None = None  # seq id -> drafts to propose once its tokens are read back
+    hidden: torch.Tensor | None = None       # an EAGLE head's input: final hidden states [T, H] of the step
+    hidden_at: dict[int, tuple[int, int]] | None = None  # seq id -> (its first row in `hidden`, its position)
     _rows: dict[int, int] | None = None
 
     def row_of(self, seq_id: int) -> int:
@@ -74,6 +78,8 @@ class StepResult:
 
 
 class ModelRunner:
+    last_hidden: torch.Tensor | None = None   # final hidden states [T, H] of the last forward's tokens
+
     def __init__(self, config: EngineConfig, device: str, dtype: torch.dtype, model_path: str, hf_config=None):
         self.config, self.device, self.dtype = config, device, dtype
         self.step_timings: list | None = None
@@ -85,7 +91,7 @@ class ModelRunner:
         self._num_launched = 0
         self.graphs: DecodeGraphs | None = None
         self.piecewise: PiecewiseGraphs | None = None
-        self.drafter = None   # a DraftModelProposer with speculative decoding by a draft model
+        self.drafter = None   # a DraftModelProposer or EagleProposer with speculation by a model
         began = time.perf_counter()
         cuda = device.startswith("cuda")
         self.memory_before_load = torch.cuda.memory_allocated() if cuda else 0  # other engines in this process
@@ -134,8 +140,9 @@ class ModelRunner:
         if spec is None or not spec.uses_draft_model:
             return
         from llmfleet.worker.spec_decode.draft_model import DraftModelProposer
+        from llmfleet.worker.spec_decode.eagle import EagleProposer
         before = torch.cuda.memory_allocated() if cuda else 0
-        self.drafter = DraftModelProposer(self, spec)
+        self.drafter = (EagleProposer if spec.uses_eagle else DraftModelProposer)(self, spec)
         self.weight_bytes += torch.cuda.memory_allocated() - before if cuda else 0
 
     def _attach_lora(self, cuda: bool):
@@ -168,7 +175,7 @@ class ModelRunner:
     def _capture_graphs(self) -> DecodeGraphs | None:
         if self.config.enforce_eager or not self.device.startswith("cuda") or self.is_encoder:
             return None
-        max_batch = min(self.config.cuda_graph_max_batch, self.config.max_num_seqs)
+        max_batch = max_decode_rows(self.config)   # verify steps replay them too, as 1 + k rows a sequence
         graphs = DecodeGraphs(self.model, self.device, max_batch, -(-self.max_model_len // self.block_size),
                               self.max_model_len)
         graphs.capture()
@@ -225,6 +232,8 @@ class ModelRunner:
         if logits is not None:
             self.seqs.sampled(step.step_id, step.seqs)
         step.proposals = out.spec_num_proposals or None
+        if step.proposals and getattr(self.drafter, "needs_hidden", False):
+            step.hidden, step.hidden_at = self.last_hidden, hidden_rows(inputs, seqs)
         self._events_end(events)
         return step
 
@@ -242,7 +251,7 @@ class ModelRunner:
             result = self._collect_sampled(step, pooled)
         if step.proposals and self.drafter is not None:
             result.draft_token_ids = self.drafter.propose(
-                [s for s in (self.seqs.get(i) for i in step.proposals) if s is not None], step.proposals)
+                [s for s in (self.seqs.get(i) for i in step.proposals) if s is not None], step.proposals, step)
         return result
 
     def _collect_sampled(self, step: LaunchedStep, pooled) -> StepResult:
@@ -287,8 +296,11 @@ class ModelRunner:
 
     def _logits(self, inputs: StepInputs, fix=None) -> torch.Tensor | None:
         """Logits [S, V] of the sequences that sample this step (None when none does)."""
+        if fits_decode_rows(inputs):   # a verify step: one decode row per token (spec_decode/verify_rows.py)
+            inputs = as_decode_rows(inputs)
         if self.graphs is not None and self.graphs.can_run(inputs):
             logits = self.graphs.run(inputs, fix)
+            self.last_hidden = self.graphs.last_hidden
             if len(inputs.sample_rows) == len(inputs.seq_lens):
                 return logits
             return logits[to_device(inputs.sample_rows, self.device, torch.int64)] if inputs.sample_rows else None
@@ -300,6 +312,10 @@ class ModelRunner:
         return self.model.compute_logits(hidden[to_device(inputs.logits_indices, self.device)])
 
     def _forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
+        self.last_hidden = self._model_forward(inputs, fix)
+        return self.last_hidden
+
+    def _model_forward(self, inputs: StepInputs, fix=None) -> torch.Tensor:
         meta = self._metadata(inputs)
         if self.piecewise is not None and self.piecewise.can_run(inputs):
             return self.piecewise.run(inputs, meta, fix)

@@ -43,6 +43,7 @@ class SpecDecoder:
         self.ngram = (NgramProposer(config.prompt_lookup_min, config.prompt_lookup_max)
                       if not config.uses_draft_model else None)
         self.stats = SpecDecodeStats(accepted_per_pos=[0] * self.k)
+        self._num_proposed = 0
 
     @property
     def num_lookahead_tokens(self) -> int:
@@ -63,7 +64,10 @@ class SpecDecoder:
             return
         for seq in running:
             if seq.num_computed_tokens == seq.num_tokens - 1 and not seq.num_pending and speculates(seq):
-                seq.spec_token_ids = self.ngram.propose(seq.all_token_ids, self.draft_len(seq))
+                seq.spec_token_ids = self.ngram.propose(seq.all_token_ids, self.draft_len(seq), seq.seq_id)
+        self._num_proposed += 1
+        if self._num_proposed % 256 == 0:   # now and then: the mirrors of sequences no longer running go
+            self.ngram.forget({seq.seq_id for seq in running})
 
     def ask_proposals(self, out: SchedulerOutput, by_id: dict[int, Request]) -> None:
         """Draft model: asks the worker for drafts after this step, for the sequences that sample in it."""

@@ -71,8 +71,9 @@ class DraftModelProposer:
                                          dtype=r.kv_dtype, device=r.device)
 
     @torch.inference_mode()
-    def propose(self, states: list[SeqState], lengths: dict[int, int]) -> dict[int, list[int]]:
-        """Up to lengths[seq_id] draft tokens per sequence, after its known tokens; keeps q for rejection."""
+    def propose(self, states: list[SeqState], lengths: dict[int, int], step=None) -> dict[int, list[int]]:
+        """Up to lengths[seq_id] draft tokens per sequence, after its known tokens; keeps q for rejection (`step`,
+        the target's launched step, is not needed)."""
         states = [s for s in states if lengths.get(s.seq_id, 0) > 0]
         if not states:
             return {}

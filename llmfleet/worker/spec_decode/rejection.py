@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from llmfleet.model.layers.logits_adjust import adjust_logits
 from llmfleet.model.layers.sampler import (SamplerOutput, SamplingBatch, _gather_logprobs, draw, probabilities,
                                            sample)
+from llmfleet.worker.transfer import to_device
 
 
 @dataclass(slots=True)
@@ -35,16 +37,13 @@ def verify(logits: torch.Tensor, batch: SamplingBatch, spec_counts: list[int], d
     drafts[b]: its k_b draft tokens; draft_probs[b]: q [>= k_b, V] of a draft model (None: point masses)."""
     device = logits.device
     num_seqs, width = len(spec_counts), max(spec_counts) + 1
-    k = torch.tensor(spec_counts, dtype=torch.int64, device=device)
-    starts = torch.cumsum(torch.tensor([0] + [c + 1 for c in spec_counts[:-1]], device=device), 0)
+    k, rows, d_tok = _host_indices(spec_counts, drafts, width, device)         # [S], [S, K + 1], [S, K]
     offsets = torch.arange(width, device=device)
-    rows = starts[:, None] + torch.minimum(offsets[None, :], k[:, None])        # [S, K + 1]
     raw_logprobs = None
     if batch.max_logprobs is not None:   # before sample(): a grammar mask edits the logits in place
         edited = adjust_logits(logits, batch.adjustments) if batch.adjustments is not None else logits
         raw_logprobs = edited[rows.flatten()].log_softmax(dim=-1)
     base = sample(logits, batch).token_ids[rows]                                # [S, K + 1]: plain draws
-    d_tok = torch.tensor([d + [0] * (width - 1 - len(d)) for d in drafts], dtype=torch.int64).to(device)
     valid = offsets[None, :-1] < k[:, None]
     accept = d_tok == base[:, :-1]                                              # greedy acceptance
     tokens = base
@@ -65,6 +64,22 @@ def verify(logits: torch.Tensor, batch: SamplingBatch, spec_counts: list[int], d
         out = SamplerOutput(tokens.flatten())
         _gather_logprobs(out, raw_logprobs, batch.max_logprobs)
     return Verified(tokens, accepted + 1, out)
+
+
+def _host_indices(spec_counts: list[int], drafts: list[list[int]], width: int, device):
+    """(k [S], logits rows [S, K + 1], drafts [S, K] zero-padded), built on the host and sent in one asynchronous
+    copy: no device round trip while the step's forward is still queued."""
+    num_seqs = len(spec_counts)
+    k = np.asarray(spec_counts, dtype=np.int64)
+    starts = np.zeros(num_seqs, dtype=np.int64)
+    np.cumsum(k[:-1] + 1, out=starts[1:])
+    rows = starts[:, None] + np.minimum(np.arange(width)[None, :], k[:, None])
+    d_tok = np.zeros((num_seqs, width - 1), dtype=np.int64)
+    for b, d in enumerate(drafts):
+        d_tok[b, :len(d)] = d
+    packed = to_device(np.concatenate([k, rows.ravel(), d_tok.ravel()]), str(device))
+    return packed[:num_seqs], packed[num_seqs:num_seqs * (width + 1)].view(num_seqs, width), \
+        packed[num_seqs * (width + 1):].view(num_seqs, width - 1)
 
 
 def _first_rows(spec_counts: list[int]) -> list[int]:
