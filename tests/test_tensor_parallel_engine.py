@@ -20,6 +20,7 @@ from llmfleet.engine.streams import EngineDeadError
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.scheduler_output import NewSeqData, SchedulerOutput
 from llmfleet.worker.executor.messages import Launch, decode_driver_message, encode
+from llmfleet.worker.executor.multiproc import WorkerDiedError
 from tests.checkpoints import checkpoint
 
 NEW_TOKENS = 12
@@ -57,16 +58,18 @@ def test_tp4_matches_hf(arch):   # 4 ranks over 2 KV heads: each KV head is repl
     assert tp_greedy(arch, 4) == hf_greedy(arch)
 
 
-def test_tp2_seeded_sampling_and_logprobs_match_one_process():
+def test_tp2_seeded_sampling_logprobs_and_embeddings_match_one_process():
     params = SamplingParams(temperature=0.8, top_k=50, seed=7, max_tokens=8, logprobs=2, prompt_logprobs=1,
                             ignore_eos=True)
-    runs = []
+    runs, vectors = [], []
     for tp in (1, 2):
         llm = LLM(str(checkpoint("qwen2")), device="cpu", dtype="float32", tensor_parallel_size=tp, num_kv_blocks=64)
         try:
             runs.append(llm.generate(PROMPTS[:2], params, use_tqdm=False))
+            vectors.append(torch.tensor([o.outputs.data for o in llm.embed(PROMPTS)]))
         finally:
             llm.engine.core.shutdown()
+    assert vectors[0].shape == (3, 64) and torch.allclose(vectors[0], vectors[1], atol=1e-5)
     for one, two in zip(*runs):
         assert one.outputs[0].token_ids == two.outputs[0].token_ids
         for a, b in zip(one.outputs[0].logprobs, two.outputs[0].logprobs):
@@ -130,6 +133,21 @@ def test_killed_worker_fails_requests_and_stops_the_engine():
         assert not psutil.pid_exists(victim.pid) or victim.status() == psutil.STATUS_ZOMBIE
 
     asyncio.run(asyncio.wait_for(run(), 90))
+
+
+def test_a_failing_worker_is_named_with_its_cause():
+    llm = LLM(str(checkpoint("llama")), device="cpu", dtype="float32", tensor_parallel_size=2, num_kv_blocks=64)
+    executor = llm.engine.runner
+    try:
+        executor._steps[1].send(b"\xc1 not a message")   # rank 1 cannot decode it: it fails, says why, and exits
+        with pytest.raises(WorkerDiedError, match=r"worker rank 1 failed: (msgspec\.)?\w*DecodeError"):
+            llm.generate(PROMPTS[:1], SamplingParams(max_tokens=4), use_tqdm=False)
+        assert executor.procs[1].exitcode == 1
+        with pytest.raises(WorkerDiedError, match="worker rank 1 failed"):   # and so does every later step
+            executor.launch(SchedulerOutput())
+    finally:
+        llm.engine.core.shutdown()
+    assert all(p.exitcode is not None for p in executor.procs)
 
 
 @pytest.mark.gpu
