@@ -1,5 +1,5 @@
 """Tensor parallelism through worker processes (gloo on CPU): greedy tokens exact against HF transformers at TP 2
-and 4 for every architecture, the step messages' round trip, clear refusals of bad parallel settings, and a worker
+and 4 for every architecture (llama, tied llama, mistral, qwen2, qwen3), the step messages' round trip, clear refusals of bad parallel settings, and a worker
 that dies mid-generation: its requests fail with an error naming the rank, and the engine stops."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.scheduler_output import NewSeqData, SchedulerOutput
 from llmfleet.worker.executor.messages import Launch, decode_driver_message, encode
 from llmfleet.worker.executor.multiproc import WorkerDiedError
-from tests.checkpoints import checkpoint
+from tests.checkpoints import ARCHS, checkpoint
 from tests.serving import children, gone_within
 
 NEW_TOKENS = 12
@@ -47,13 +47,13 @@ def tp_greedy(arch: str, tp: int, **options) -> list[list[int]]:
         llm.engine.core.shutdown()
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_tp2_matches_hf(arch):
     assert tp_greedy(arch, 2) == hf_greedy(arch)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["llama-tied", "qwen3"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_tp4_matches_hf(arch):   # 4 ranks over 2 KV heads: each KV head is replicated on 2 ranks
     assert tp_greedy(arch, 4) == hf_greedy(arch)
 
