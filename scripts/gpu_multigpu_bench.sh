@@ -33,7 +33,7 @@ bench() {  # bench <label> <seconds> <shape> <workload> [flags...]
 
 if want smoke; then
   echo "== GPU tests of the executor"
-  timeout 240 python3 -m pytest -q -m gpu tests/test_tensor_parallel_engine.py 2>&1 | tee "$out/smoke-tests.log" \
+  timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_tensor_parallel_engine.py 2>&1 | tee "$out/smoke-tests.log" \
     | tail -5 || rc=1
   echo "== NCCL all-reduce at world size 1 (eager and graph-captured)"
   timeout 120 python3 -m llmfleet.entrypoints.cli bench allreduce --world-size 1 --sizes 8K 64K 1M 8M \

@@ -86,6 +86,7 @@ class MultiprocExecutor:
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self._lifelines = []
         self._closed = False
+        self._failure: WorkerDiedError | None = None
         # Before multiprocessing's own exit hook, which would wait forever for workers that ignore SIGTERM
         atexit.register(self.shutdown)
         try:
@@ -194,16 +195,26 @@ class MultiprocExecutor:
 
     # ---- messages -----------------------------------------------------------------------------------------
     def _broadcast(self, data: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure   # the ranks are out of step for good: every later call fails the same way
         if self._closed:
             raise WorkerDiedError("the workers were shut down")
         for sock in self._steps:
-            sock.send(data, copy=False)
+            # A PUSH socket whose peer is gone blocks on send: never wait without watching the workers.
+            while True:
+                try:
+                    sock.send(data, flags=zmq.NOBLOCK, copy=False)
+                    break
+                except zmq.Again:
+                    if self._dead():
+                        raise self._fail(None) from None
+                    sock.poll(_POLL_MS, zmq.POLLOUT)
 
     def _receive(self):
         """The next worker message; WorkerDiedError when a worker failed or died meanwhile."""
         while not self._results.poll(_POLL_MS):
             if self._dead():
-                raise WorkerDiedError(self._explain())
+                raise self._fail(None)
         message = decode_worker_message(self._results.recv(copy=False).buffer)
         if isinstance(message, WorkerFailed):
             # A rank that fails may only be the witness (a collective broke because a peer was killed): give the
@@ -211,8 +222,16 @@ class MultiprocExecutor:
             deadline = time.monotonic() + _WITNESS_WAIT_S
             while time.monotonic() < deadline and len(self._dead()) < self.world_size - 1:
                 time.sleep(0.05)
-            raise WorkerDiedError(self._explain(message))
+            raise self._fail(message)
         return message
+
+    def _fail(self, failed: WorkerFailed | None) -> WorkerDiedError:
+        """The error that stops the engine; a failure report already queued names its cause."""
+        if failed is None and self._results.poll(0):
+            message = decode_worker_message(self._results.recv())
+            failed = message if isinstance(message, WorkerFailed) else None
+        self._failure = WorkerDiedError(self._explain(failed))
+        return self._failure
 
     def _dead(self) -> list[int]:
         return [rank for rank, proc in enumerate(self.procs) if proc.exitcode is not None]
