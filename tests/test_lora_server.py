@@ -172,7 +172,8 @@ def test_load_and_unload_under_load_leave_no_blocks_behind(server, adapter_dirs)
     url = server.url
     with ThreadPoolExecutor(8) as pool:
         answers = [pool.submit(complete, server, model) for model in ("first", "tiny") * 4]
-        loaded = httpx.post(url + "/v1/load_lora_adapter", json={"lora_name": "third", "lora_path": str(adapter_dirs[1])})
+        body = {"lora_name": "third", "lora_path": str(adapter_dirs[1])}
+        loaded = httpx.post(url + "/v1/load_lora_adapter", json=body)
         answers += [pool.submit(complete, server, "third") for _ in range(3)]
         unloaded = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "third"})
         statuses = [a.result().status_code for a in answers]

@@ -9,8 +9,9 @@ CUDA graph captured once replays for any grouping. Two kernels, segmented like S
     expand:  y[t, :] += v[t] @ B[s]^T       v [T, R], B [S, N, R]      -> y [T, N] (in place)
 
 Grid: (tile, split of K) and (tile, block of N), with cdiv(T, TOKEN_BLOCK) + S tiles (enough for any grouping of T
-tokens; the unused ones are empty and their programs exit), so the grids depend only on T and S. The scale alpha / r is folded into B when an adapter is loaded. A packed
-layer (q|k|v, gate|up) stacks its parts' A along R and holds each part's B in its own R columns, so one pair covers it.
+tokens; the unused ones are empty and their programs exit), so the grids depend only on T and S. The scale
+alpha / r is folded into B when an adapter is loaded. A packed layer (q|k|v, gate|up) stacks its parts' A along R
+and holds each part's B in its own R columns, so one pair covers it.
 """
 from __future__ import annotations
 
