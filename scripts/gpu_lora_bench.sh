@@ -8,7 +8,8 @@
 #   bash scripts/gpu_lora_bench.sh
 #   STAGES="base lora16" bash scripts/gpu_lora_bench.sh      # a part of the run per call
 # Result JSONs (benchmarks/results layout: offline-w2-llama3-8b-*.json with lora_* fields, and lora-summary-*.json
-# with the ratios) and logs go under $OUT (default /tmp/llmfleet-lora-bench). About 6 minutes on an H200.
+# with the ratios) and logs go under $OUT (default /tmp/llmfleet-lora-bench). About 3 minutes on an H200 (each
+# stage 30-60 s, most of it start-up).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/llmfleet-lora-bench}

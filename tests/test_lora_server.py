@@ -162,3 +162,22 @@ def test_adapter_routes_need_the_master_key_with_tenancy(adapter_dirs, tmp_path)
         unload = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "first"},
                             headers={"authorization": f"Bearer {key}"})
         assert unload.status_code == 403
+
+
+def test_load_and_unload_under_load_leave_no_blocks_behind(server, adapter_dirs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.serving import engine_stats
+
+    url = server.url
+    with ThreadPoolExecutor(8) as pool:
+        answers = [pool.submit(complete, server, model) for model in ("first", "tiny") * 4]
+        body = {"lora_name": "third", "lora_path": str(adapter_dirs[1])}
+        loaded = httpx.post(url + "/v1/load_lora_adapter", json=body)
+        answers += [pool.submit(complete, server, "third") for _ in range(3)]
+        unloaded = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "third"})
+        statuses = [a.result().status_code for a in answers]
+    assert loaded.status_code == 200 and unloaded.status_code == 200
+    assert statuses[:8] == [200] * 8 and set(statuses[8:]) <= {200, 404}
+    stats = engine_stats(server.ctx)
+    assert stats.num_running == stats.num_waiting == 0 and stats.num_free_blocks == stats.num_total_blocks

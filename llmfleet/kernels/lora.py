@@ -9,8 +9,9 @@ CUDA graph captured once replays for any grouping. Two kernels, segmented like S
     expand:  y[t, :] += v[t] @ B[s]^T       v [T, R], B [S, N, R]      -> y [T, N] (in place)
 
 Grid: (tile, split of K) and (tile, block of N), with cdiv(T, TOKEN_BLOCK) + S tiles (enough for any grouping of T
-tokens; the unused ones are empty and their programs exit), so the grids depend only on T and S. The scale alpha / r is folded into B when an adapter is loaded. A packed
-layer (q|k|v, gate|up) stacks its parts' A along R and holds each part's B in its own R columns, so one pair covers it.
+tokens; the unused ones are empty and their programs exit), so the grids depend only on T and S. The scale
+alpha / r is folded into B when an adapter is loaded. A packed layer (q|k|v, gate|up) stacks its parts' A along R
+and holds each part's B in its own R columns, so one pair covers it.
 """
 from __future__ import annotations
 
@@ -104,12 +105,14 @@ def lora_delta_triton(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torc
     precision = "ieee" if x.dtype == torch.float32 else "tf32"   # float32 stays exact (no TF32 rounding)
     grid_tiles = min(num_tiles(tokens, slots), tiles.shape[0])
     block_k = 64
-    splits = max(1, min(k // 256, 64))
+    # Split K only as far as a step needs programs: a decode step's few tiles split 16 ways, a long prefill's
+    # hundreds of tiles hardly at all (fewer atomic adds into v).
+    splits = max(1, min(k // 256, 64, -(-1024 // grid_tiles)))
     per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k
     _shrink_kernel[(grid_tiles, triton.cdiv(k, per_split))](
         x, a, v, order, tiles, k, r, per_split, x.stride(0), a.stride(0), a.stride(1), v.stride(0),
         BLOCK_T=TOKEN_BLOCK, BLOCK_K=block_k, BLOCK_R=block_r, PRECISION=precision, num_warps=4)
-    block_n = 64
+    block_n = 128
     _expand_kernel[(grid_tiles, triton.cdiv(n, block_n))](
         v, b, y, order, tiles, n, r, v.stride(0), b.stride(0), b.stride(1), y.stride(0),
         BLOCK_T=TOKEN_BLOCK, BLOCK_N=block_n, BLOCK_R=block_r, PRECISION=precision, num_warps=4)
