@@ -23,7 +23,7 @@ from torch import nn
 
 from llmfleet.model.layers.attention import Attention, AttentionMetadata
 from llmfleet.model.layers.rotary import RotaryEmbedding, rope_parameters_from_config
-from llmfleet.model.models.llama import ArchTraits, LlamaDecoderLayer, LlamaForCausalLM, head_dim_of
+from llmfleet.model.models.llama import ArchTraits, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP, head_dim_of
 
 
 def eagle_layout(names: list[str]) -> str:
@@ -55,7 +55,7 @@ class EagleHead(nn.Module):
         bias = bool(getattr(config, "attention_bias", False))
         self.fc = nn.Linear(2 * hidden, hidden, bias=fc_bias)
         traits = ArchTraits(qkv_bias=bias, o_bias=bias)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(config, traits)])
+        self.layers = nn.ModuleList([LlamaDecoderLayer(config, traits, LlamaMLP(config, traits))])
         del self.layers[0].input_layernorm         # EAGLE's layer 0 reads fc's output unnormalised
         params = rope_parameters_from_config(config)
         head_dim = head_dim_of(config)
