@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import itertools
 
+# device-to-device copy bandwidth (bytes read + written) per device slug, BENCHMARKS.md's ceilings
+COPY_GB_PER_S = {"nvidia-h200": 4275, "nvidia-h100-80gb-hbm3": 3013}
 CANDIDATES = [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8, num_warps=4, num_stages=s)
               for m, n, k, s in itertools.product((16, 32, 64), (32, 64, 128), (64, 128), (3, 4))]
 
@@ -42,13 +44,14 @@ def expert_dims(shape: str) -> tuple[int, int, int, int]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from llmfleet.bench.results import device_name, write_result
+    from llmfleet.bench.results import device_name, slug, write_result
     from llmfleet.kernels.fused_moe import config_for
 
     if not torch.cuda.is_available():
         raise SystemExit("bench moe-kernel: needs a CUDA device")
     experts, top_k, hidden, inter = expert_dims(args.shape)
     weights = _weights(args.layers, experts, hidden, inter)
+    ceiling = COPY_GB_PER_S.get(slug(device_name()))
     rows = []
     for batch in args.batch:
         routed = _routing(batch, experts, top_k, hidden)
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         row["max_abs_error_vs_torch"] = _error(weights[0], routed)
         row["us"] = _time(weights, routed, row["config"], args.iters)
         row["gb_per_s"] = row["expert_bytes"] / row["us"] / 1e3
+        row["fraction_of_copy_bandwidth"] = row["gb_per_s"] / ceiling if ceiling else None
         if args.tune:
             row["candidates"] = [dict(config=c, us=_try_time(weights, routed, c, args.iters)) for c in CANDIDATES]
             best = min((c for c in row["candidates"] if c["us"]), key=lambda c: c["us"])
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"batch {batch}: {row['distinct_experts']} experts, {row['us']:.1f} us, {row['gb_per_s']:.0f} GB/s, "
               f"max error {row['max_abs_error_vs_torch']:.2e}{best}")
     record = dict(shape=args.shape, workload="moe-kernel", experts=experts, top_k=top_k, hidden_size=hidden,
-                  moe_intermediate_size=inter, dtype="bfloat16", layers=args.layers, rows=rows,
+                  moe_intermediate_size=inter, dtype="bfloat16", layers=args.layers, copy_gb_per_s=ceiling, rows=rows,
                   device=args.device_name or device_name())
     if not args.no_save:
         print("wrote", write_result(record, "moe-kernel", args.results_dir))
