@@ -115,3 +115,19 @@ def test_compiled_kernel_under_expert_parallelism_and_cuda_graphs():
     graph.replay()
     torch.cuda.synchronize()
     assert (got.float() - want.float()).abs().max().item() < 0.02 * want.float().abs().max().item()
+
+
+def test_launch_parameters_fit_shared_memory_in_float32_and_keep_the_table_in_bf16():
+    # float32 models (the CUDA parity test) need twice the bytes per tile: BLOCK_K shrinks until the pipelined
+    # tiles fit the H200's 227 KiB; the bf16 table rows (measured on the H200) are left as they are
+    from llmfleet.kernels.fused_moe import _SHARED_MEMORY_BUDGET, _fit_shared_memory
+    keys = ("BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
+    for row in CONFIG_TABLE:
+        block_m, meta = row[1], dict(zip(keys, row[2:]))
+        for gated in (True, False):
+            assert _fit_shared_memory(meta, block_m, gated, 2) == meta
+            fitted = _fit_shared_memory(meta, block_m, gated, 4)
+            b_rows = (2 if gated else 1) * fitted["BLOCK_N"]
+            assert (fitted["num_stages"] - 1) * (block_m + b_rows) * fitted["BLOCK_K"] * 4 <= _SHARED_MEMORY_BUDGET
+    # the configuration that failed on the H200 in float32: 278,528 bytes asked for
+    assert _fit_shared_memory(dict(zip(keys, (128, 128, 1, 4, 3))), 16, True, 4)["BLOCK_K"] == 64

@@ -112,7 +112,8 @@ def moe_gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, order: ExpertO
     if a.stride(1) != 1 or b.stride(2) != 1:
         raise ValueError("a, b: the K dimension must be contiguous")
     max_blocks = order.block_expert.numel()
-    meta = {key: config[key] for key in ("BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")}
+    meta = _fit_shared_memory({key: config[key] for key in ("BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps",
+                                                           "num_stages")}, order.block_m, gated, a.element_size())
     grid = (max_blocks * triton.cdiv(n, config["BLOCK_N"]),)
     _moe_gemm_kernel[grid](
         a, b, out, weights if weights is not None else out, order.sorted_ids, order.block_expert, order.num_padded,
@@ -120,6 +121,26 @@ def moe_gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, order: ExpertO
         A_DIV=top_k if gated else 1, GATED=gated, MUL_WEIGHT=weights is not None,
         FP32_DOT=a.dtype == torch.float32, BLOCK_M=order.block_m, **meta)
     return out
+
+
+_SHARED_MEMORY_BUDGET = 224 * 1024   # the H100/H200 limit is 227 KiB per block
+
+
+def _fit_shared_memory(meta: dict, block_m: int, gated: bool, element_size: int) -> dict:
+    """The table's launch parameters, with BLOCK_K halved (then fewer stages) until the pipelined A and B tiles fit
+    in shared memory: the table is sized for 16-bit weights, and float32 models need twice the bytes per tile."""
+    meta = dict(meta)
+
+    def need() -> int:
+        b_rows = (2 if gated else 1) * meta["BLOCK_N"]
+        # Triton's software pipeline keeps num_stages - 1 tiles of A and B in flight (its own count on sm_90)
+        return (meta["num_stages"] - 1) * (block_m + b_rows) * meta["BLOCK_K"] * element_size
+
+    while need() > _SHARED_MEMORY_BUDGET and meta["BLOCK_K"] > 32:
+        meta["BLOCK_K"] //= 2
+    while need() > _SHARED_MEMORY_BUDGET and meta["num_stages"] > 2:
+        meta["num_stages"] -= 1
+    return meta
 
 
 def fused_moe_triton(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
