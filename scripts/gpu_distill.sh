@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a CUDA machine: distil the default model (SmolLM2-135M-Instruct) into a small draft and measure it as one
 # (docs/lifecycle.md). Stages (STAGES="train bench", default both; each fits one GPU call):
-#   train: build ~3000 prompts from this repository (plus 200 random-id prompts shaped like W0's), let the teacher
+#   train: build PROMPTS (5000) prompts from this repository (plus PROMPTS/15 random-id prompts shaped like W0's), let the teacher
 #          answer them with llmfleet's engine, train the student (the teacher's config with LAYERS decoder layers,
 #          initialised from its embeddings and evenly spaced layers) for TRAIN_SECONDS with KD on the teacher's top-32
 #          log-probs + CE; the student lands in $WORK/student and, as a tar split in 15 MiB parts, in $OUT.
@@ -28,7 +28,7 @@ cli() { python3 -m llmfleet.entrypoints.cli "$@"; }
 
 if want train; then
   echo "== train: $student_config, ${TRAIN_SECONDS:-210} s"
-  timeout 480 python3 -m llmfleet.entrypoints.cli distill --teacher "$model" --repo-prompts "${PROMPTS:-3000}" \
+  timeout 480 python3 -m llmfleet.entrypoints.cli distill --teacher "$model" --repo-prompts "${PROMPTS:-5000}" \
     --student-config "$student_config" --out "$work/student" --steps "${STEPS:-6000}" --batch-size 32 \
     --lr "${LR:-5e-4}" --max-seconds "${TRAIN_SECONDS:-210}" --max-new-tokens "${MAX_NEW:-192}" 2>&1 \
     | tee "$out/train.log" | grep -v "it/s\]\|step/s\]\|s/step\]\|prompt/s\]\|batch/s\]" || rc=1

@@ -7,6 +7,8 @@
 #           sparse24 linear method, so their linear layers run as semi-structured sparse matmuls;
 #   matmul: llmfleet bench sparse24: dense vs 2:4 prefill matmul time for the default model's and llama3-8b's
 #           linear shapes at T = 512, 2048, 8192.
+#   serve:  llmfleet bench offline W2 (first 64 requests) on the dense and the Wanda-pruned model: the engine
+#           serving the sparse24 linear method end to end (CUDA graphs; again eagerly if that run fails).
 #   MODEL=/path/to/SmolLM2-folder bash scripts/gpu_prune_bench.sh
 # Writes $OUT/results/: prune-<method>.json (llmfleet prune's records), perplexity-<dense|wanda|magnitude>.json,
 # prune-summary.json (perplexities and deltas), sparse24-prefill-matmul-*.json (the matmul bench). Logs in $OUT.
@@ -20,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 model=${MODEL:-$(python3 -c 'from llmfleet.entrypoints.default_model import resolve_served_model as r; print(r(None)[0])')}
 echo "default model: $model" | tee -a "$out/gpu.txt"
 rc=0
-want() { [[ " ${STAGES:-prune ppl matmul} " == *" $1 "* ]]; }
+want() { [[ " ${STAGES:-prune ppl matmul serve} " == *" $1 "* ]]; }
 cli() { python3 -m llmfleet.entrypoints.cli "$@"; }
 
 if want prune; then
@@ -71,6 +73,18 @@ if want matmul; then
   echo "== sparse24 prefill matmul"
   timeout 300 python3 -m llmfleet.entrypoints.cli bench sparse24 --shape smollm2-135m llama3-8b \
     --tokens 512 2048 8192 --results-dir "$out/results" 2>&1 | tee "$out/sparse24.log" || rc=1
+fi
+if want serve; then
+  for variant in dense wanda; do
+    folder=$model
+    [ "$variant" = dense ] || folder="$work/pruned-$variant"
+    echo "== bench offline W2 x64: $variant"
+    timeout 200 python3 -m llmfleet.entrypoints.cli bench offline --shape "$folder" --workload W2 --num-requests 64 \
+      --results-dir "$out/results" 2>&1 | tee "$out/serve-$variant.log" | grep -v "it/s\]" \
+      || { echo "== again eagerly: $variant"; timeout 200 python3 -m llmfleet.entrypoints.cli bench offline \
+           --shape "$folder" --workload W2 --num-requests 64 --enforce-eager --results-dir "$out/results" 2>&1 \
+           | tee "$out/serve-$variant-eager.log" | grep -v "it/s\]" || rc=1; }
+  done
 fi
 ls -la "$out/results"
 exit $rc

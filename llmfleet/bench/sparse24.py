@@ -46,7 +46,7 @@ def time_layer(out_features: int, in_features: int, tokens: int, dtype, iters: i
     import torch.nn.functional as F
     from torch.sparse import to_sparse_semi_structured
 
-    from llmfleet.lifecycle.prune import two_four_mask
+    from llmfleet.model.layers.quantization.sparse24 import two_four_mask
     gen = torch.Generator(device="cuda").manual_seed(0)
     weight = torch.randn(out_features, in_features, device="cuda", dtype=dtype, generator=gen)
     weight = weight * two_four_mask(weight.abs().float()).to(dtype)                   # [out, in], 2:4

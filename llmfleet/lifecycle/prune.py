@@ -17,19 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmfleet.model.layers.quantization.sparse24 import two_four_mask
+
+__all__ = ["METHODS", "SPARSITY_KEY", "prune", "prune_model", "two_four_mask"]
 METHODS = ("magnitude", "wanda")
 SPARSITY_KEY = "llmfleet_sparsity"
-
-
-def two_four_mask(scores: torch.Tensor) -> torch.Tensor:
-    """scores [out, in] (in divisible by 4) -> bool keep-mask [out, in]: the top 2 of every 4 along `in`."""
-    rows, cols = scores.shape
-    if cols % 4:
-        raise ValueError(f"2:4 sparsity needs the input dimension divisible by 4, got {cols}")
-    groups = scores.reshape(rows, cols // 4, 4)                               # [out, in/4, 4]
-    keep = torch.zeros_like(groups, dtype=torch.bool)
-    keep.scatter_(-1, groups.topk(2, dim=-1).indices, True)
-    return keep.reshape(rows, cols)
 
 
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:

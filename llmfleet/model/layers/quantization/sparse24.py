@@ -22,6 +22,17 @@ SPARSE_DTYPES = (torch.float16, torch.bfloat16)
 MIN_ROWS, COL_MULTIPLE = 32, 64  # the semi-structured kernels' shape constraints (rows and columns of the weight)
 
 
+def two_four_mask(scores: torch.Tensor) -> torch.Tensor:
+    """scores [out, in] (in divisible by 4) -> bool keep-mask [out, in]: the top 2 of every 4 along `in`."""
+    rows, cols = scores.shape
+    if cols % 4:
+        raise ValueError(f"2:4 sparsity needs the input dimension divisible by 4, got {cols}")
+    groups = scores.reshape(rows, cols // 4, 4)                               # [out, in/4, 4]
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, groups.topk(2, dim=-1).indices, True)
+    return keep.reshape(rows, cols)
+
+
 def is_two_four(weight: torch.Tensor) -> bool:
     """weight [out, in]: at most 2 nonzeros in every group of 4 consecutive input features."""
     if weight.shape[-1] % 4:
