@@ -180,21 +180,27 @@ def distill(teacher: str, data, student_config: dict, out: str | Path, *, steps:
     train_seconds = time.monotonic() - train_started
     after = evaluate(student, teacher_model, held, batch_size, device)
     save_student(student, tokenizer, out)
+    record = _record(teacher, student_config, device, student, copied, examples, generated, train_set, held,
+                     dict(steps=steps, batch_size=batch_size, lr=lr, alpha=alpha, top_k=top_k,
+                          max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens),
+                     curve, train_seconds, time.monotonic() - started, before, after)
+    Path(out, "distill.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _record(teacher, student_config, device, student, copied, examples, generated, train_set, held, hyper,
+            curve, train_seconds, wall_seconds, before, after) -> dict:
     steps_done = curve[-1]["step"] + 1
-    record = {
+    return {
         "teacher": str(teacher), "student_config": student_config, "device": device,
         "student_parameters": sum(p.numel() for p in student.parameters()),
         "initialised_from_teacher": len(copied), "examples": len(examples), "teacher_generated": generated,
         "train_examples": len(train_set), "held_out_examples": len(held),
-        "answer_tokens": sum(len(e.answer_ids) for e in train_set),
-        "hyperparameters": {"steps": steps, "batch_size": batch_size, "lr": lr, "alpha": alpha, "top_k": top_k,
-                            "max_prompt_tokens": max_prompt_tokens, "max_new_tokens": max_new_tokens},
-        "steps_done": steps_done, "epochs": round(steps_done * batch_size / len(train_set), 2),
-        "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.monotonic() - started, 1),
+        "answer_tokens": sum(len(e.answer_ids) for e in train_set), "hyperparameters": hyper,
+        "steps_done": steps_done, "epochs": round(steps_done * hyper["batch_size"] / len(train_set), 2),
+        "train_seconds": round(train_seconds, 1), "wall_seconds": round(wall_seconds, 1),
         "held_out": {"before": before, "after": after}, "curve": curve,
     }
-    Path(out, "distill.json").write_text(json.dumps(record, indent=1) + "\n")
-    return record
 
 
 def save_student(student, tokenizer, out: str | Path) -> None:
