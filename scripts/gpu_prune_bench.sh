@@ -22,9 +22,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 model=${MODEL:-$(python3 -c 'from llmfleet.entrypoints.default_model import resolve_served_model as r; print(r(None)[0])')}
 echo "default model: $model" | tee -a "$out/gpu.txt"
 rc=0
-want() { [[ " ${STAGES:-prune ppl matmul serve} " == *" $1 "* ]]; }
+want() { [[ " ${STAGES:-test prune ppl matmul serve} " == *" $1 "* ]]; }
 cli() { python3 -m llmfleet.entrypoints.cli "$@"; }
 
+if want test; then
+  timeout 240 python3 -m pytest -m gpu tests/test_sparse24_gpu.py -q 2>&1 | tee "$out/test-sparse24-gpu.log" | tail -30 \
+    || rc=1
+fi
 if want prune; then
   for method in wanda magnitude; do
     echo "== prune $method"
