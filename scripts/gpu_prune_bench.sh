@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # On a CUDA machine: 2:4 pruning of the default model (SmolLM2-135M-Instruct) and what it costs and buys
-# (docs/lifecycle.md). Stages (STAGES="prune ppl matmul", default all):
+# (docs/lifecycle.md). Stages (STAGES="test prune ppl matmul serve", default all):
+#   test:   tests/test_sparse24_gpu.py (sparse vs dense masked products at decode and prefill sizes, a pruned model
+#           served by the engine);
 #   prune:  llmfleet prune --method wanda and --method magnitude (Wanda calibrated on this repository's docs);
 #   ppl:    llmfleet bench perplexity (bf16, CUDA) of the dense model and both pruned ones on held-out text (the
 #           standard library's validation split, not the calibration text); the pruned folders load with the
