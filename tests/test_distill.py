@@ -27,7 +27,8 @@ def _rows(n: int) -> list[dict]:
 def record(tiny_checkpoint, tmp_path_factory):
     teacher = tiny_checkpoint("llama")
     out = tmp_path_factory.mktemp("student")
-    rows = _rows(40) + [{"prompt": "The quick brown fox", "response": "jumps over the lazy dog."}]
+    rows = _rows(38) + [{"prompt": "The quick brown fox", "response": "jumps over the lazy dog."}]
+    rows += [{"prompt_token_ids": [40 + i, 90, 7 * i], "ignore_eos": True, "max_tokens": 20} for i in range(2)]
     return distill(str(teacher), rows, {"num_hidden_layers": 1, "init": "random"}, out, steps=24, batch_size=8,
                    lr=3e-3, alpha=0.8, top_k=16, max_new_tokens=12, held_out=0.25, device="cpu"), out
 
@@ -45,6 +46,7 @@ def test_the_record_and_the_student_folder(record):
     assert RECORD_FIELDS <= set(rec)
     assert json.loads((out / "distill.json").read_text())["held_out"] == rec["held_out"]
     assert rec["teacher_generated"] == 40 and rec["examples"] == 41      # the logged answer is kept
+    assert rec["answer_tokens"] > 0
     assert rec["train_examples"] + rec["held_out_examples"] == rec["examples"]
     assert {"step", "loss", "kd", "ce"} <= set(rec["curve"][0])
     config = json.loads((out / "config.json").read_text())
@@ -76,8 +78,10 @@ def test_rows_of_a_log_export_and_of_token_ids(tiny_checkpoint):
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert example.prompt_ids == tokenizer.encode(text, add_special_tokens=False)
     assert example.answer_ids == tokenizer.encode("Fine, thank you.", add_special_tokens=False) + [2]
-    ids = row_to_example({"prompt_token_ids": list(range(10, 30)), "ignore_eos": True}, tokenizer, 8)
-    assert ids.prompt_ids == list(range(22, 30)) and ids.answer_ids is None and ids.ignore_eos
+    ids = row_to_example({"prompt_token_ids": list(range(10, 30)), "ignore_eos": True, "max_tokens": 5}, tokenizer, 8)
+    assert ids.prompt_ids == list(range(22, 30)) and ids.answer_ids is None and ids.ignore_eos and ids.max_tokens == 5
+    with pytest.raises(ValueError, match="max_tokens"):
+        row_to_example({"prompt": "x", "max_tokens": 0}, tokenizer, 8)
     with pytest.raises(ValueError, match="data"):
         row_to_example({"text": "x"}, tokenizer, 8)
 

@@ -3,7 +3,8 @@
 `repo_prompts(root, count)` returns a deterministic list of chat prompts: instructions about documentation
 sections, Python functions and standard-library files, plus token-id prompts shaped like the benchmark
 workloads' (random ids, for the single-stream runs a draft is measured on). Each prompt is a dict with either
-"messages" (a chat) or "prompt_token_ids" and, for the latter, "ignore_eos" (the workloads ignore EOS).
+"messages" (a chat) or "prompt_token_ids" and, for the latter, "ignore_eos" (the workloads ignore EOS) and
+"max_tokens" (RANDOM_ID_ANSWER: long answers, as W0's 512-token ones run on past where chat answers stop).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ CODE_TASKS = ("Explain what this Python function does:\n\n```python\n{}\n```",
               "Write a unit test for this function:\n\n```python\n{}\n```")
 MAX_CHARS = 1500
 RANDOM_ID_LIMIT = 10_000  # the workloads draw ids in [0, 10000)
+RANDOM_ID_ANSWER = 384
 
 
 def doc_sections(root: Path) -> list[str]:
@@ -70,7 +72,8 @@ def repo_prompts(root: str | Path, count: int = 3000, random_id_prompts: int | N
     rng.shuffle(chats)
     prompts = [{"messages": [{"role": "user", "content": c}]} for c in chats[:count]]
     for _ in range(random_id_prompts):
-        prompts.append({"prompt_token_ids": [rng.randrange(RANDOM_ID_LIMIT) for _ in range(128)], "ignore_eos": True})
+        prompts.append({"prompt_token_ids": [rng.randrange(RANDOM_ID_LIMIT) for _ in range(128)], "ignore_eos": True,
+                        "max_tokens": RANDOM_ID_ANSWER})
     return prompts
 
 
