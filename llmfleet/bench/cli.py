@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "perplexity": ("llmfleet.bench.perplexity", "perplexity of a model on a text file (and transformers' on it)"),
     "retrieval": ("llmfleet.bench.retrieval", "vector index recall@10 and latency, unfiltered and per tenant"),
     "grammar": ("llmfleet.bench.structured", "structured outputs: compile time of a wide JSON schema"),
+    "sparse24": ("llmfleet.bench.sparse24", "2:4 semi-structured sparse vs dense prefill matmul time (CUDA)"),
     "verify-step": ("llmfleet.bench.verify_step", "speculative decoding: verify-step time per k and batch, and the "
                     "speedup it predicts"),
     "moe-kernel": ("llmfleet.bench.moe_kernel", "fused MoE layer time and bandwidth at decode batch sizes"),

@@ -20,6 +20,8 @@ COMMANDS = {
     "top": "llmfleet.entrypoints.top",
     "ray": "llmfleet.rayserve.cli",
     "eval": "llmfleet.entrypoints.eval",
+    "distill": "llmfleet.entrypoints.distill",
+    "prune": "llmfleet.entrypoints.prune",
 }
 
 

@@ -12,7 +12,7 @@ from llmfleet.protocol.kv_events import replay_endpoint
 from llmfleet.protocol.pooling_params import check_pooling_method
 from llmfleet.protocol.speculative import SpeculativeConfig
 
-QUANTIZATIONS = ("int8", "int4", "fp8")  # linear-layer methods (llmfleet.model.layers.quantization)
+QUANTIZATIONS = ("int8", "int4", "fp8", "sparse24")  # linear-layer methods (llmfleet.model.layers.quantization)
 KV_CACHE_DTYPES = ("auto", "fp8")        # auto: the model dtype; fp8: float8 e4m3 with per-layer scales
 DTYPES = ("auto", "float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 

@@ -4,6 +4,7 @@
 | int8         | int8, per output channel         | model dtype (A16)  | a float checkpoint, quantized at load  |
 | int4         | 4-bit, groups of 128, asymmetric | model dtype (A16)  | a float checkpoint, or GPTQ / AWQ      |
 | fp8          | e4m3, per output channel         | e4m3, per token    | a float checkpoint, or fp8 / compressed-tensors |
+| sparse24     | 2:4 semi-structured sparse float | model dtype        | a pruned checkpoint (llmfleet prune)   |
 Embeddings and the LM head are never quantized (they are not linear layers here).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from llmfleet.model.layers.quantization.base import LinearMethod, linear_method_
 from llmfleet.model.layers.quantization.fp8 import Fp8Checkpoint, Fp8QuantizeAtLoad
 from llmfleet.model.layers.quantization.int4 import DEFAULT_GROUP_SIZE, Int4Checkpoint, Int4QuantizeAtLoad
 from llmfleet.model.layers.quantization.int8 import Int8WeightOnly
+from llmfleet.model.layers.quantization.sparse24 import Sparse24
 
 from llmfleet.protocol.config import QUANTIZATIONS
 
@@ -27,6 +29,9 @@ def linear_method_for(quantization: str | None, hf_config) -> LinearMethod | Non
     """The linear method for `quantization` (None: the checkpoint's own, else none) on this checkpoint."""
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization: unknown value {quantization!r}; use one of {', '.join(QUANTIZATIONS)}")
+    sparsity = getattr(hf_config, "llmfleet_sparsity", None)
+    if sparsity is not None or quantization == "sparse24":
+        return _sparse(quantization, sparsity)
     qcfg = _as_dict(getattr(hf_config, "quantization_config", None))
     if not qcfg:
         return _at_load(quantization)
@@ -44,6 +49,14 @@ def linear_method_for(quantization: str | None, hf_config) -> LinearMethod | Non
 def _at_load(quantization: str | None) -> LinearMethod | None:
     makers = {None: lambda: None, "int8": Int8WeightOnly, "int4": Int4QuantizeAtLoad, "fp8": Fp8QuantizeAtLoad}
     return makers[quantization]()
+
+
+def _sparse(quantization: str | None, sparsity: str | None) -> LinearMethod:
+    if sparsity not in (None, "2:4"):
+        raise ValueError(f"llmfleet_sparsity: only '2:4' checkpoints are served, got {sparsity!r}")
+    if quantization not in (None, "sparse24"):
+        raise ValueError(f"quantization: {quantization!r} cannot serve a 2:4 sparse checkpoint; use 'sparse24'")
+    return Sparse24()
 
 
 def _int4_checkpoint(qcfg: dict) -> LinearMethod:
