@@ -20,6 +20,7 @@ COMMANDS = {
     "top": "llmfleet.entrypoints.top",
     "ray": "llmfleet.rayserve.cli",
     "eval": "llmfleet.entrypoints.eval",
+    "export": "llmfleet.entrypoints.export",
 }
 
 

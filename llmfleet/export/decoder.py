@@ -1,0 +1,107 @@
+"""An export-friendly decoder over llmfleet's loaded weights: dense [B, S] batches with explicit past keys/values.
+
+llmfleet's own forward runs flat batches over a paged KV cache, which no ONNX runtime has. This module reads the
+same parameters (the packed qkv / gate_up projections, norms, embedding, lm_head and rotary table of a loaded
+`LlamaForCausalLM`) and computes the same math in plain torch ops that trace into ONNX:
+
+    inputs : input_ids [B, S] int64, attention_mask [B, P+S] int64, position_ids [B, S] int64,
+             past_key_values.N.key / .value [B, Hkv, P, D] float32 for every layer N
+    outputs: logits [B, S, V] float32, present.N.key / .value [B, Hkv, P+S, D]
+
+the layout onnxruntime-genai and transformers.js use. The first step passes P = 0 (empty past tensors).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmfleet.model.models.llama import LlamaForCausalLM
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    """(input names, output names) of the exported graph, in argument order."""
+    past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
+
+
+class KVCacheDecoder(nn.Module):
+    """forward(input_ids, attention_mask, position_ids, *past) -> (logits, *present); see the module docstring."""
+
+    def __init__(self, model: LlamaForCausalLM):
+        super().__init__()
+        if not isinstance(model, LlamaForCausalLM):
+            raise ValueError(f"model: only the Llama family exports to ONNX, got {type(model).__name__}")
+        self.model = model
+        first = model.model.layers[0].self_attn
+        self.head_dim = first.head_dim
+        self.num_heads = first.q_size // self.head_dim
+        self.num_kv_heads = first.kv_size // self.head_dim
+        self.num_layers = len(model.model.layers)
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        inner = self.model.model
+        hidden = F.embedding(input_ids, inner.embed_tokens.weight)                # [B, S, H]
+        cos_sin = inner.rotary_emb.cos_sin_cache[position_ids]                    # [B, S, R]
+        mask = self._additive_mask(attention_mask, input_ids.shape[1])            # [B, 1, S, P+S]
+        presents = []
+        for i, layer in enumerate(inner.layers):
+            normed = _rms(hidden, layer.input_layernorm)
+            attn, key, value = self._attention(layer.self_attn, normed, cos_sin, mask, past[2 * i], past[2 * i + 1])
+            hidden = hidden + attn
+            hidden = hidden + self._mlp(layer.mlp, _rms(hidden, layer.post_attention_layernorm))
+            presents += [key, value]
+        logits = F.linear(_rms(hidden, inner.norm), self.model.lm_head.weight)   # [B, S, V]
+        return (logits, *presents)
+
+    @staticmethod
+    def _additive_mask(attention_mask, seq_len: int):
+        """0 where query i (at cache position P+i) may see key j (j <= P+i and not padding), else float32 min."""
+        total = attention_mask.shape[1]
+        key_pos = torch.arange(total, device=attention_mask.device)[None, :]                  # [1, P+S]
+        query_pos = torch.arange(seq_len, device=attention_mask.device)[:, None] + (total - seq_len)  # [S, 1]
+        allowed = (key_pos <= query_pos)[None] & (attention_mask[:, None, :] > 0)             # [B, S, P+S]
+        zero = torch.zeros((), dtype=torch.float32)
+        return torch.where(allowed, zero, torch.finfo(torch.float32).min)[:, None]            # [B, 1, S, P+S]
+
+    def _attention(self, attn, hidden, cos_sin, mask, past_key, past_value):
+        batch, seq, _ = hidden.shape
+        d = self.head_dim
+        qkv = F.linear(hidden, attn.qkv_proj.weight, attn.qkv_proj.bias)      # [B, S, (Hq + 2 Hkv) D]
+        q, k, v = qkv.split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
+        q, k, v = q.reshape(batch, seq, -1, d), k.reshape(batch, seq, -1, d), v.reshape(batch, seq, -1, d)
+        if attn.q_norm is not None:                                            # per head, before rotary (Qwen3)
+            q, k = _rms(q, attn.q_norm), _rms(k, attn.k_norm)
+        q, k = _rotate(q, cos_sin), _rotate(k, cos_sin)
+        key = torch.cat([past_key, k.transpose(1, 2)], dim=2)                  # [B, Hkv, P+S, D]
+        value = torch.cat([past_value, v.transpose(1, 2)], dim=2)
+        group = self.num_heads // self.num_kv_heads
+        total = key.shape[2]
+        k_all = key[:, :, None].expand(batch, self.num_kv_heads, group, total, d).reshape(batch, -1, total, d)
+        v_all = value[:, :, None].expand(batch, self.num_kv_heads, group, total, d).reshape(batch, -1, total, d)
+        scores = q.transpose(1, 2) @ k_all.transpose(2, 3) * (d ** -0.5) + mask  # [B, Hq, S, P+S]
+        out = scores.softmax(dim=-1) @ v_all                                   # [B, Hq, S, D]
+        out = out.transpose(1, 2).reshape(batch, seq, -1)                      # [B, S, Hq D]
+        return F.linear(out, attn.o_proj.weight, attn.o_proj.bias), key, value
+
+    @staticmethod
+    def _mlp(mlp, x):
+        gate, up = F.linear(x, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias).chunk(2, dim=-1)  # [B, S, I] each
+        return F.linear(F.silu(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
+
+
+def _rms(x, norm):
+    """llmfleet's RMSNorm math (float32 throughout here)."""
+    return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps))
+
+
+def _rotate(x, cos_sin):
+    """Neox rotary on the first R channels of x [B, S, H, D] with cos_sin [B, S, R] (cos half, then sin half)."""
+    rotary_dim = cos_sin.shape[-1]
+    cos, sin = cos_sin[:, :, None, :].chunk(2, dim=-1)                         # [B, S, 1, R/2]
+    x1, x2 = x[..., :rotary_dim].chunk(2, dim=-1)
+    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    if rotary_dim < x.shape[-1]:
+        rotated = torch.cat([rotated, x[..., rotary_dim:]], dim=-1)
+    return rotated
