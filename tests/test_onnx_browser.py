@@ -1,0 +1,67 @@
+"""The browser page (llmfleet/export/static) in headless Chromium, on onnxruntime-web's wasm backend, decodes the
+same greedy tokens as onnxruntime (CPU) for a tiny exported model, through its KV cache.
+
+Chromium is Debian's package (scripts/install.sh --test), driven by Playwright; the .wasm binaries come from the
+cache that install.sh --test fills (llmfleet.export.web.ensure_wasm, a pinned and sha256-checked npm tarball).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("playwright")
+
+from llmfleet.export.onnx_export import export_onnx  # noqa: E402
+from llmfleet.export.runtime import OnnxDecoderSession  # noqa: E402
+from llmfleet.export.web import ensure_wasm, start_page_server  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+PROMPTS = [[1, 5, 77, 200], [1, 42, 43, 44, 45, 46]]
+NEW_TOKENS = 8
+
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                reason=f"no Chromium at {CHROMIUM} (scripts/install.sh --test installs it)")
+
+
+@pytest.fixture(scope="module")
+def page(tiny_checkpoint, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    out = export_onnx(str(tiny_checkpoint("qwen3")), tmp_path_factory.mktemp("onnx-browser"))
+    server = start_page_server(out, wasm_dir=ensure_wasm())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        tab = browser.new_page()
+        tab.goto(f"http://127.0.0.1:{server.server_address[1]}/?backend=wasm")
+        yield tab, out
+        browser.close()
+    server.shutdown()
+
+
+@pytest.mark.parametrize("file", ["model.onnx", "model.int8.onnx"])
+def test_browser_greedy_tokens_equal_onnxruntime(page, file):
+    tab, out = page
+    session = OnnxDecoderSession(out, file)
+    for prompt in PROMPTS:
+        result = tab.evaluate("([ids, n, file]) => window.llmfleetGreedy(ids, n, {file})", [prompt, NEW_TOKENS, file])
+        assert result["backend"] == "wasm"
+        assert result["tokens"] == session.greedy(prompt, NEW_TOKENS).tokens
+        assert len(result["per_token_ms"]) == NEW_TOKENS - 1 and result["first_token_ms"] > 0
+
+
+def test_page_form_shows_tokens_through_the_vocab(page):
+    tab, out = page
+    tab.fill("#ids", "1,5,77,200")
+    tab.fill("#max", "4")
+    tab.click("#run")
+    tab.wait_for_function("document.getElementById('out').textContent.includes('[')", timeout=30000)
+    expected = OnnxDecoderSession(out).greedy(PROMPTS[0], 4).tokens
+    assert tab.text_content("#out").endswith("[" + ", ".join(map(str, expected)) + "]")
+    assert tab.text_content("#status").startswith("wasm: first token")
+
+
+def test_server_refuses_a_folder_without_an_export(tmp_path):
+    with pytest.raises(ValueError, match="export_dir"):
+        start_page_server(tmp_path, wasm_dir=tmp_path)
