@@ -74,3 +74,12 @@ def test_vocab_json_decodes_each_id(exported):
 def test_bad_prompt_is_a_value_error(exported):
     with pytest.raises(ValueError, match="prompt"):
         OnnxDecoderSession(exported[1]).greedy([], 4)
+
+
+def test_tied_embedding_is_stored_once(tiny_checkpoint, tmp_path):
+    import onnx
+
+    out = export_onnx(str(tiny_checkpoint("llama-tied")), tmp_path, int8=False)
+    graph = onnx.load(str(out / "model.onnx")).graph
+    vocab_sized = [i.name for i in graph.initializer if 512 in i.dims and 64 in i.dims]
+    assert len(vocab_sized) == 1, vocab_sized

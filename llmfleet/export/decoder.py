@@ -52,8 +52,12 @@ class KVCacheDecoder(nn.Module):
             hidden = hidden + attn
             hidden = hidden + self._mlp(layer.mlp, _rms(hidden, layer.post_attention_layernorm))
             presents += [key, value]
-        logits = F.linear(_rms(hidden, inner.norm), self.model.lm_head.weight)   # [B, S, V]
-        return (logits, *presents)
+        # A 2-D F.linear with a bias exports as Gemm(transB=1) on the [V, H] weight itself, so a tied embedding
+        # stays one initializer (a 3-D matmul would fold in a transposed copy: +V*H floats in the file).
+        normed = _rms(hidden, inner.norm)
+        weight = self.model.lm_head.weight
+        logits = F.linear(normed.flatten(0, 1), weight, weight.new_zeros(weight.shape[0]))  # [B*S, V]
+        return (logits.unflatten(0, normed.shape[:2]), *presents)                 # [B, S, V]
 
     @staticmethod
     def _additive_mask(attention_mask, seq_len: int):
