@@ -25,8 +25,10 @@ def export_onnx(model_path: str, out_dir: str | Path, int8: bool = True) -> Path
     from llmfleet.model.loader import load_model
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model, hf_config, info = load_model(model_path, torch.float32, "cpu")
+    if getattr(hf_config, "quantization_config", None):
+        raise ValueError(f"model_path: {model_path} is a quantized checkpoint; export a float one (int8 comes after)")
+    out.mkdir(parents=True, exist_ok=True)
     decoder = KVCacheDecoder(model).eval()
     inputs, outputs = io_names(decoder.num_layers)
     with torch.no_grad():
