@@ -65,3 +65,10 @@ def test_page_form_shows_tokens_through_the_vocab(page):
 def test_server_refuses_a_folder_without_an_export(tmp_path):
     with pytest.raises(ValueError, match="export_dir"):
         start_page_server(tmp_path, wasm_dir=tmp_path)
+
+
+def test_wasm_cache_holds_the_pinned_files():
+    from llmfleet.export.web import WASM_SHA256, _file_sha256
+
+    folder = ensure_wasm()
+    assert {name: _file_sha256(folder / name) for name in WASM_SHA256} == WASM_SHA256

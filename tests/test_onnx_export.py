@@ -83,3 +83,10 @@ def test_tied_embedding_is_stored_once(tiny_checkpoint, tmp_path):
     graph = onnx.load(str(out / "model.onnx")).graph
     vocab_sized = [i.name for i in graph.initializer if 512 in i.dims and 64 in i.dims]
     assert len(vocab_sized) == 1, vocab_sized
+
+
+def test_cli_export_onnx_writes_the_files(tiny_checkpoint, tmp_path):
+    from llmfleet.entrypoints.cli import main
+
+    assert main(["export", "onnx", str(tiny_checkpoint("llama")), "--out", str(tmp_path), "--no-int8"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "model.onnx", "vocab.json"]

@@ -39,8 +39,7 @@ def wasm_cache_dir() -> Path:
 def ensure_wasm(cache_dir: Path | None = None) -> Path:
     """The folder holding the checked .wasm files, downloading the pinned tarball when any is missing."""
     folder = cache_dir or wasm_cache_dir()
-    if all(_sha256((folder / name).read_bytes()) == digest if (folder / name).is_file() else False
-           for name, digest in WASM_SHA256.items()):
+    if all(_file_sha256(folder / name) == digest for name, digest in WASM_SHA256.items()):
         return folder
     with urllib.request.urlopen(TARBALL_URL, timeout=300) as response:
         blob = response.read()
@@ -60,6 +59,10 @@ def ensure_wasm(cache_dir: Path | None = None) -> Path:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str | None:
+    return _sha256(path.read_bytes()) if path.is_file() else None
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
