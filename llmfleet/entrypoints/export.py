@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     print(f"http://{host}:{port}/  (Ctrl-C stops)")
     try:
-        server.serve_forever()
+        threading.Event().wait()  # the server runs on its own thread until Ctrl-C
     except KeyboardInterrupt:
         server.shutdown()
     return 0
