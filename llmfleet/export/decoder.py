@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmfleet.model.layers.norm import rms_norm
+from llmfleet.model.layers.rotary import apply_rotary
 from llmfleet.model.models.llama import LlamaForCausalLM
 
 
@@ -74,10 +76,12 @@ class KVCacheDecoder(nn.Module):
         d = self.head_dim
         qkv = F.linear(hidden, attn.qkv_proj.weight, attn.qkv_proj.bias)      # [B, S, (Hq + 2 Hkv) D]
         q, k, v = qkv.split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
-        q, k, v = q.reshape(batch, seq, -1, d), k.reshape(batch, seq, -1, d), v.reshape(batch, seq, -1, d)
         if attn.q_norm is not None:                                            # per head, before rotary (Qwen3)
-            q, k = _rms(q, attn.q_norm), _rms(k, attn.k_norm)
-        q, k = _rotate(q, cos_sin), _rotate(k, cos_sin)
+            q = _rms(q.unflatten(-1, (-1, d)), attn.q_norm).flatten(-2)
+            k = _rms(k.unflatten(-1, (-1, d)), attn.k_norm).flatten(-2)
+        # llmfleet's rotary over the flat token axis: [B*S, H*D] with cos_sin [B*S, R]
+        q, k = apply_rotary(q.flatten(0, 1), k.flatten(0, 1), cos_sin.flatten(0, 1), d)
+        q, k, v = q.reshape(batch, seq, -1, d), k.reshape(batch, seq, -1, d), v.reshape(batch, seq, -1, d)
         key = torch.cat([past_key, k.transpose(1, 2)], dim=2)                  # [B, Hkv, P+S, D]
         value = torch.cat([past_value, v.transpose(1, 2)], dim=2)
         group = self.num_heads // self.num_kv_heads
@@ -96,16 +100,5 @@ class KVCacheDecoder(nn.Module):
 
 
 def _rms(x, norm):
-    """llmfleet's RMSNorm math (float32 throughout here)."""
-    return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps))
-
-
-def _rotate(x, cos_sin):
-    """Neox rotary on the first R channels of x [B, S, H, D] with cos_sin [B, S, R] (cos half, then sin half)."""
-    rotary_dim = cos_sin.shape[-1]
-    cos, sin = cos_sin[:, :, None, :].chunk(2, dim=-1)                         # [B, S, 1, R/2]
-    x1, x2 = x[..., :rotary_dim].chunk(2, dim=-1)
-    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-    if rotary_dim < x.shape[-1]:
-        rotated = torch.cat([rotated, x[..., rotary_dim:]], dim=-1)
-    return rotated
+    """llmfleet's RMSNorm (the unfused form; the residual adds are explicit in forward)."""
+    return rms_norm(x, norm.weight, norm.eps)
