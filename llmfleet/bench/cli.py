@@ -1,5 +1,5 @@
 """`llmfleet bench offline | serve | gateway | fleet | perplexity | embed | grammar | semantic-cache |
-conversation-memory`: the project's own benchmarks
+conversation-memory | onnx`: the project's own benchmarks
 (workloads in BENCHMARKS.md).
 
 Each subcommand's module defines `add_arguments(parser)` and `run(args) -> int`; a module that is not installed
@@ -29,6 +29,8 @@ SUBCOMMANDS = {
                                                "one-shot / two-shot kernels (one process per GPU)"),
     "conversation-memory": ("llmfleet.bench.conversation_memory", "a 50-turn conversation with a planted fact "
                                                                    "through conversation memory"),
+    "onnx": ("llmfleet.bench.onnx", "first-token and per-token latency of an ONNX export: onnxruntime CPU, "
+             "the browser (onnxruntime-web), llmfleet CPU"),
 }
 
 

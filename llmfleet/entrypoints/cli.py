@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": "llmfleet.entrypoints.eval",
     "distill": "llmfleet.entrypoints.distill",
     "prune": "llmfleet.entrypoints.prune",
+    "export": "llmfleet.entrypoints.export",
 }
 
 
