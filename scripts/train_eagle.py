@@ -2,23 +2,18 @@
 
     python scripts/train_eagle.py --model PATH --out DIR [--max-seconds 180] [--device cuda]
 
-1. Prompts from this repository's material: random-id prompts shaped like the W0..W2 workloads (ids in [0, 10000),
-   other seeds than the benchmarks'), the W7 editing prompts (the package's own source), docs/ paragraphs and files of
-   Python's standard library (llmfleet/data/stdlib_corpus.py).
-2. The target continues each greedily through llmfleet's own engine: what the head must predict is what the target
-   itself says.
-3. The head (model/models/eagle.py's layout: fc over [embed(x_{q+1}); f_q], one decoder layer without input norm) is
-   trained on the target's final hidden states f (Hugging Face transformers, no gradient): smooth-L1 of its output
-   against f_{q+1}, plus the cross-entropy of the target's lm_head over it against the target's own next-token
-   distribution. Its layer starts as a copy of the target's last layer with zeroed output projections and fc as
-   the identity on the feature half, so the untrained head already drafts "the token after this one again".
-4. Writes DIR/model.safetensors (bf16, names as EAGLE checkpoints spell them), DIR/config.json (the target's config
-   with one layer) and DIR/training.json (losses, top-1 agreement with the target on held-out sequences).
+Prompts from this repository's material (random-id prompts shaped like W0..W2 with other seeds, the W7 editing
+prompts, docs/ paragraphs, standard-library files) are continued greedily by llmfleet's engine, EOS ignored. The head
+(model/models/eagle.py: fc over [embed(x_{q+1}); f_q], one decoder layer without input norm) learns from the
+target's final hidden states f (transformers, no gradient): smooth-L1 against f_{q+1} in units of f's spread, plus
+the cross-entropy of the target's lm_head over its output against the target's next-token distribution. It starts
+as the target's last layer with zeroed output projections and fc as the identity on the feature half. Writes
+DIR/model.safetensors (bf16, EAGLE's tensor names), DIR/config.json (the target's, one layer), DIR/training.json.
 """
 from __future__ import annotations
 
 import argparse
-import gc
+import copy
 import json
 import random
 import sys
@@ -30,44 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-
-def build_prompts(num_random: int, num_text: int, seed: int = 1) -> list:
-    """Token-id prompts (lists) and text prompts (strings), interleaved deterministically."""
-    rng = random.Random(seed)
-    prompts: list = [[rng.randrange(10_000) for _ in range(rng.choice((64, 128, 256)))] for _ in range(num_random)]
-    texts = _texts(num_text, rng)
-    return prompts + texts
-
-
-def _texts(count: int, rng: random.Random) -> list[str]:
-    from llmfleet.bench.editing import editing_prompts
-    texts = editing_prompts()[: count // 3]
-    for path in sorted((ROOT / "docs").glob("*.md")):
-        texts += [p for p in path.read_text(encoding="utf-8").split("\n\n") if len(p) > 200]
-    if len(texts) < count:
-        from llmfleet.data.stdlib_corpus import load_split
-        texts += [f.text[:1500] for f in load_split("train")[: count]]
-    rng.shuffle(texts)
-    return texts[:count]
-
-
-def generate(model: str, prompts: list, max_new: int, device: str) -> list[list[int]]:
-    """prompt + the target's greedy continuation, as token ids, per prompt."""
-    from llmfleet import LLM, SamplingParams
-    llm = LLM(model, device=device, dtype="bfloat16" if device.startswith("cuda") else "float32",
-              gpu_memory_utilization=0.3, max_model_len=2048)
-    tok = llm.get_tokenizer()
-    vocab = llm.engine.runner.info.vocab_size
-    ids = [[t % vocab for t in p] if isinstance(p, list) else tok.encode(p)[:512] for p in prompts]
-    outs = llm.generate(ids, SamplingParams(temperature=0, max_tokens=max_new), use_tqdm=False)
-    seqs = [p + list(o.outputs[0].token_ids) for p, o in zip(ids, outs)]
-    del llm, outs
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return seqs
+from eagle_data import hf_folder, sequences  # noqa: E402  (the generated training sequences)
 
 
 class _Layer(nn.Module):
@@ -151,13 +111,18 @@ def batches(seqs: list[list[int]], batch: int, length: int, gen: torch.Generator
         yield ids, mask
 
 
-def losses(head: TrainHead, target, ids: torch.Tensor, mask: torch.Tensor):
-    """(smooth-L1 on features, soft cross-entropy, top-1 agreement) over positions q with q + 2 inside the text."""
+def losses(head: TrainHead, target, ids: torch.Tensor, mask: torch.Tensor, noise: float = 0.0):
+    """(smooth-L1 on features, soft cross-entropy, top-1 agreement) over positions q with q + 2 inside the text.
+    noise: uniform noise of that many feature spreads on the head's input features (robustness to its own
+    estimates, which chained drafts feed back)."""
     with torch.no_grad():
         f = target.model(input_ids=ids).last_hidden_state.float()                    # [B, L, H]
         p = target.lm_head(f[:, 1:].to(target.dtype)).float().softmax(-1)            # target's next-token dist
         embeds = target.model.embed_tokens(ids[:, 1:]).float()
-    g = head(embeds, f[:, :-1])                                                       # estimates of f[:, 1:]
+        given = f[:, :-1]
+        if noise:
+            given = given + (torch.rand_like(given) * 2 - 1) * noise * f.std()
+    g = head(embeds, given)                                                           # estimates of f[:, 1:]
     valid = (mask[:, 1:] & mask[:, :-1]).float()
     if valid.shape[1] > 0:
         valid[:, -1] = 0                                                              # its target token is unknown
@@ -171,29 +136,45 @@ def losses(head: TrainHead, target, ids: torch.Tensor, mask: torch.Tensor):
 
 
 def train(head, target, train_seqs, val_seqs, args, device) -> dict:
+    """AdamW with a linear warm-up until --steps or --max-seconds; every --eval-every steps the held-out top-1
+    agreement is measured and the best weights so far kept (they are what is returned in `head`)."""
     gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW([p for n, p in head.named_parameters()], lr=args.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=0.0)
     warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, args.warmup)))
     feed = batches(train_seqs, args.batch_size, args.length, gen)
-    began, log = time.perf_counter(), []
-    for step in range(args.steps):
+    began, log, evals = time.perf_counter(), [], []
+    best = (evaluate(head, target, val_seqs, args, device), copy.deepcopy(head.state_dict()))
+    step = 0
+    for step in range(1, args.steps + 1):
         if time.perf_counter() - began > args.max_seconds:
             break
-        ids, mask = next(feed)
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            reg, ce, agree = losses(head, target, ids.to(device), mask.to(device))
-            loss = reg + args.ce_weight * ce
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-        opt.step()
+        reg, ce, agree = _train_step(head, target, opt, next(feed), args, device)
         warm.step()
-        if step % 25 == 0 or step == args.steps - 1:
+        if step % 25 == 0 or step == args.steps:
             log.append(dict(step=step, seconds=round(time.perf_counter() - began, 1), reg=round(reg.item(), 4),
                             ce=round(ce.item(), 4), agree=round(agree.item(), 4)))
             print(json.dumps(log[-1]), flush=True)
-    return dict(log=log, steps=step + 1, seconds=round(time.perf_counter() - began, 1),
-                val_agreement=evaluate(head, target, val_seqs, args, device))
+        if step % args.eval_every == 0:
+            evals.append((step, evaluate(head, target, val_seqs, args, device)))
+            if evals[-1][1] > best[0]:
+                best = (evals[-1][1], copy.deepcopy(head.state_dict()))
+    final = evaluate(head, target, val_seqs, args, device)
+    if final < best[0]:
+        head.load_state_dict(best[1])
+    return dict(log=log, evals=evals, steps=step, seconds=round(time.perf_counter() - began, 1),
+                val_agreement=max(final, best[0]), val_agreement_final=final)
+
+
+def _train_step(head, target, opt, batch, args, device):
+    ids, mask = batch
+    with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        reg, ce, agree = losses(head, target, ids.to(device), mask.to(device), noise=args.noise)
+        loss = reg + args.ce_weight * ce
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+    opt.step()
+    return reg, ce, agree
 
 
 @torch.no_grad()
@@ -218,25 +199,6 @@ def save(head: TrainHead, target_folder: Path, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def hf_folder(model: str) -> str:
-    """A Hugging Face folder for `model`: itself, or a GGUF file's conversion (cached, as `llmfleet serve` does)."""
-    if Path(model).is_file() and model.endswith(".gguf"):
-        from llmfleet.entrypoints.default_model import default_cache_dir
-        from llmfleet.model.gguf_export import cached_hf_folder
-        return str(cached_hf_folder(Path(model), default_cache_dir() / "gguf"))
-    return model
-
-
-def sequences(args) -> list[list[int]]:
-    """The training sequences: read from --cache if it exists, else generated (and written there)."""
-    if args.cache is not None and args.cache.is_file():
-        return json.loads(args.cache.read_text())
-    seqs = generate(args.model, build_prompts(args.num_random, args.num_text), args.max_new, args.device)
-    if args.cache is not None:
-        args.cache.write_text(json.dumps(seqs))
-    return seqs
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="the target: a Hugging Face folder or a GGUF file")
@@ -254,6 +216,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--length", type=int, default=640)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--ce-weight", type=float, default=0.5)
+    p.add_argument("--noise", type=float, default=0.05, help="input-feature noise, in feature spreads")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations")
     return p.parse_args(argv)
 
 
