@@ -25,6 +25,7 @@ from llmfleet.engine.request import Status
 from llmfleet.protocol.config import EngineConfig
 from llmfleet.protocol.engine_messages import (AbortRequests, AddRequests, Call, CallResult, ClientMessage, Dead,
                                                Ready, SeqOutput, StepOutputs, StopStrings)
+from llmfleet.worker.executor.worker_proc import exit_with_parent
 
 logger = logging.getLogger("llmfleet.engine.core_proc")
 _STALL_WAIT_S = 0.002  # a step that could schedule nothing waits this long (or for a message) before the next
@@ -36,7 +37,7 @@ def run_engine_core(config: EngineConfig, input_address: str, output_address: st
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s engine-core: %(message)s")
-    threading.Thread(target=_exit_with_parent, args=(parent_alive,), daemon=True, name="parent-watch").start()
+    threading.Thread(target=exit_with_parent, args=(parent_alive,), daemon=True, name="parent-watch").start()
     context = zmq.Context()   # the output socket's alone: terminating it flushes what is still queued
     output = context.socket(zmq.PUSH)
     output.connect(output_address)
@@ -66,15 +67,6 @@ def _flush(output: zmq.Socket, context: zmq.Context) -> None:
     them."""
     output.close(linger=5000)
     context.term()
-
-
-def _exit_with_parent(parent_alive) -> None:
-    """Blocks on the parent's pipe; EOF (the parent is gone) ends this process at once."""
-    try:
-        parent_alive.recv()
-    except (EOFError, OSError):
-        pass
-    os._exit(0)
 
 
 def _receive(address: str, inbox: queue.SimpleQueue) -> None:

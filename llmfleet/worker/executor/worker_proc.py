@@ -49,7 +49,7 @@ def run_worker(spec: WorkerSpec, parent_alive) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=spec.log_level, format=f"%(asctime)s %(levelname)s worker-{spec.rank}: %(message)s")
-    threading.Thread(target=_exit_with_parent, args=(parent_alive,), daemon=True, name="parent-watch").start()
+    threading.Thread(target=exit_with_parent, args=(parent_alive,), daemon=True, name="parent-watch").start()
     context = zmq.Context()
     steps, results = context.socket(zmq.PULL), context.socket(zmq.PUSH)
     steps.connect(spec.step_address)
@@ -123,8 +123,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{tail}"
 
 
-def _exit_with_parent(parent_alive) -> None:
-    """Blocks on the driver's pipe; EOF (the driver is gone) ends this process at once."""
+def exit_with_parent(parent_alive) -> None:
+    """Blocks on the parent's pipe (a worker's driver, an engine core's API server); EOF (the parent is gone) ends
+    this process at once."""
     try:
         parent_alive.recv()
     except (EOFError, OSError):
