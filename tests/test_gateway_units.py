@@ -19,6 +19,17 @@ from llmfleet.protocol import kv_events as msg
 from llmfleet.protocol.block_hash import hash_prefix
 
 
+class TokenIdHasher:
+    """The prefix-aware policy's hasher for prompts given as token ids (no tokenizer), 16-token blocks."""
+    block_size = 16
+
+    def token_ids(self, path, payload):
+        return payload["prompt"]
+
+    def block_hashes(self, ids, salt=""):
+        return hash_prefix(ids, 16, salt)
+
+
 def _replicas(n: int) -> list[Replica]:
     return [Replica(f"http://r{i}:1", CircuitBreaker(), healthy=True) for i in range(n)]
 
@@ -102,16 +113,7 @@ def test_prefix_aware_prefers_the_cached_replica_within_the_balance_guard():
     index.precise_replicas.add(reps[2].url)
     index.apply(reps[2].url, msg.BlockStored(hashes[:3], None, 48))
 
-    class Hasher:
-        block_size = 16
-
-        def token_ids(self, path, payload):
-            return payload["prompt"]
-
-        def block_hashes(self, ids, salt=""):
-            return hash_prefix(ids, 16, salt)
-
-    policy = PrefixAware(index, Hasher())
+    policy = PrefixAware(index, TokenIdHasher())
     request = _request(payload={"prompt": prompt})
     assert policy.choose(request, reps) is reps[2] and request.predicted_cached_tokens == 48
     reps[2].in_flight, reps[0].in_flight, reps[1].in_flight = 5, 4, 4

@@ -119,15 +119,7 @@ def test_gateway_routes_adapter_requests_by_their_namespace():
     from llmfleet.protocol import kv_events as msg
     from llmfleet.protocol.block_hash import hash_prefix
     from llmfleet.protocol.lora import lora_salt
-
-    class Hasher:
-        block_size = 16
-
-        def token_ids(self, path, payload):
-            return payload["prompt"]
-
-        def block_hashes(self, ids, salt=""):
-            return hash_prefix(ids, 16, salt)
+    from tests.test_gateway_units import TokenIdHasher
 
     cards = [{"id": "base"}, {"id": "sql", "parent": "base"}]
     reps = [Replica(f"http://r{i}:1", CircuitBreaker(), healthy=True, cards=cards) for i in range(2)]
@@ -138,7 +130,7 @@ def test_gateway_routes_adapter_requests_by_their_namespace():
     # r0 cached the prompt for the base model, r1 under the adapter (the engine salts adapter blocks by name)
     index.apply(reps[0].url, msg.BlockStored(hash_prefix(prompt, 16)[:4], None, 64))
     index.apply(reps[1].url, msg.BlockStored(hash_prefix(prompt, 16, lora_salt("sql"))[:4], None, 64))
-    policy = PrefixAware(index, Hasher())
+    policy = PrefixAware(index, TokenIdHasher())
     for model, expected in (("sql", reps[1]), ("base", reps[0])):
         request = RoutingRequest("/v1/completions", {"prompt": prompt}, model=model)
         assert policy.choose(request, reps) is expected and request.predicted_cached_tokens == 64

@@ -19,9 +19,7 @@ from llmfleet.model.shapes import shape_config
 from llmfleet.model.weights import iterate_checkpoint, load_weights, map_checkpoint_name
 from tests.checkpoints import MOE_ARCHS, checkpoint
 from tests.test_engine_parity import engine_greedy, hf_greedy, prompts_for
-from tests.test_loader import prefill_logits
-
-TP_IDS = [1, 17, 250, 3, 99, 400, 8, 61, 2, 300, 45]
+from tests.test_loader import TP_IDS, _tp_worker, prefill_logits
 
 
 @pytest.mark.parametrize("arch, options", [
@@ -100,20 +98,6 @@ def test_bench_shapes_build_their_configs():
     qwen, mixtral = shape_config("qwen3-30b-a3b"), shape_config("mixtral-8x7b")
     assert (qwen.num_experts, qwen.num_experts_per_tok, qwen.moe_intermediate_size) == (128, 8, 768)
     assert (mixtral.num_local_experts, mixtral.num_experts_per_tok, mixtral.intermediate_size) == (8, 2, 14336)
-
-
-def _tp_worker(rank: int, size: int, init_file: str, paths: list[str], out_file: str) -> None:
-    import torch.distributed as dist
-    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
-    set_tensor_parallel(rank, size)
-    results = {}
-    for path in paths:
-        model, _, _ = load_model(path, torch.float32, "cpu")
-        results[path] = prefill_logits(model, TP_IDS)
-    if rank == 0:
-        torch.save(results, out_file)
-    dist.destroy_process_group()
 
 
 def test_expert_parallel_tp2_matches_one_process(tmp_path):
